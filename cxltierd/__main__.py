@@ -1,0 +1,3 @@
+from cxltierd.cli import main
+
+main()

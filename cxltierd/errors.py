@@ -1,0 +1,22 @@
+"""Exception types raised at cxltierd's boundaries."""
+
+
+class CxltierdError(Exception):
+    """Base of every error cxltierd reports to a user as one line."""
+
+
+class HostFSError(CxltierdError):
+    """A kernel file (or fixture file) was missing, unreadable or malformed."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class RootError(CxltierdError):
+    """The --root directory does not exist or does not look like a sysfs tree."""
+
+
+class ConfigError(CxltierdError):
+    """A policy or scenario file is broken; the message names the file and key path."""

@@ -1,0 +1,128 @@
+"""HostFS: the one place that touches /sys and /proc.
+
+Every reader takes a HostFS. Paths are written as the kernel spells them ("/sys/bus/cxl/devices") and are
+mapped under the injected root, so the same code runs on "/" and on a fixture tree. Reads raise HostFSError
+naming the file; callers decide whether to skip the device or the value. Writes (sysfs knobs, DAMON) go through
+the same object so tests can record them (see RecordingHostFS).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cxltierd.errors import HostFSError, RootError
+
+# Attributes larger than this are not kernel attributes: refuse instead of reading a huge file into memory.
+MAX_ATTR_BYTES = 1 << 20
+
+
+class HostFS:
+    """Read (and write) kernel files under `root`."""
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"HostFS({str(self.root)!r})"
+
+    def path(self, kpath: str) -> Path:
+        """The file on disk for kernel path `kpath` ("/sys/...")."""
+        return self.root / kpath.lstrip("/")
+
+    def check_root(self) -> None:
+        """Raise RootError unless root exists and holds a sys/ tree."""
+        if not self.root.is_dir():
+            raise RootError(f"{self.root}: root directory does not exist")
+        if not (self.path("/sys/devices").is_dir() or self.path("/sys/bus").is_dir()):
+            raise RootError(f"{self.root}: not a sysfs tree (no sys/devices or sys/bus under it)")
+
+    def exists(self, kpath: str) -> bool:
+        return os.path.exists(self.path(kpath))
+
+    def is_dir(self, kpath: str) -> bool:
+        return os.path.isdir(self.path(kpath))
+
+    def listdir(self, kpath: str) -> list[str]:
+        """Sorted entries of a directory; empty when it is missing or unreadable."""
+        try:
+            return sorted(os.listdir(self.path(kpath)))
+        except OSError:
+            return []
+
+    def read(self, kpath: str) -> str:
+        """Text of an attribute, stripped. Raises HostFSError naming the file."""
+        p = self.path(kpath)
+        try:
+            with open(p, "rb") as f:
+                data = f.read(MAX_ATTR_BYTES + 1)
+        except FileNotFoundError:
+            raise HostFSError(str(p), "missing") from None
+        except IsADirectoryError:
+            raise HostFSError(str(p), "is a directory, expected an attribute file") from None
+        except OSError as e:
+            raise HostFSError(str(p), f"unreadable ({e.strerror or e})") from None
+        if len(data) > MAX_ATTR_BYTES:
+            raise HostFSError(str(p), f"larger than {MAX_ATTR_BYTES} bytes")
+        try:
+            return data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise HostFSError(str(p), "not text") from None
+
+    def read_optional(self, kpath: str) -> str | None:
+        """Like read(), but None when the file does not exist (other errors still raise)."""
+        if not os.path.lexists(self.path(kpath)):
+            return None
+        return self.read(kpath)
+
+    def read_int(self, kpath: str, base: int = 0) -> int:
+        """An integer attribute; base 0 accepts "123", "0x1f"; base 16 accepts "8000000"."""
+        text = self.read(kpath)
+        try:
+            return int(text, base)
+        except ValueError:
+            raise HostFSError(str(self.path(kpath)), f"malformed integer {text[:40]!r}") from None
+
+    def readlink(self, kpath: str) -> str | None:
+        """Target of a symlink as written, or None when it is not a link."""
+        try:
+            return os.readlink(self.path(kpath))
+        except OSError:
+            return None
+
+    def link_name(self, kpath: str) -> str | None:
+        """Last component of a symlink's target (e.g. a `driver` link -> "kmem"), or None."""
+        target = self.readlink(kpath)
+        return os.path.basename(target.rstrip("/")) if target else None
+
+    def realpath(self, kpath: str) -> str:
+        """Kernel path that `kpath` resolves to, staying inside root (e.g. a /sys/bus link -> /sys/devices/...)."""
+        real = os.path.realpath(self.path(kpath))
+        root = os.path.realpath(self.root)
+        rel = os.path.relpath(real, root)
+        if rel.startswith(".."):
+            raise HostFSError(str(self.path(kpath)), "link points outside the root")
+        return "/" + rel if rel != "." else "/"
+
+    def write(self, kpath: str, value: str) -> None:
+        """Write a sysfs/procfs attribute. Raises HostFSError naming the file."""
+        p = self.path(kpath)
+        try:
+            with open(p, "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise HostFSError(str(p), f"write {value!r} failed ({e.strerror or e})") from None
+
+
+class RecordingHostFS(HostFS):
+    """A HostFS whose writes are recorded (and optionally applied) so tests can check the exact operations."""
+
+    def __init__(self, root: str | os.PathLike[str] = "/", apply: bool = False) -> None:
+        super().__init__(root)
+        self.apply = apply
+        self.writes: list[tuple[str, str]] = []
+
+    def write(self, kpath: str, value: str) -> None:
+        self.writes.append((kpath, value))
+        if self.apply:
+            super().write(kpath, value)
