@@ -6,7 +6,10 @@ contract every later stage (policy, engines, metrics, status) reads.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from cxltierd.facts import HostFacts, NodeFacts
 
 # Tier kinds from fastest to slowest when nothing else orders them.
 TIER_KINDS: tuple[str, ...] = ("hbm", "ddr", "cxl", "pmem", "unknown")
@@ -36,6 +39,7 @@ class Node:
     hmat: Hmat | None = None
     kernel_tier: int | None = None  # N of /sys/devices/virtual/memory_tiering/memory_tierN
     region: str | None = None  # CXL region feeding this node, if any
+    cpu_distance: int | None = None  # smallest distance from a node with CPUs
 
 
 @dataclass(frozen=True)
@@ -70,3 +74,187 @@ class Topology:
     @property
     def node_ids(self) -> tuple[int, ...]:
         return tuple(n.node for n in self.nodes)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Classification: a pure function of the discovered facts plus overrides.
+
+_KNOWN_ORDER = ("hbm", "ddr", "cxl", "pmem")
+HBM_BANDWIDTH_FACTOR = 2.0
+
+
+def _hmat(nf: NodeFacts) -> Hmat | None:
+    a = nf.access1 or nf.access0
+    if a is None or all(v is None for v in (a.read_latency, a.read_bandwidth)):
+        return None
+    return Hmat(a.read_latency, a.write_latency, a.read_bandwidth, a.write_bandwidth)
+
+
+def _memory_nodes(facts: HostFacts) -> list[NodeFacts]:
+    """Nodes that hold memory: in has_memory, or online with a MemTotal above zero."""
+    has_mem = set(facts.has_memory)
+    return [n for n in facts.nodes if n.node in has_mem or (not facts.has_memory and (n.total_bytes or 0) > 0)]
+
+
+def _cxl_evidence(facts: HostFacts) -> dict[int, tuple[str, str, str]]:
+    """node -> (kind, region, reason) for nodes fed by a CXL region or an NVDIMM/pmem dax device."""
+    out: dict[int, tuple[str, str, str]] = {}
+    regions = {g.region: g for g in facts.regions}
+    for d in facts.dax:
+        if d.target_node is None or d.target_node < 0:
+            continue
+        region = regions.get(d.region or "")
+        if d.kind == "cxl-ram" or (region is not None and region.mode == "ram"):
+            out[d.target_node] = ("cxl", d.region or "", f"target of CXL {d.region} via {d.chardev}")
+        elif d.kind in ("cxl-pmem", "nvdimm") or (region is not None and region.mode == "pmem"):
+            out.setdefault(d.target_node, ("pmem", d.region or "", f"target of {d.kind} {d.chardev}"))
+    bs = facts.kernel.block_size_bytes
+    if bs:
+        ranges = [
+            (g.resource, g.resource + g.size, g)
+            for g in facts.regions
+            if g.resource is not None and g.size and g.mode in ("ram", "pmem")
+        ]
+        for b in facts.blocks:
+            if b.node is None or b.node in out:
+                continue
+            addr = b.index * bs
+            for lo, hi, g in ranges:
+                if lo <= addr < hi:
+                    kind = "cxl" if g.mode == "ram" else "pmem"
+                    out[b.node] = (kind, g.region, f"holds memory blocks of CXL {g.region}")
+                    break
+    return out
+
+
+def _faster(a: dict[str, float | None], b: dict[str, float | None]) -> bool | None:
+    """Is group a faster than group b, by the first figure both have (HMAT latency, bandwidth, kernel tier, distance)?"""
+    for key, lower_is_faster in (("latency", True), ("bandwidth", False), ("kernel_tier", True), ("distance", True)):
+        x, y = a[key], b[key]
+        if x is not None and y is not None and x != y:
+            return (x < y) if lower_is_faster else (x > y)
+    return None
+
+
+def _cpu_distance(nf: NodeFacts, cpu_nodes: set[int]) -> int | None:
+    values = [d for n, d in nf.distances.items() if n in cpu_nodes]
+    return min(values) if values else None
+
+
+def classify(facts: HostFacts, overrides: Mapping[int, str] | None = None) -> Topology:
+    """Give every memory node a tier kind and order the tiers fast to slow (rules in README, "Tier classification")."""
+    overrides = dict(overrides or {})
+    kernel_tier = {n: t for t, ns in facts.kernel.memory_tiers.items() for n in ns}
+    mem_nodes = _memory_nodes(facts)
+    cpu_nodes = {n.node for n in facts.nodes if n.cpus}
+    gpu_nodes = {g.node: g for g in facts.gpus}
+    cxl = _cxl_evidence(facts)
+    ddr_bw = [
+        h.read_bandwidth_mbps
+        for n in mem_nodes
+        if n.cpus and (h := _hmat(n)) is not None and h.read_bandwidth_mbps is not None
+    ]
+    ddr_ref = max(ddr_bw) if ddr_bw else None
+
+    classified: list[Node] = []
+    for nf in mem_nodes:
+        hmat = _hmat(nf)
+        region = cxl[nf.node][1] if nf.node in cxl else None
+        if nf.node in overrides:
+            kind, reason = overrides[nf.node], "override in config"
+        elif nf.node in cxl:
+            kind, reason = cxl[nf.node][0], cxl[nf.node][2]
+        elif not nf.cpus and nf.node in gpu_nodes:
+            kind, reason = "hbm", f"NVIDIA GPU {gpu_nodes[nf.node].bdf} memory node"
+        elif (
+            not nf.cpus
+            and hmat is not None
+            and hmat.read_bandwidth_mbps is not None
+            and ddr_ref is not None
+            and hmat.read_bandwidth_mbps > HBM_BANDWIDTH_FACTOR * ddr_ref
+        ):
+            kind = "hbm"
+            reason = f"CPU-less, HMAT bandwidth {hmat.read_bandwidth_mbps} MB/s > 2x DDR's {ddr_ref} MB/s"
+        elif nf.cpus:
+            kind, reason = "ddr", "node with CPUs"
+        else:
+            kind, reason = (
+                "unknown",
+                "CPU-less, no CXL region or GPU, bandwidth not HBM-class; placed by HMAT/tier/distance",
+            )
+        dist = dict(nf.distances)
+        cpu_dist = _cpu_distance(nf, cpu_nodes)
+        classified.append(
+            Node(
+                node=nf.node,
+                kind=kind,
+                reason=reason,
+                cpus=nf.cpus,
+                total_bytes=nf.total_bytes or 0,
+                free_bytes=nf.free_bytes or 0,
+                distances=dist,
+                hmat=hmat,
+                kernel_tier=kernel_tier.get(nf.node),
+                region=region,
+                cpu_distance=cpu_dist,
+            )
+        )
+    tiers = _order_tiers(classified)
+    warnings = _kernel_disagreements(classified, tiers)
+    return Topology(nodes=tuple(classified), tiers=tiers, warnings=tuple(warnings))
+
+
+def _group_evidence(nodes: list[Node]) -> dict[str, float | None]:
+    def avg(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    return {
+        "latency": avg([n.hmat.read_latency_ns for n in nodes if n.hmat and n.hmat.read_latency_ns is not None]),
+        "bandwidth": avg(
+            [n.hmat.read_bandwidth_mbps for n in nodes if n.hmat and n.hmat.read_bandwidth_mbps is not None]
+        ),
+        "kernel_tier": avg([n.kernel_tier for n in nodes if n.kernel_tier is not None]),
+        "distance": avg([n.cpu_distance for n in nodes if n.cpu_distance is not None]),
+    }
+
+
+def _order_tiers(nodes: list[Node]) -> tuple[Tier, ...]:
+    """Known kinds in their fixed order; unknown nodes inserted before the first tier they beat on evidence."""
+    by_kind: dict[str, list[Node]] = {}
+    for n in nodes:
+        by_kind.setdefault(n.kind if n.kind in TIER_KINDS else "unknown", []).append(n)
+    order = [k for k in _KNOWN_ORDER if k in by_kind]
+    if "unknown" in by_kind:
+        unknown = _group_evidence(by_kind["unknown"])
+        pos = len(order)
+        for i, kind in enumerate(order):
+            if _faster(unknown, _group_evidence(by_kind[kind])):
+                pos = i
+                break
+        order.insert(pos, "unknown")
+    return tuple(Tier(name=k, rank=i, nodes=tuple(sorted(n.node for n in by_kind[k]))) for i, k in enumerate(order))
+
+
+def _kernel_disagreements(nodes: list[Node], tiers: tuple[Tier, ...]) -> list[str]:
+    """Where cxltierd's order and the kernel's memory tiers (lower N = faster) disagree."""
+    rank = {n: t.rank for t in tiers for n in t.nodes}
+    kind = {n.node: n.kind for n in nodes}
+    out = []
+    placed = [n for n in nodes if n.kernel_tier is not None]
+    for a in placed:
+        for b in placed:
+            if a.node >= b.node:
+                continue
+            ra, rb, ka, kb = rank[a.node], rank[b.node], a.kernel_tier, b.kernel_tier
+            assert ka is not None and kb is not None
+            if ra != rb and ka == kb:
+                out.append(
+                    f"kernel puts node {a.node} ({kind[a.node]}) and node {b.node} ({kind[b.node]}) in the same "
+                    f"memory tier {ka}: the kernel will not demote between them"
+                )
+            elif (ra < rb and ka > kb) or (ra > rb and ka < kb):
+                out.append(
+                    f"kernel memory tiers order node {a.node} ({kind[a.node]}, memory_tier{ka}) and node "
+                    f"{b.node} ({kind[b.node]}, memory_tier{kb}) the other way round"
+                )
+    return out

@@ -1,0 +1,123 @@
+"""NUMA nodes (/sys/devices/system/node) and memory blocks (/sys/devices/system/memory)."""
+
+from __future__ import annotations
+
+from cxltierd.discovery.parse import (
+    index_of,
+    parse_cpulist,
+    parse_distance,
+    parse_meminfo,
+)
+from cxltierd.discovery.reader import Reader
+from cxltierd.facts import Access, MemoryBlock, MemSideCache, NodeFacts
+
+NODE = "/sys/devices/system/node"
+MEMORY = "/sys/devices/system/memory"
+
+
+def read_masks(r: Reader) -> dict[str, tuple[int, ...]]:
+    """online, possible, has_cpu, has_memory node masks (cpulist format)."""
+    out: dict[str, tuple[int, ...]] = {}
+    for name in ("online", "possible", "has_cpu", "has_memory"):
+        value = r.parse(f"{NODE}/{name}", parse_cpulist, required=name in ("online", "possible"))
+        out[name] = value if value is not None else ()
+    return out
+
+
+def read_access(r: Reader, base: str) -> Access | None:
+    """nodeN/accessY/initiators or regionZ/accessY: read/write latency and bandwidth, plus initiator nodes."""
+    if not r.fs.is_dir(base):
+        return None
+    initiators = tuple(sorted(n for n in (index_of(e, "node") for e in r.fs.listdir(base)) if n is not None))
+    return Access(
+        read_latency=r.int(f"{base}/read_latency", required=False),
+        write_latency=r.int(f"{base}/write_latency", required=False),
+        read_bandwidth=r.int(f"{base}/read_bandwidth", required=False),
+        write_bandwidth=r.int(f"{base}/write_bandwidth", required=False),
+        initiators=initiators,
+    )
+
+
+def read_caches(r: Reader, base: str) -> tuple[MemSideCache, ...]:
+    caches = []
+    for entry in r.fs.listdir(base):
+        idx = index_of(entry, "index")
+        if idx is None:
+            continue
+        d = f"{base}/{entry}"
+        caches.append(
+            MemSideCache(
+                index=idx,
+                size=r.int(f"{d}/size", required=False),
+                line_size=r.int(f"{d}/line_size", required=False),
+                indexing=r.int(f"{d}/indexing", required=False),
+                write_policy=r.int(f"{d}/write_policy", required=False),
+            )
+        )
+    return tuple(caches)
+
+
+def read_node(r: Reader, n: int, online: tuple[int, ...]) -> NodeFacts:
+    d = f"{NODE}/node{n}"
+    entries = r.fs.listdir(d)
+    meminfo = r.parse(f"{d}/meminfo", parse_meminfo) or {}
+    distances = r.parse(f"{d}/distance", lambda t: parse_distance(t, online)) or {}
+    blocks = tuple(sorted(b for b in (index_of(e, "memory") for e in entries) if b is not None))
+    return NodeFacts(
+        node=n,
+        cpus=r.parse(f"{d}/cpulist", parse_cpulist) or (),
+        total_bytes=meminfo.get("MemTotal"),
+        free_bytes=meminfo.get("MemFree"),
+        used_bytes=meminfo.get("MemUsed"),
+        distances=distances,
+        access0=read_access(r, f"{d}/access0/initiators"),
+        access1=read_access(r, f"{d}/access1/initiators"),
+        caches=read_caches(r, f"{d}/memory_side_cache"),
+        blocks=blocks,
+    )
+
+
+def read_nodes(r: Reader, online: tuple[int, ...]) -> tuple[NodeFacts, ...]:
+    """Every nodeN directory present (online nodes; a missing one is warned about)."""
+    present = sorted(n for n in (index_of(e, "node") for e in r.fs.listdir(NODE)) if n is not None)
+    for n in online:
+        if n not in present:
+            r.warn(f"{r.fs.path(f'{NODE}/node{n}')}: node {n} is online but has no directory")
+    return tuple(read_node(r, n, online) for n in present)
+
+
+def read_blocks(
+    r: Reader, nodes: tuple[NodeFacts, ...], block_size: int | None, detail_ranges: list[tuple[int, int]]
+) -> tuple[MemoryBlock, ...]:
+    """All memory blocks with their node; state and zone only for blocks inside `detail_ranges` (CXL/dax ranges).
+
+    The node of each block comes from the nodes' memoryX links (one listdir per node), not per-block realpaths,
+    so this stays fast with tens of thousands of blocks.
+    """
+    node_of: dict[int, int] = {}
+    for nf in nodes:
+        for b in nf.blocks:
+            node_of[b] = nf.node
+    indexes = sorted(b for b in (index_of(e, "memory") for e in r.fs.listdir(MEMORY)) if b is not None)
+    out = []
+    for idx in indexes:
+        state = zone = None
+        if block_size and any(lo <= idx * block_size < hi for lo, hi in detail_ranges):
+            state = r.text(f"{MEMORY}/memory{idx}/state", required=False)
+            zone = r.text(f"{MEMORY}/memory{idx}/valid_zones", required=False)
+        out.append(MemoryBlock(index=idx, node=node_of.get(idx), state=state, zone=zone))
+    return tuple(out)
+
+
+def read_memory_tiers(r: Reader) -> dict[int, tuple[int, ...]]:
+    """/sys/devices/virtual/memory_tiering/memory_tierN/nodelist -> {N: nodes}."""
+    base = "/sys/devices/virtual/memory_tiering"
+    tiers: dict[int, tuple[int, ...]] = {}
+    for entry in r.fs.listdir(base):
+        n = index_of(entry, "memory_tier")
+        if n is None:
+            continue
+        nodes = r.parse(f"{base}/{entry}/nodelist", parse_cpulist)
+        if nodes is not None:
+            tiers[n] = nodes
+    return tiers

@@ -1,0 +1,132 @@
+"""Pure parsers for kernel attribute text. Each raises ValueError on malformed input."""
+
+from __future__ import annotations
+
+import re
+
+# vmstat counters that tell what tiering did (LINUX-INTERFACES.md); absent ones are simply missing.
+TIERING_COUNTERS: tuple[str, ...] = (
+    "pgpromote_success",
+    "pgpromote_candidate",
+    "pgdemote_kswapd",
+    "pgdemote_direct",
+    "pgdemote_khugepaged",
+    "pgdemote_proactive",
+    "numa_pte_updates",
+    "numa_hint_faults",
+    "numa_hint_faults_local",
+    "numa_pages_migrated",
+    "pgmigrate_success",
+    "pgmigrate_fail",
+    "thp_migration_success",
+    "thp_migration_fail",
+    "thp_migration_split",
+)
+
+
+def parse_cpulist(text: str) -> tuple[int, ...]:
+    """ "0-3,8" -> (0, 1, 2, 3, 8); "" -> ()."""
+    out: list[int] = []
+    for part in text.strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        a = int(lo, 10)
+        b = int(hi, 10) if sep else a
+        if a < 0 or b < a or b - a > 1 << 16:
+            raise ValueError(f"bad range {part!r}")
+        out.extend(range(a, b + 1))
+    return tuple(out)
+
+
+def parse_int(text: str, base: int = 0) -> int:
+    """An integer attribute: decimal, or hex with 0x (base 0); base 16 for hex without 0x."""
+    return int(text.strip(), base)
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """Node meminfo ("Node 0 MemTotal:  24684096 kB") or /proc/meminfo -> name -> bytes (or count)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        key, _, rest = line.partition(":")
+        name = key.split()[-1] if key.split() else ""
+        fields = rest.split()
+        if not name or not fields:
+            continue
+        value = int(fields[0])
+        if len(fields) > 1 and fields[1] == "kB":
+            value *= 1024
+        out[name] = value
+    if not out:
+        raise ValueError("no 'Name: value' lines")
+    return out
+
+
+def parse_distance(text: str, online: tuple[int, ...]) -> dict[int, int]:
+    """A node's distance row; entries follow the order of the online nodes."""
+    values = [int(v) for v in text.split()]
+    if len(values) != len(online):
+        raise ValueError(f"{len(values)} distances for {len(online)} online nodes")
+    return dict(zip(online, values, strict=True))
+
+
+def parse_keyvals(text: str) -> dict[str, int]:
+    """/proc/vmstat and nodeN/vmstat lines: "name value"."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def parse_kernel_release(version_text: str) -> tuple[str, tuple[int, int]]:
+    """/proc/version -> ("6.12.95+deb12-amd64", (6, 12))."""
+    m = re.match(r"Linux version (\S+)", version_text)
+    if not m:
+        raise ValueError("no 'Linux version X' at the start")
+    release = m.group(1)
+    v = re.match(r"(\d+)\.(\d+)", release)
+    if not v:
+        raise ValueError(f"release {release!r} has no major.minor")
+    return release, (int(v.group(1)), int(v.group(2)))
+
+
+def parse_bool(text: str) -> bool:
+    """sysfs booleans: true/false, 1/0, Y/N."""
+    t = text.strip().lower()
+    if t in ("true", "1", "y", "yes", "on"):
+        return True
+    if t in ("false", "0", "n", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text[:20]!r}")
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """A decoder target_list: "12" or "0,1"; empty -> ()."""
+    return tuple(int(x) for x in re.split(r"[,\s]+", text.strip()) if x)
+
+
+def parse_nvidia_numa_status(text: str) -> tuple[int, str | None]:
+    """/proc/driver/nvidia/gpus/BDF/numa_status: "Node: 2" and "Status: online" lines."""
+    node: int | None = None
+    status: str | None = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "node":
+            node = int(value.strip())
+        elif key.strip().lower() == "status":
+            status = value.strip()
+    if node is None:
+        raise ValueError("no 'Node:' line")
+    return node, status
+
+
+def index_of(name: str, prefix: str) -> int | None:
+    """ "memory110" with prefix "memory" -> 110; None if the name does not match."""
+    if name.startswith(prefix) and name[len(prefix) :].isdigit():
+        return int(name[len(prefix) :])
+    return None
