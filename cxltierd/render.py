@@ -149,6 +149,17 @@ def topology_json(facts: HostFacts, topo: Topology) -> dict[str, Any]:
     }
 
 
+def cpulist(values: tuple[int, ...]) -> str:
+    """(0, 1, 2, 3, 8) -> "0-3,8", the kernel's cpulist format."""
+    out: list[str] = []
+    for v in sorted(values):
+        if out and v == int(out[-1].split("-")[-1]) + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        else:
+            out.append(str(v))
+    return ",".join(out)
+
+
 def human_bytes(n: int | None) -> str:
     if n is None:
         return "?"
@@ -171,13 +182,13 @@ def topology_text(facts: HostFacts, topo: Topology) -> str:
         )
     lines.append("Nodes:")
     for n in topo.nodes:
-        cpus = ",".join(map(str, n.cpus)) if n.cpus else "-"
+        cpus = cpulist(n.cpus) or "-"
         hmat = ""
         if n.hmat:
             hmat = f" hmat {n.hmat.read_latency_ns} ns {n.hmat.read_bandwidth_mbps} MB/s"
         dist = " ".join(f"{o}:{d}" for o, d in sorted(n.distances.items()))
         lines.append(
-            f"  node{n.node:<3} {n.kind:<8} cpus {cpus:<8} {human_bytes(n.total_bytes):>11}"
+            f"  node{n.node:<3} {n.kind:<8} cpus {cpus:<9} {human_bytes(n.total_bytes):>11}"
             f" ({human_bytes(n.free_bytes)} free) dist [{dist}]{hmat}"
         )
         lines.append(f"           {n.reason}")

@@ -236,25 +236,31 @@ def _order_tiers(nodes: list[Node]) -> tuple[Tier, ...]:
 
 
 def _kernel_disagreements(nodes: list[Node], tiers: tuple[Tier, ...]) -> list[str]:
-    """Where cxltierd's order and the kernel's memory tiers (lower N = faster) disagree."""
+    """Where cxltierd's tiers and the kernel's memory tiers (lower N = faster) disagree, one line per conflict."""
     rank = {n: t.rank for t in tiers for n in t.nodes}
-    kind = {n.node: n.kind for n in nodes}
+    name = {t.rank: t.name for t in tiers}
+    ours_by_kernel: dict[int, set[int]] = {}
+    for n in nodes:
+        if n.kernel_tier is not None:
+            ours_by_kernel.setdefault(n.kernel_tier, set()).add(rank[n.node])
     out = []
-    placed = [n for n in nodes if n.kernel_tier is not None]
-    for a in placed:
-        for b in placed:
-            if a.node >= b.node:
-                continue
-            ra, rb, ka, kb = rank[a.node], rank[b.node], a.kernel_tier, b.kernel_tier
-            assert ka is not None and kb is not None
-            if ra != rb and ka == kb:
+    for kt, ranks in sorted(ours_by_kernel.items()):
+        if len(ranks) > 1:
+            groups = [
+                f"{name[r]} node(s) {','.join(str(n.node) for n in nodes if n.kernel_tier == kt and rank[n.node] == r)}"
+                for r in sorted(ranks)
+            ]
+            out.append(
+                f"kernel memory_tier{kt} holds {' and '.join(groups)}: the kernel will not demote between them"
+            )
+    kernel_tiers = sorted(ours_by_kernel)
+    for i, a in enumerate(kernel_tiers):
+        for b in kernel_tiers[i + 1 :]:
+            # a is faster than b for the kernel; cxltierd must not rank any node of a below one of b
+            if min(ours_by_kernel[a]) > max(ours_by_kernel[b]):
                 out.append(
-                    f"kernel puts node {a.node} ({kind[a.node]}) and node {b.node} ({kind[b.node]}) in the same "
-                    f"memory tier {ka}: the kernel will not demote between them"
-                )
-            elif (ra < rb and ka > kb) or (ra > rb and ka < kb):
-                out.append(
-                    f"kernel memory tiers order node {a.node} ({kind[a.node]}, memory_tier{ka}) and node "
-                    f"{b.node} ({kind[b.node]}, memory_tier{kb}) the other way round"
+                    f"kernel memory_tier{a} ({'/'.join(name[r] for r in sorted(ours_by_kernel[a]))}) is ranked "
+                    f"above memory_tier{b} ({'/'.join(name[r] for r in sorted(ours_by_kernel[b]))}), "
+                    "the other way round from cxltierd"
                 )
     return out
