@@ -1,0 +1,231 @@
+"""The placement decision: a pure function (topology, heat, policy, state, now) -> Plan.
+
+Each tick the loop hands `decide` the smoothed heat of every managed region and the free memory of every node.
+In order, it plans:
+1. pins: regions of pinned processes that sit outside their tier move onto it;
+2. pressure demotions: a fast node with less than min_free_percent free sheds its coldest regions to the
+   fastest slow node with room, until it is back under max_used_percent;
+3. promotions: the hottest slow regions (at least hot_threshold) move to a fast node with room below
+   max_used_percent; when the fast tier is full, a candidate displaces the coldest fast region only if it is
+   hotter by the hysteresis margin (the cold one is demoted first, then the hot one promoted).
+Everything stays within the rate limit (bytes per interval) and skips regions moved less than `cooldown` seconds
+ago, so a region cannot ping-pong. Excluded and unmanaged processes are never touched; a node missing from the
+state (unplugged) is neither a source nor a target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from cxltierd.engines.base import Move, Plan, Process, RegionHeat
+from cxltierd.policy.schema import Policy, Selector
+from cxltierd.topology import Topology
+
+Key = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class PlacementState:
+    """What the loop knows besides heat: node memory now, processes, and when each region last moved."""
+
+    free_bytes: Mapping[int, int]
+    total_bytes: Mapping[int, int]
+    processes: Mapping[int, Process] = field(default_factory=dict)
+    last_moved: Mapping[Key, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Which live nodes are fast (promotion targets) and slow (demotion targets, fastest first)."""
+
+    fast: tuple[int, ...]
+    slow: tuple[int, ...]
+    kind: Mapping[int, str]
+
+
+def roles(topology: Topology, policy: Policy, live: set[int] | None = None) -> Roles:
+    """Fast and slow nodes from the policy's tier lists (default: the fastest tier is fast, the rest slow)."""
+    kind = {n.node: n.kind for n in topology.nodes}
+    ordered = [n for t in topology.tiers for n in t.nodes if live is None or n in live]
+
+    def pick(refs: tuple[str | int, ...]) -> list[int]:
+        return [n for n in ordered if n in refs or kind[n] in refs]
+
+    if policy.tiers.fast:
+        fast = pick(policy.tiers.fast)
+    else:
+        first = next((t for t in topology.tiers if live is None or set(t.nodes) & live), None)
+        fast = [n for n in ordered if first is not None and n in first.nodes]
+    slow = pick(policy.tiers.slow) if policy.tiers.slow else [n for n in ordered if n not in fast]
+    return Roles(fast=tuple(fast), slow=tuple(n for n in slow if n not in fast), kind=kind)
+
+
+def _matches(selectors: tuple[Selector, ...], p: Process) -> bool:
+    return any(s.matches(p.pid, p.name, p.cmdline, p.cgroup) for s in selectors)
+
+
+def _rate(heat: float) -> str:
+    return f"{heat:.3g} acc/s"
+
+
+class _Planner:
+    """Mutable bookkeeping for one decide() call: node usage as planned moves apply, budget, notes."""
+
+    def __init__(self, topology: Topology, policy: Policy, state: PlacementState, roles_: Roles) -> None:
+        self.policy = policy
+        self.roles = roles_
+        self.total = {n: state.total_bytes.get(n) or _topo_total(topology, n) for n in state.free_bytes}
+        self.used = {n: max(0, self.total[n] - state.free_bytes[n]) for n in state.free_bytes}
+        self.budget = policy.budget_bytes()
+        self.moves: list[Move] = []
+        self.moved: set[Key] = set()
+        self.notes: list[str] = []
+
+    def limit(self, node: int) -> int:
+        """Usage a move may fill a node up to (its tier's max_used_percent)."""
+        mark = self.policy.watermark(self.roles.kind.get(node, "unknown"))
+        return int(self.total[node] * mark.max_used_percent / 100)
+
+    def pressure(self, node: int) -> bool:
+        mark = self.policy.watermark(self.roles.kind.get(node, "unknown"))
+        return self.total[node] - self.used[node] < self.total[node] * mark.min_free_percent / 100
+
+    def room(self, nodes: Sequence[int], size: int, most_free: bool = False) -> int | None:
+        fits = [n for n in nodes if self.used[n] + size <= self.limit(n)]
+        if not fits:
+            return None
+        return max(fits, key=lambda n: self.limit(n) - self.used[n]) if most_free else fits[0]
+
+    def add(self, r: RegionHeat, dst: int, reason: str) -> bool:
+        if r.size > self.budget:
+            if "rate limit reached" not in self.notes:
+                self.notes.append("rate limit reached")
+            return False
+        self.budget -= r.size
+        self.used[r.node] -= r.size
+        self.used[dst] += r.size
+        self.moves.append(Move(r.pid, r.start, r.size, r.node, dst, reason))
+        self.moved.add(r.key)
+        return True
+
+    def name(self, node: int) -> str:
+        return f"{self.roles.kind.get(node, 'unknown')} node {node}"
+
+
+def _topo_total(topology: Topology, node: int) -> int:
+    try:
+        return topology.node(node).total_bytes
+    except KeyError:
+        return 0
+
+
+def decide(topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state: PlacementState, now: float) -> Plan:
+    """Plan this tick's moves (see the module docstring). `heat` carries smoothed accesses/s per region."""
+    live = {n for n in state.free_bytes if n in {x.node for x in topology.nodes}}
+    rl = roles(topology, policy, live)
+    if not rl.fast or not rl.slow:
+        return Plan(notes=("one tier only: nothing to place",))
+    pl = _Planner(topology, policy, state, rl)
+    procs = state.processes
+    pol = policy.processes
+
+    movable: list[RegionHeat] = []
+    pinned: list[tuple[RegionHeat, str]] = []
+    for r in heat:
+        if r.node not in live:
+            continue
+        p = procs.get(r.pid)
+        if p is not None:
+            if (pol.manage and not _matches(pol.manage, p)) or _matches(pol.exclude, p):
+                continue
+            pin = next((x.tier for x in pol.pin if x.match.matches(p.pid, p.name, p.cmdline, p.cgroup)), None)
+            if pin is not None:
+                pinned.append((r, pin))
+                continue
+        last = state.last_moved.get(r.key)
+        if last is not None and now - last < policy.cooldown:
+            continue
+        movable.append(r)
+
+    _pins(pl, pinned, procs)
+    fast_set = set(rl.fast)
+    victims = sorted((r for r in movable if r.node in fast_set), key=lambda r: r.accesses)
+    _pressure(pl, victims)
+    candidates = sorted(
+        (r for r in movable if r.node not in fast_set and r.accesses >= policy.hotness.hot_threshold),
+        key=lambda r: -r.accesses,
+    )
+    _promote(pl, candidates, [r for r in victims if r.key not in pl.moved])
+    return Plan(moves=tuple(pl.moves), notes=tuple(pl.notes))
+
+
+def _pins(pl: _Planner, pinned: list[tuple[RegionHeat, str]], procs: Mapping[int, Process]) -> None:
+    for r, tier in pinned:
+        nodes = [n for n in (*pl.roles.fast, *pl.roles.slow) if pl.roles.kind.get(n) == tier]
+        if not nodes or r.node in nodes:
+            continue
+        dst = pl.room(nodes, r.size)
+        if dst is None:
+            pl.notes.append(f"pinned tier {tier} full")
+            continue
+        p = procs.get(r.pid)
+        pl.add(r, dst, f"pin: pid {r.pid} ({p.name if p else '?'}) is pinned to {tier}, moving from {pl.name(r.node)}")
+
+
+def _pressure(pl: _Planner, victims: list[RegionHeat]) -> None:
+    """Demote the coldest regions of fast nodes below their min_free mark, down to max_used."""
+    for node in pl.roles.fast:
+        if not pl.pressure(node):
+            continue
+        free_pct = 100 * (pl.total[node] - pl.used[node]) / max(1, pl.total[node])
+        for r in victims:
+            if pl.used[node] <= pl.limit(node):
+                break
+            if r.node != node or r.key in pl.moved:
+                continue
+            dst = pl.room(pl.roles.slow, r.size)
+            if dst is None:
+                pl.notes.append("slow tiers full: cannot demote")
+                return
+            reason = f"demote: {pl.name(node)} has {free_pct:.1f}% free, {_rate(r.accesses)} is among its coldest"
+            if not pl.add(r, dst, reason):
+                return
+
+
+def _promote(pl: _Planner, candidates: list[RegionHeat], victims: list[RegionHeat]) -> None:
+    margin = 1.0 + pl.policy.hotness.hysteresis
+    vi = 0
+    for c in candidates:
+        dst = pl.room(pl.roles.fast, c.size, most_free=True)
+        if dst is not None:
+            if not pl.add(c, dst, f"promote: {_rate(c.accesses)} on {pl.name(c.node)}, room on {pl.name(dst)}"):
+                return
+            continue
+        # Fast tier full: displace the coldest fast region, if the candidate is clearly hotter.
+        while vi < len(victims) and victims[vi].key in pl.moved:
+            vi += 1
+        if vi >= len(victims):
+            pl.notes.append("fast tier full of regions moved recently")
+            return
+        v = victims[vi]
+        if c.accesses <= v.accesses * margin or c.accesses - v.accesses < pl.policy.hotness.hot_threshold / 2:
+            pl.notes.append(
+                f"fast tier full: hottest candidate {_rate(c.accesses)} not above coldest fast region {_rate(v.accesses)} by the hysteresis"
+            )
+            return
+        if v.size + c.size > pl.budget:
+            pl.notes.append("rate limit reached")
+            return
+        slow_dst = pl.room(pl.roles.slow, v.size)
+        if slow_dst is None:
+            pl.notes.append("slow tiers full: cannot make room in the fast tier")
+            return
+        fast_node = v.node
+        pl.add(v, slow_dst, f"demote: {_rate(v.accesses)} on {pl.name(fast_node)} makes room for {_rate(c.accesses)}")
+        vi += 1
+        if pl.used[fast_node] + c.size > pl.limit(fast_node):
+            continue  # regions of unequal size: the next victim frees more room
+        pl.add(
+            c, fast_node, f"promote: {_rate(c.accesses)} on {pl.name(c.node)} > coldest fast region {_rate(v.accesses)}"
+        )
