@@ -1,0 +1,114 @@
+"""move_pages(2) through ctypes: batched, never one call per page. The only place cxltierd makes that syscall.
+
+`move_pages(pid, addrs, node)` moves every page in `addrs` (an array of page addresses) to `node` with
+MPOL_MF_MOVE; `query(pid, addrs)` asks where the pages are (nodes=NULL). Both return the per-page status array:
+a node id, or a negative errno. A call-level failure raises PagesError carrying the errno (ESRCH when the process
+is gone, EPERM, ...). Status values map onto the failure reasons of cxltierd_migration_failures_total via `reason()`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+from array import array
+
+from cxltierd.errors import CxltierdError
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+MPOL_MF_MOVE = 2
+MPOL_MF_MOVE_ALL = 4
+SYS_MOVE_PAGES = {"x86_64": 279, "aarch64": 239, "ppc64le": 301, "s390x": 310, "riscv64": 239}
+BATCH_PAGES = 65536  # pages per syscall: large batches are several times faster than small ones
+
+_REASONS = {
+    errno.ENOMEM: "target_full",
+    errno.ESRCH: "process_gone",
+    errno.EPERM: "permission",
+    errno.EACCES: "permission",
+    errno.EBUSY: "busy",
+    errno.ENOENT: "not_present",
+    errno.EFAULT: "not_present",
+    errno.ENODEV: "node_gone",
+    errno.EINVAL: "node_gone",
+    errno.EIO: "io_error",
+}
+
+
+class PagesError(CxltierdError):
+    def __init__(self, pid: int, err: int, what: str) -> None:
+        super().__init__(f"move_pages({what}) on pid {pid}: {os.strerror(err)}")
+        self.pid = pid
+        self.errno = err
+
+
+def reason(err: int) -> str:
+    """Failure reason for an errno (positive) or a negative per-page status."""
+    return _REASONS.get(abs(err), "other")
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _syscall() -> ctypes._NamedFuncPointer:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    fn = _libc.syscall
+    fn.restype = ctypes.c_long
+    return fn
+
+
+def _number() -> int:
+    machine = platform.machine()
+    if machine not in SYS_MOVE_PAGES:
+        raise CxltierdError(f"move_pages: unsupported architecture {machine}")
+    return SYS_MOVE_PAGES[machine]
+
+
+def _call(pid: int, addrs: array, nodes: array | None, flags: int) -> array:
+    """One or more move_pages calls over `addrs` in BATCH_PAGES slices; returns the status of every page."""
+    status = array("i", bytes(4 * len(addrs)))
+    if not addrs:
+        return status
+    nr = _number()
+    fn = _syscall()
+    pages_buf = (ctypes.c_uint64 * len(addrs)).from_buffer(addrs)
+    status_buf = (ctypes.c_int * len(status)).from_buffer(status)
+    nodes_buf = (ctypes.c_int * len(nodes)).from_buffer(nodes) if nodes is not None else None
+    base_pages = ctypes.addressof(pages_buf)
+    base_status = ctypes.addressof(status_buf)
+    base_nodes = ctypes.addressof(nodes_buf) if nodes_buf is not None else 0
+    for off in range(0, len(addrs), BATCH_PAGES):
+        count = min(BATCH_PAGES, len(addrs) - off)
+        rc = fn(
+            ctypes.c_long(nr),
+            ctypes.c_long(pid),
+            ctypes.c_ulong(count),
+            ctypes.c_void_p(base_pages + 8 * off),
+            ctypes.c_void_p(base_nodes + 4 * off if base_nodes else 0),
+            ctypes.c_void_p(base_status + 4 * off),
+            ctypes.c_int(flags),
+        )
+        if rc < 0:
+            err = ctypes.get_errno()
+            raise PagesError(pid, err, "query" if nodes is None else "move")
+    return status
+
+
+def page_addresses(start: int, size: int, page_size: int = PAGE_SIZE) -> array:
+    """Addresses of every page in [start, start + size)."""
+    first = start - start % page_size
+    return array("Q", range(first, start + size, page_size))
+
+
+def query(pid: int, addrs: array) -> array:
+    """Node of each page (or a negative errno: -ENOENT for a page not present)."""
+    return _call(pid, addrs, None, 0)
+
+
+def move_pages(pid: int, addrs: array, node: int | array, flags: int = MPOL_MF_MOVE) -> array:
+    """Move the pages to `node` (one node for all, or an array of nodes); per-page status."""
+    nodes = node if isinstance(node, array) else array("i", [node]) * len(addrs)
+    return _call(pid, addrs, nodes, flags)
