@@ -74,7 +74,7 @@ def parse_size(value: object) -> int:
         num = float(m.group(1)) * _SIZE_UNITS[unit]
     if not math.isfinite(num) or num < 0:
         raise ValueError(f"must be {SIZE_HELP} (not negative), got {value!r}")
-    return int(round(num))
+    return round(num)
 
 
 def parse_seconds(value: object) -> float:
