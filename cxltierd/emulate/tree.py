@@ -1,0 +1,101 @@
+"""Scripted hotplug on an emulated host's sysfs tree (a private, writable copy of a fixture tree).
+
+Removing node N does to the tree what the kernel does to sysfs when a CXL region's memory goes away: the node
+directory and its bus link disappear, N leaves the node masks and its memory tier, and the dax device and CXL
+region feeding it leave their buses. Adding it back restores all of that. Each change returns the udev-style
+event lines ("node remove node2") that the daemon debounces into one re-discovery, as with real udev events.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from cxltierd.discovery.parse import parse_cpulist
+from cxltierd.render import cpulist
+
+NODE = "sys/devices/system/node"
+MASKS = ("online", "has_memory", "has_normal_memory", "has_high_memory", "has_cpu")
+STASH = ".cxltierd-hotplug"
+
+
+def copy_tree(src: Path, dest: Path) -> Path:
+    """A private copy of a host tree (symlinks kept as symlinks)."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def _set_mask(path: Path, node: int, present: bool) -> None:
+    if not path.is_file():
+        return
+    nodes = set(parse_cpulist(path.read_text()))
+    nodes = nodes | {node} if present else nodes - {node}
+    path.write_text(cpulist(tuple(sorted(nodes))) + "\n")
+
+
+def _feeders(root: Path, node: int) -> list[tuple[str, str]]:
+    """(bus dir, device name) of the dax devices whose target_node is `node`, and of their CXL regions."""
+    out = []
+    dax_bus = root / "sys/bus/dax/devices"
+    for link in sorted(dax_bus.iterdir()) if dax_bus.is_dir() else []:
+        target = link / "target_node"
+        try:
+            if int(target.read_text().strip()) != node:
+                continue
+        except (OSError, ValueError):
+            continue
+        out.append(("sys/bus/dax/devices", link.name))
+        real = os.path.realpath(link)
+        region = os.path.basename(os.path.dirname(os.path.dirname(real)))  # .../regionZ/dax_regionZ/daxZ.0
+        if region.startswith("region") and (root / "sys/bus/cxl/devices" / region).is_symlink():
+            out.append(("sys/bus/cxl/devices", region))
+    return out
+
+
+def remove_node(root: Path, node: int) -> list[str]:
+    """Take node `node` (and what feeds it) out of the tree; returns udev-style event lines."""
+    nd = root / NODE / f"node{node}"
+    if not nd.is_dir():
+        return []
+    stash = root / STASH / f"node{node}"
+    stash.mkdir(parents=True, exist_ok=True)
+    events = []
+    for bus, name in _feeders(root, node):
+        (stash / bus).mkdir(parents=True, exist_ok=True)
+        os.replace(root / bus / name, stash / bus / name)
+        events.append(f"{'dax' if '/dax/' in bus else 'cxl'} remove {name}")
+    os.replace(nd, stash / f"node{node}")
+    bus_link = root / "sys/bus/node/devices" / f"node{node}"
+    if bus_link.is_symlink():
+        (stash / "sys/bus/node/devices").mkdir(parents=True, exist_ok=True)
+        os.replace(bus_link, stash / "sys/bus/node/devices" / bus_link.name)
+    for mask in MASKS:
+        _set_mask(root / NODE / mask, node, present=False)
+    tiers = root / "sys/devices/virtual/memory_tiering"
+    for t in sorted(tiers.glob("memory_tier*/nodelist")) if tiers.is_dir() else []:
+        if node in parse_cpulist(t.read_text()):
+            (stash / "tier").write_text(t.parent.name)
+            _set_mask(t, node, present=False)
+    events.append(f"node remove node{node}")
+    return events
+
+
+def add_node(root: Path, node: int) -> list[str]:
+    """Put back a node taken out by remove_node(); returns udev-style event lines."""
+    stash = root / STASH / f"node{node}"
+    if not (stash / f"node{node}").is_dir():
+        return []
+    os.replace(stash / f"node{node}", root / NODE / f"node{node}")
+    events = [f"node add node{node}"]
+    for mask in ("online", "has_memory"):
+        _set_mask(root / NODE / mask, node, present=True)
+    if (stash / "tier").is_file():
+        _set_mask(root / "sys/devices/virtual/memory_tiering" / (stash / "tier").read_text() / "nodelist", node, True)
+    for bus in ("sys/bus/node/devices", "sys/bus/cxl/devices", "sys/bus/dax/devices"):
+        for entry in sorted((stash / bus).iterdir()) if (stash / bus).is_dir() else []:
+            os.replace(entry, root / bus / entry.name)
+            if bus != "sys/bus/node/devices":
+                events.append(f"{bus.split('/')[2]} add {entry.name}")
+    shutil.rmtree(stash)
+    return events
