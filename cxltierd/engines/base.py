@@ -30,7 +30,7 @@ FAILURE_REASONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RegionHeat:
     """Access heat of one memory region, as DAMON reports it (nr_accesses, age), normalised to seconds.
 
@@ -69,9 +69,10 @@ class Sample:
     total_bytes: Mapping[int, int] = field(default_factory=dict)  # node -> capacity (empty: from topology)
     processes: Mapping[int, Process] = field(default_factory=dict)  # pid -> process, for the policy's selectors
     fast_share: float | None = None  # true share of accesses served by the fastest tier, when the tracker knows it
+    resolution: float = 0.0  # accesses/s that one sampled access stands for (DAMON: 1 / aggregation interval)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Move:
     """One planned migration of a region, with the short reason the policy chose it."""
 
@@ -117,13 +118,20 @@ class Tracker(Protocol):
 
     name: str
 
+    def configure(self, topology: Topology, policy: Any) -> None: ...
+
     def sample(self, now: float) -> Sample: ...
 
     def stop(self) -> None: ...
 
 
 class Migrator(Protocol):
-    """Moves memory between nodes (or reports what the kernel moved)."""
+    """Moves memory between nodes (or reports what the kernel moved).
+
+    An engine whose `kernel_executed` attribute is true (DAMOS, NUMA-balancing tiering) gets an empty plan every
+    tick and reports in apply() what the kernel moved since the last call; configure() must write nothing when
+    policy.dry_run is set.
+    """
 
     name: str
 

@@ -1,0 +1,157 @@
+"""DAMON tracker: heat of the managed processes' memory from DAMON vaddr monitoring, in fixed-size chunks.
+
+One vaddr kdamond per managed process (a kdamond has one context, and tried regions do not say which target
+they belong to), the largest processes first, at most `max_processes`. Each sample reads the regions back,
+cuts them into chunks of `damon.region_size` aligned to it (stable keys from tick to tick, the unit the
+move_pages engine moves), and finds each chunk's node by querying a few of its pages with move_pages(2).
+Chunks with no page present are left out. DAMON's nr_accesses (samples per aggregation interval that saw an
+access) becomes accesses per second; age becomes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+from collections import Counter
+from typing import Any
+
+from cxltierd.engines import syscalls
+from cxltierd.engines.base import Process, RegionHeat, Sample
+from cxltierd.engines.damon import Context, DamonRegion, Kdamonds, Target, parse_regions
+from cxltierd.errors import CxltierdError, HostFSError
+from cxltierd.hostfs import HostFS
+from cxltierd.policy.decide import is_managed, pinned_tier
+from cxltierd.policy.schema import Policy
+from cxltierd.procs import ProcInfo, list_processes, node_memory
+from cxltierd.topology import Topology
+
+PROBES = 8  # pages queried per chunk to find its node
+
+
+def chunks(regions: list[DamonRegion], size: int, aggr_s: float) -> dict[int, tuple[float, float]]:
+    """chunk start -> (accesses/s, age s): regions cut at `size` boundaries, overlap-weighted per chunk."""
+    acc: dict[int, list[float]] = {}
+    for r in regions:
+        rate = r.nr_accesses / aggr_s
+        age = r.age * aggr_s
+        first = r.start - r.start % size
+        for c in range(first, r.end, size):
+            overlap = min(r.end, c + size) - max(r.start, c)
+            if overlap <= 0:
+                continue
+            a = acc.setdefault(c, [0.0, 0.0, 0.0])
+            a[0] += rate * overlap
+            a[1] += age * overlap
+            a[2] += overlap
+    return {c: (a[0] / a[2], a[1] / a[2]) for c, a in acc.items() if a[2] > 0}
+
+
+def chunk_nodes(pid: int, starts: list[int], size: int, pages: Any, page_size: int) -> dict[int, int]:
+    """chunk start -> majority node of PROBES pages spread over it; chunks with no page present are left out."""
+    step = max(page_size, (size // PROBES) - (size // PROBES) % page_size)
+    addrs = array("Q")
+    for c in starts:
+        addrs.extend(range(c, c + size, step))
+    if not addrs:
+        return {}
+    status = pages.query(pid, addrs)
+    out = {}
+    per = len(range(0, size, step))
+    for i, c in enumerate(starts):
+        nodes = Counter(n for n in status[i * per : (i + 1) * per] if n >= 0)
+        if nodes:
+            out[c] = nodes.most_common(1)[0][0]
+    return out
+
+
+class DamonTracker:
+    name = "damon"
+
+    def __init__(
+        self,
+        fs: HostFS,
+        policy: Policy,
+        kdamonds: Kdamonds,
+        nodes: list[int],
+        pages: Any = syscalls,
+        max_processes: int = 8,
+    ) -> None:
+        self.fs = fs
+        self.policy = policy
+        self.kdamonds = kdamonds
+        self.nodes = nodes
+        self.pages = pages
+        self.max_processes = max_processes
+        self.targets: list[int] = []  # kdamond i monitors pid targets[i]
+        self.self_pid = os.getpid()
+        self.errors: list[str] = []
+
+    def configure(self, topology: Topology, policy: Policy) -> None:
+        self.policy = policy
+        self.nodes = list(topology.node_ids)
+
+    def context(self, pid: int) -> Context:
+        d = self.policy.damon
+        return Context(
+            operations="vaddr",
+            targets=(Target(pid=pid),),
+            sample_us=int(d.sample_interval * 1e6),
+            aggr_us=int(d.aggregation_interval * 1e6),
+            update_us=int(d.update_interval * 1e6),
+            min_regions=d.min_regions,
+            max_regions=d.max_regions,
+        )
+
+    def select(self, procs: list[ProcInfo]) -> list[ProcInfo]:
+        """Managed processes (pinned ones included), largest first, at most max_processes."""
+        out = []
+        for p in procs:
+            proc = Process(p.pid, p.name, p.cmdline, p.cgroup)
+            if p.pid == self.self_pid or not is_managed(self.policy, proc):
+                continue
+            if p.rss >= self.policy.processes.min_rss or pinned_tier(self.policy, proc):
+                out.append(p)
+        return out[: self.max_processes]
+
+    def _retarget(self, want: list[int]) -> None:
+        stale = [i for i, pid in enumerate(self.targets) if self.kdamonds.state(i) != "on"] if self.targets else []
+        if want == self.targets and not stale:
+            return
+        if self.targets:
+            self.kdamonds.cleanup()
+        self.targets = []
+        if want:
+            self.kdamonds.start([self.context(pid) for pid in want])
+            self.targets = list(want)
+
+    def sample(self, now: float) -> Sample:
+        procs = self.select(list_processes(self.fs))
+        self._retarget([p.pid for p in procs])
+        size = self.policy.damon.region_size
+        aggr_s = self.policy.damon.aggregation_interval
+        regions: list[RegionHeat] = []
+        for i, pid in enumerate(self.targets):
+            try:
+                self.kdamonds.update(i, "update_schemes_tried_regions")
+                heat = chunks(parse_regions(self.fs, i), size, aggr_s)
+                where = chunk_nodes(pid, sorted(heat), size, self.pages, syscalls.PAGE_SIZE)
+            except (HostFSError, syscalls.PagesError) as e:
+                self.errors.append(f"pid {pid}: {e}")  # exited between listing and reading: next tick drops it
+                continue
+            for c, node in where.items():
+                rate, age = heat[c]
+                regions.append(RegionHeat(pid=pid, start=c, size=size, node=node, accesses=rate, age=age))
+        free, total = node_memory(self.fs, self.nodes)
+        return Sample(
+            regions=tuple(regions),
+            free_bytes=free,
+            total_bytes=total,
+            processes={p.pid: Process(p.pid, p.name, p.cmdline, p.cgroup) for p in procs},
+        )
+
+    def stop(self) -> None:
+        try:
+            self.kdamonds.cleanup()
+        except (HostFSError, CxltierdError, OSError) as e:
+            raise CxltierdError(f"DAMON cleanup: {e}") from None
+        self.targets = []

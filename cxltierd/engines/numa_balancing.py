@@ -1,0 +1,139 @@
+"""The NUMA-balancing engine: the kernel's own tiering mode, configured from the policy and watched.
+
+configure() sets kernel.numa_balancing to memory tiering (bit 2, keeping bit 1 if it was on),
+/sys/kernel/mm/numa/demotion_enabled to true and numa_balancing_promote_rate_limit_MBps to the policy's rate
+limit, remembering the previous values; stop() restores them. If tiering mode was already on before cxltierd
+started, somebody else owns it: the engine only watches (a conflict, reported), and never writes.
+apply() moves nothing itself: it reports what the kernel did since the last call, from the per-node
+pgpromote_success (counted on the node pages were promoted to) and pgdemote_* (counted on the node they left).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from cxltierd.discovery.parse import parse_keyvals
+from cxltierd.engines.base import Outcome, Plan, Sample, Transfer
+from cxltierd.errors import CxltierdError, HostFSError
+from cxltierd.hostfs import HostFS
+from cxltierd.policy.decide import roles
+from cxltierd.procs import node_memory
+from cxltierd.topology import Topology
+
+NUMA_BALANCING = "/proc/sys/kernel/numa_balancing"
+RATE_LIMIT = "/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps"
+DEMOTION = "/sys/kernel/mm/numa/demotion_enabled"
+TIERING = 2
+DEMOTE_COUNTERS = ("pgdemote_kswapd", "pgdemote_direct", "pgdemote_khugepaged", "pgdemote_proactive")
+PAGE = 4096
+
+
+def node_counters(fs: HostFS, node: int) -> dict[str, int]:
+    try:
+        return parse_keyvals(fs.read(f"/sys/devices/system/node/node{node}/vmstat"))
+    except (HostFSError, ValueError):
+        return {}
+
+
+class NumaBalancingEngine:
+    name = "numa_balancing"
+    kernel_executed = True
+
+    def __init__(self, fs: HostFS, state_file: str | os.PathLike[str] | None = None) -> None:
+        self.fs = fs
+        self.state_file = Path(state_file) if state_file else None
+        self.saved: dict[str, str] = self._recorded()  # values saved by a crashed predecessor are ours too
+        self.watch_only = False
+        self.conflict: str | None = None
+        self.topology: Topology | None = None
+        self.fast: tuple[int, ...] = ()
+        self.slow: tuple[int, ...] = ()
+        self.last: dict[int, dict[str, int]] = {}
+
+    def _recorded(self) -> dict[str, str]:
+        if self.state_file is None:
+            return {}
+        try:
+            doc = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+
+    def _record(self) -> None:
+        if self.state_file is not None:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            self.state_file.write_text(json.dumps(self.saved))
+
+    def check(self) -> str | None:
+        """A conflict message when tiering mode is already on (someone else's), else None."""
+        try:
+            value = self.fs.read_int(NUMA_BALANCING)
+        except HostFSError as e:
+            raise CxltierdError(f"numa_balancing engine: {e}") from None
+        if value & TIERING and not self.saved:
+            return f"kernel.numa_balancing is already {value} (memory tiering) and cxltierd did not set it"
+        return None
+
+    def configure(self, topology: Topology, policy: Any) -> None:
+        if policy.dry_run and not self.saved:
+            self.watch_only = True  # dry run: watch the kernel, write nothing
+        if not self.saved and not self.watch_only:
+            self.conflict = self.check()
+            if self.conflict:
+                self.watch_only = True
+            else:
+                for path in (NUMA_BALANCING, DEMOTION, RATE_LIMIT):
+                    value = self.fs.read_optional(path)
+                    if value is not None:
+                        self.saved[path] = value
+                self._record()
+        if not self.watch_only:
+            old = int(self.saved.get(NUMA_BALANCING, "0"))
+            self.fs.write(NUMA_BALANCING, str((old & 1) | TIERING))
+            if DEMOTION in self.saved:
+                self.fs.write(DEMOTION, "true")
+            if RATE_LIMIT in self.saved:
+                self.fs.write(RATE_LIMIT, str(max(1, int(policy.rate_limit.mb_per_s))))
+        self.topology = topology
+        r = roles(topology, policy)
+        self.fast, self.slow = r.fast, r.slow
+        if not self.last:
+            self.last = {n: node_counters(self.fs, n) for n in topology.node_ids}
+
+    def sample(self, now: float) -> Sample:
+        nodes = list(self.topology.node_ids) if self.topology else []
+        free, total = node_memory(self.fs, nodes)
+        return Sample(regions=(), free_bytes=free, total_bytes=total)
+
+    def apply(self, plan: Plan, now: float) -> Outcome:
+        """What the kernel promoted and demoted since the last call (the plan is the kernel's business)."""
+        moved: Counter[tuple[int, int]] = Counter()
+        for n in self.topology.node_ids if self.topology else ():
+            cur = node_counters(self.fs, n)
+            prev = self.last.get(n, {})
+            promoted = max(0, cur.get("pgpromote_success", 0) - prev.get("pgpromote_success", 0))
+            demoted = sum(max(0, cur.get(k, 0) - prev.get(k, 0)) for k in DEMOTE_COUNTERS)
+            if promoted and self.slow:
+                moved[(self.slow[0], n)] += promoted  # the source of a promotion is not counted: the first slow node
+            if demoted and self.slow:
+                dst = next((s for s in self.slow if s != n), self.slow[0])
+                moved[(n, dst)] += demoted
+            self.last[n] = cur
+        return Outcome(transfers=tuple(Transfer(s, d, p * PAGE, p) for (s, d), p in sorted(moved.items())))
+
+    def stop(self) -> None:
+        errors = []
+        for path, value in self.saved.items():
+            try:
+                self.fs.write(path, value)
+            except HostFSError as e:
+                errors.append(str(e))
+        self.saved = {}
+        if self.state_file is not None and not errors:
+            self.state_file.unlink(missing_ok=True)
+        if errors:
+            raise CxltierdError("restoring kernel knobs: " + "; ".join(errors))
