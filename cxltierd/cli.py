@@ -1,8 +1,9 @@
-"""The `cxltierd` command: click commands only, no logic."""
+"""The `cxltierd` command: click commands only; the work is in the modules they call."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -10,7 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
-from cxltierd import __version__, doctor, render
+from cxltierd import __version__, doctor, logs, render
+from cxltierd.control import DEFAULT_SOCKET, ControlError, request
 from cxltierd.discovery import discover
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.facts import HostFacts
@@ -18,6 +20,7 @@ from cxltierd.hostfs import HostFS
 from cxltierd.topology import Topology, classify
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("cxltierd")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -34,6 +37,8 @@ def one_line_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except CxltierdError as e:
             fail(str(e))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
 
     return wrapper  # type: ignore[return-value]
 
@@ -42,6 +47,9 @@ root_option = click.option(
     "--root", default="/", show_default=True, type=click.Path(), help="Read /sys and /proc under this directory."
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+socket_option = click.option(
+    "--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True, help="The daemon's control socket."
+)
 
 
 def load_host(root: str) -> tuple[HostFacts, Topology]:
@@ -72,17 +80,44 @@ def topology(root: str, as_json: bool) -> None:
 
 
 @main.command()
-@root_option
+@click.option("--root", default=None, type=click.Path(), help="Skip the daemon: discover under this directory.")
+@socket_option
 @json_option
 @one_line_errors
-def status(root: str, as_json: bool) -> None:
-    """Short summary: tiers with capacity and free memory, CXL devices and their state."""
-    facts, topo = load_host(root)
+def status(root: str | None, socket_path: str, as_json: bool) -> None:
+    """The daemon's live state; without a daemon, a fresh discovery (said so)."""
+    if root is None:
+        try:
+            reply = request(socket_path, "status", timeout=10)
+        except ControlError as e:
+            click.echo(f"cxltierd: {e}; showing a fresh discovery instead", err=True)
+        else:
+            if not reply.get("ok"):
+                fail(f"daemon: {reply.get('error')}", 1)
+            doc = reply["status"]
+            click.echo(json.dumps(doc, indent=2) if as_json else render.live_status_text(doc))
+            return
+    facts, topo = load_host(root or "/")
     if as_json:
         doc = render.topology_json(facts, topo)
         click.echo(json.dumps({"source": "discovery", "tiers": doc["tiers"], "cxl": doc["cxl"]}, indent=2))
     else:
         click.echo(render.status_text(facts, topo))
+
+
+@main.command()
+@socket_option
+@one_line_errors
+def reload(socket_path: str) -> None:
+    """Ask the daemon to reload its policy; prints the result (exit 1 when refused)."""
+    try:
+        reply = request(socket_path, "reload")
+    except ControlError as e:
+        fail(str(e), 1)
+    if reply.get("ok"):
+        click.echo(f"reloaded {reply.get('policy')} (sha256 {reply.get('digest')})")
+    else:
+        fail(f"reload refused: {reply.get('error')}", 1)
 
 
 @main.command(name="doctor")
@@ -106,3 +141,95 @@ def doctor_cmd(root: str, as_json: bool) -> None:
                 line += f"\n       fix: {c.fix}"
             click.echo(line)
     sys.exit(doctor.exit_code(checks))
+
+
+@main.group()
+def policy() -> None:
+    """Policy files."""
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def policy_check(file: str) -> None:
+    """Validate a policy file: exit 0 when valid, 2 with one line per problem."""
+    from cxltierd.policy.schema import load_policy
+
+    try:
+        p = load_policy(file)
+    except CxltierdError as e:
+        fail(str(e))
+    click.echo(f"{file}: ok (engine {p.engine}, interval {p.interval:g}s, sha256 {p.digest})")
+
+
+@main.command()
+@click.option("--backend", type=click.Choice(["auto", "host", "emulated"]), default="auto", show_default=True)
+@click.option("--config", type=click.Path(dir_okay=False), default=None, help="Policy file [/etc/cxltierd/policy.yaml]")
+@click.option("--scenario", default=None, help="Emulated backend: a scenario name or YAML file [hotset-shift].")
+@click.option("--root", default=None, type=click.Path(), help="Host root (host backend) or host tree (emulated).")
+@click.option("--seed", type=int, default=None, help="Emulated backend: random seed.")
+@click.option("--listen", default="0.0.0.0:9750", show_default=True, help="/metrics and /healthz; 'off' disables.")
+@socket_option
+@click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
+@click.option("--once", is_flag=True, help="Run one tick and exit.")
+@click.option("--dry-run", is_flag=True, help="Plan and log moves, move nothing.")
+@click.option("--ticks", type=int, default=None, help="Exit after this many ticks.")
+@click.option("--fake-clock", is_flag=True, hidden=True, help="Simulated time: ticks follow each other at once.")
+@click.option("--state-dir", default="/run/cxltierd", hidden=True, help="Where engines record what they own.")
+@one_line_errors
+def run(
+    backend: str,
+    config: str | None,
+    scenario: str | None,
+    root: str | None,
+    seed: int | None,
+    listen: str,
+    socket_path: str,
+    log_level: str,
+    once: bool,
+    dry_run: bool,
+    ticks: int | None,
+    fake_clock: bool,
+    state_dir: str,
+) -> None:
+    """Run the daemon: discover, classify, and keep memory on the right tier."""
+    from cxltierd.app import Settings, build
+    from cxltierd.daemon import Daemon, FakeClock, Options
+    from cxltierd.metrics import parse_listen
+
+    logs.setup(log_level)
+    try:
+        address = None if listen in ("off", "") else parse_listen(listen)
+    except ValueError as e:
+        fail(str(e))
+    settings = Settings(
+        backend=backend, config=config, scenario=scenario, root=root, seed=seed, dry_run=dry_run, state_dir=state_dir
+    )
+    rt = build(settings)
+    opts = Options(listen=address, socket=None if socket_path in ("off", "") else socket_path, once=once, ticks=ticks)
+    code = Daemon(rt, opts, clock=FakeClock() if fake_clock else None).run()
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--scenario", required=True, help="A scenario name or YAML file.")
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False), default=None, help="Policy file.")
+@click.option("--duration", type=float, default=None, help="Simulated seconds [the scenario's].")
+@click.option("--seed", type=int, default=None)
+@click.option("--baselines/--no-baselines", default=True, show_default=True, help="Also run the baselines.")
+@json_option
+@one_line_errors
+def simulate(
+    scenario: str, policy_file: str | None, duration: float | None, seed: int | None, baselines: bool, as_json: bool
+) -> None:
+    """Run a scenario faster than real time: cxltierd's policy next to the baselines."""
+    from cxltierd.policy.schema import Policy, load_policy
+    from cxltierd.simulate import PLACERS
+    from cxltierd.simulate import run as run_sim
+
+    pol = load_policy(policy_file) if policy_file else Policy()
+    placers = PLACERS if baselines else ("cxltierd",)
+    results = [run_sim(scenario, p, pol, seed=seed, duration=duration) for p in placers]
+    if as_json:
+        click.echo(json.dumps([render.sim_json(r) for r in results], indent=2))
+    else:
+        click.echo(render.sim_table(scenario, results))

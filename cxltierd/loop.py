@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from cxltierd.engines.base import Migrator, Move, Outcome, Plan, RegionHeat, Sample, Tracker, Transfer
 from cxltierd.policy.decide import Key, PlacementState, decide, roles
@@ -19,6 +19,7 @@ from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
 
 BATCH_BYTES = 64 << 20
+Decide = Callable[[Topology, Sequence[RegionHeat], Policy, PlacementState, float], Plan]
 
 
 def merge(outcomes: list[Outcome]) -> Outcome:
@@ -75,27 +76,40 @@ class Totals:
 class Loop:
     """One placement loop over a tracker and a migrator."""
 
-    def __init__(self, topology: Topology, tracker: Tracker, migrator: Migrator, policy: Policy) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        tracker: Tracker,
+        migrator: Migrator,
+        policy: Policy,
+        decide: Decide = decide,
+    ) -> None:
         self.topology = topology
         self.tracker = tracker
         self.migrator = migrator
         self.policy = policy
+        self.decide = decide
         self.heat: dict[Key, float] = {}
         self.last_seen: float | None = None
         self.moved_at: dict[Key, tuple[float, int, int]] = {}  # key -> (time, src, dst) of its last move
         self.totals = Totals()
         self.last: TickReport | None = None
-        self.migrator.configure(topology, policy)
+        self._configure()
+
+    def _configure(self) -> None:
+        self.migrator.configure(self.topology, self.policy)
+        if self.tracker is not self.migrator:
+            self.tracker.configure(self.topology, self.policy)
 
     def set_policy(self, policy: Policy) -> None:
         """Swap the policy (at a tick boundary: the daemon calls this between ticks)."""
         self.policy = policy
-        self.migrator.configure(self.topology, policy)
+        self._configure()
 
     def set_topology(self, topology: Topology) -> None:
         """A node or region came or went: later plans use only what the new topology holds."""
         self.topology = topology
-        self.migrator.configure(topology, self.policy)
+        self._configure()
 
     def tier_name(self, node: int) -> str:
         try:
@@ -110,11 +124,14 @@ class Loop:
         keep = math.pow(0.5, dt / hl) if hl > 0 else 0.0  # weight of the old heat
         heat: dict[Key, float] = {}
         out = []
+        fresh = 1.0 - keep
+        get = self.heat.get
         for r in sample.regions:
-            old = self.heat.get(r.key)
-            h = r.accesses if old is None else old * keep + r.accesses * (1 - keep)
-            heat[r.key] = h
-            out.append(replace(r, accesses=h))
+            key = (r.pid, r.start)
+            old = get(key)
+            h = r.accesses if old is None else old * keep + r.accesses * fresh
+            heat[key] = h
+            out.append(RegionHeat(r.pid, r.start, r.size, r.node, h, r.age))
         self.heat = heat
         self.last_seen = now
         return out
@@ -130,10 +147,16 @@ class Loop:
             total_bytes=sample.total_bytes,
             processes=sample.processes,
             last_moved={k: m[0] for k, m in self.moved_at.items()},
+            resolution=sample.resolution,
         )
-        plan = decide(self.topology, smoothed, self.policy, state, now)
         dry = self.policy.dry_run
-        outcome = Outcome() if dry or not plan.moves else self._apply(plan, now, stop)
+        if getattr(self.migrator, "kernel_executed", False):
+            # DAMOS / NUMA-balancing tiering: the kernel moves memory; apply() reports what it did.
+            plan = Plan(notes=(f"the kernel moves memory ({self.migrator.name} engine)",))
+            outcome = self.migrator.apply(plan, now)
+        else:
+            plan = self.decide(self.topology, smoothed, self.policy, state, now)
+            outcome = Outcome() if dry or not plan.moves else self._apply(plan, now, stop)
         self._record(plan, outcome, now)
         report = TickReport(
             now=now,
@@ -194,8 +217,9 @@ class Loop:
 
     def _hot_bytes(self, regions: list[RegionHeat]) -> dict[str, int]:
         out: Counter[str] = Counter({t.name: 0 for t in self.topology.tiers})
+        tier = {n: t.name for t in self.topology.tiers for n in t.nodes}
         threshold = self.policy.hotness.hot_threshold
         for r in regions:
             if r.accesses >= threshold:
-                out[self.tier_name(r.node)] += r.size
+                out[tier.get(r.node, "unknown")] += r.size
         return dict(out)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cxltierd.facts import Access, DaxDevice, Decoder, HostFacts, Memdev, Region
+from cxltierd.state import Snapshot
 from cxltierd.topology import Topology
+
+if TYPE_CHECKING:
+    from cxltierd.simulate import RunResult
 
 
 def _access(a: Access | None) -> dict[str, Any] | None:
@@ -238,4 +243,126 @@ def status_text(facts: HostFacts, topo: Topology) -> str:
     lines.extend(cxl_text(facts))
     if not facts.memdevs and not facts.regions:
         lines.append("No CXL devices.")
+    return "\n".join(lines)
+
+
+def status_json(s: Snapshot) -> dict[str, Any]:
+    """The daemon's live state, as the control socket's `status` reply carries it."""
+    tiers = []
+    usage = s.tier_usage()
+    for t in s.topology.tiers:
+        total, free = usage[t.name]
+        tiers.append(
+            {
+                "tier": t.name,
+                "rank": t.rank,
+                "nodes": list(t.nodes),
+                "total_bytes": total,
+                "free_bytes": free,
+                "hot_bytes": s.hot_bytes.get(t.name, 0),
+            }
+        )
+    nodes = []
+    for n in s.topology.nodes:
+        total, free = s.node_usage(n.node)
+        nodes.append({"node": n.node, "tier": n.kind, "reason": n.reason, "total_bytes": total, "free_bytes": free})
+    r = s.last_reload
+    return {
+        "source": "daemon",
+        "version": s.version,
+        "started": s.started,
+        "backend": s.backend,
+        "engine": s.engine,
+        "engine_reason": s.engine_reason,
+        "conflicts": list(s.conflicts),
+        "policy": {"source": s.policy_source, "sha256": s.policy_digest, "interval": s.interval, "dry_run": s.dry_run},
+        "last_reload": None if r is None else {"ok": r.ok, "time": r.time, "error": r.error, "source": r.source},
+        "reloads": dict(s.reloads),
+        "last_tick": s.last_tick,
+        "ticks": s.ticks,
+        "fast_tier_access_ratio": s.fast_tier_access_ratio,
+        "tiers": tiers,
+        "nodes": nodes,
+        "counters": {
+            "migrated_bytes": {f"{a}->{b}": v for (a, b), v in sorted(s.migrated_bytes.items())},
+            "migrated_pages": {f"{a}->{b}": v for (a, b), v in sorted(s.migrated_pages.items())},
+            "failures": dict(sorted(s.failures.items())),
+            "ping_pong": s.ping_pong,
+            "topology_changes": s.topology_changes,
+        },
+        "cxl": {"memdevs": list(s.memdevs), "regions": list(s.regions)},
+        "kernel_counters": dict(s.kernel_counters),
+        "last_error": s.last_error,
+    }
+
+
+def live_status_text(doc: dict[str, Any]) -> str:
+    """`cxltierd status` text from a status_json() document."""
+    pol = doc["policy"]
+    lines = [
+        f"cxltierd {doc['version']}: {doc['engine']} engine on the {doc['backend']} host ({doc['engine_reason']})",
+        f"Policy: {pol['source']} (sha256 {pol['sha256'] or '-'}), interval {pol['interval']:g}s"
+        + (", DRY RUN" if pol["dry_run"] else ""),
+    ]
+    r = doc.get("last_reload")
+    if r is not None:
+        lines.append("Last reload: " + ("ok" if r["ok"] else f"FAILED, old policy in force: {r['error']}"))
+    for c in doc.get("conflicts", []):
+        lines.append(f"Conflict: {c}")
+    ratio = doc.get("fast_tier_access_ratio")
+    ticks = f"Ticks: {doc['ticks']}"
+    if doc.get("last_tick"):
+        ticks += f", last {max(0.0, time.time() - doc['last_tick']):.1f} s ago"
+    if ratio is not None:
+        ticks += f", fast-tier access share {100 * ratio:.1f}%"
+    lines.append(ticks)
+    lines.append("Tiers:")
+    for t in doc["tiers"]:
+        total, free = t["total_bytes"], t["free_bytes"]
+        pct = 100.0 * free / total if total else 0.0
+        lines.append(
+            f"  {t['tier']:<8} nodes {','.join(map(str, t['nodes'])):<8} {human_bytes(total):>11}, "
+            f"{human_bytes(free)} free ({pct:.0f}%), {human_bytes(t['hot_bytes'])} hot"
+        )
+    c = doc["counters"]
+    moved = ", ".join(f"{k} {human_bytes(v)}" for k, v in c["migrated_bytes"].items()) or "nothing"
+    lines.append(f"Moved: {moved}; ping-pong {c['ping_pong']}; topology changes {c['topology_changes']}")
+    if c["failures"]:
+        lines.append("Failures (pages): " + ", ".join(f"{k} {v}" for k, v in c["failures"].items()))
+    for g in doc["cxl"]["regions"]:
+        lines.append(f"CXL {g['region']}: {g.get('type')} {human_bytes(g.get('size'))} -> node {g.get('target_node')}")
+    if doc.get("last_error"):
+        lines.append(f"Last error: {doc['last_error']}")
+    return "\n".join(lines)
+
+
+def sim_json(r: RunResult) -> dict[str, Any]:
+    return {
+        "placer": r.placer,
+        "fast_tier_access_share": r.share,
+        "promoted_bytes": r.promoted_bytes,
+        "demoted_bytes": r.demoted_bytes,
+        "ping_pong": r.ping_pong,
+        "failed_pages": r.failed_pages,
+        "ticks": r.ticks,
+        "series": [{"time": t, "share": s} for t, s in r.series],
+    }
+
+
+def sim_table(scenario: str, results: list[RunResult], buckets: int = 6) -> str:
+    """Fast-tier share over time (in `buckets` spans of the run) and overall, migration and ping-pong per placer."""
+    end = max((r.series[-1][0] for r in results if r.series), default=0.0)
+    edges = [end * i / buckets for i in range(buckets + 1)]
+    head = " ".join(f"{f'<{e:.0f}s':>6}" for e in edges[1:])
+    lines = [
+        f"scenario {scenario}: share of accesses served by the fastest tier",
+        f"{'placer':<18} {head}  {'overall':>7}  {'promoted':>9} {'demoted':>9} {'ping-pong':>9}",
+    ]
+    for r in results:
+        spans = [r.share_between(edges[i], edges[i + 1]) for i in range(buckets)]
+        cells = " ".join(f"{'-' if s is None else f'{100 * s:.1f}%':>6}" for s in spans)
+        lines.append(
+            f"{r.placer:<18} {cells}  {100 * r.share:>6.1f}%  {human_bytes(r.promoted_bytes):>9}"
+            f" {human_bytes(r.demoted_bytes):>9} {r.ping_pong:>9}"
+        )
     return "\n".join(lines)

@@ -1,8 +1,8 @@
 """State snapshot: what the loop publishes after each tick, and what metrics, `status` and the control socket read.
 
-The loop builds a new immutable Snapshot at the end of every tick (and after a reload or a topology change) and
-swaps it in with one assignment; readers (a Prometheus scrape, a control-socket request) only ever read the
-current reference, so they never block the loop and never see a half-written state.
+The daemon builds a new immutable Snapshot after every tick (and after a reload or a topology change) and swaps
+it in with one assignment; readers (a Prometheus scrape, a control-socket request) only ever read the current
+reference, so they never block the loop and never see a half-written state.
 """
 
 from __future__ import annotations
@@ -21,18 +21,23 @@ class ReloadResult:
     ok: bool
     time: float  # wall clock, seconds since the epoch
     error: str | None = None
+    source: str = ""
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The daemon's live state after a tick. Counters are cumulative since start."""
+    """The daemon's live state. Counters are cumulative since start."""
 
     topology: Topology
+    version: str = ""
+    started: float = 0.0  # wall clock
+    backend: str = "emulated"  # "emulated" or "host"
     engine: str = "none"
     engine_reason: str = ""
-    backend: str = "emulated"  # "emulated" or "host"
+    conflicts: tuple[str, ...] = ()  # another kdamond running, numa_balancing set by someone else, ...
+    interval: float = 5.0
     policy_source: str = "<defaults>"
-    policy_hash: str = ""
+    policy_digest: str = ""
     dry_run: bool = False
     last_reload: ReloadResult | None = None
     reloads: dict[str, int] = field(default_factory=dict)  # result ("success"|"failure") -> count
@@ -40,13 +45,30 @@ class Snapshot:
     ticks: int = 0
     tick_seconds_sum: float = 0.0
     tick_bucket_counts: tuple[int, ...] = ()  # cumulative counts per TICK_BUCKETS bound (same length)
+    usage: dict[int, tuple[int, int]] = field(default_factory=dict)  # node -> (total, free) bytes, live
     migrated_bytes: dict[tuple[str, str], int] = field(default_factory=dict)  # (from_tier, to_tier) -> bytes
     migrated_pages: dict[tuple[str, str], int] = field(default_factory=dict)
-    failures: dict[str, int] = field(default_factory=dict)  # reason -> count
+    failures: dict[str, int] = field(default_factory=dict)  # reason -> pages
+    ping_pong: int = 0
     fast_tier_access_ratio: float | None = None
     hot_bytes: dict[str, int] = field(default_factory=dict)  # tier -> bytes judged hot
+    last_moved_bytes: int = 0
     topology_changes: int = 0
     kernel_counters: dict[str, int] = field(default_factory=dict)  # /proc/vmstat name -> value
-    memdevs: tuple[dict[str, Any], ...] = ()  # `cxl list`-style dicts: memdev, serial, host, firmware_version, ...
-    regions: tuple[dict[str, Any], ...] = ()  # region, mode, size, target_node, ...
+    memdevs: tuple[dict[str, Any], ...] = ()  # `cxl list`-style: memdev, serial, host, firmware_version
+    regions: tuple[dict[str, Any], ...] = ()  # region, mode, size, target_node
     last_error: str | None = None
+
+    def node_usage(self, node: int) -> tuple[int, int]:
+        """(total, free) bytes of a node: live figures from the engine, else the topology's."""
+        if node in self.usage:
+            return self.usage[node]
+        n = self.topology.node(node)
+        return n.total_bytes, n.free_bytes
+
+    def tier_usage(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for t in self.topology.tiers:
+            pairs = [self.node_usage(n) for n in t.nodes]
+            out[t.name] = (sum(p[0] for p in pairs), sum(p[1] for p in pairs))
+        return out

@@ -70,7 +70,9 @@ def parse_size(value: object) -> int:
             raise ValueError(f"must be {SIZE_HELP}, got {value!r}")
         unit = m.group(2).lower()
         if unit not in _SIZE_UNITS:
-            raise ValueError(f"unknown size unit {m.group(2)!r} in {value!r} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")
+            raise ValueError(
+                f"unknown size unit {m.group(2)!r} in {value!r} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            )
         num = float(m.group(1)) * _SIZE_UNITS[unit]
     if not math.isfinite(num) or num < 0:
         raise ValueError(f"must be {SIZE_HELP} (not negative), got {value!r}")

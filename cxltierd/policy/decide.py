@@ -5,9 +5,11 @@ In order, it plans:
 1. pins: regions of pinned processes that sit outside their tier move onto it;
 2. pressure demotions: a fast node with less than min_free_percent free sheds its coldest regions to the
    fastest slow node with room, until it is back under max_used_percent;
-3. promotions: the hottest slow regions (at least hot_threshold) move to a fast node with room below
-   max_used_percent; when the fast tier is full, a candidate displaces the coldest fast region only if it is
-   hotter by the hysteresis margin (the cold one is demoted first, then the hot one promoted).
+3. promotions: the hottest slow regions move to a fast node with room below max_used_percent; when the fast
+   tier is full, a candidate displaces the coldest fast region only if it is hotter by the hysteresis fraction
+   and by the floor (the cold one is demoted first, then the hot one promoted).
+The floor is hot_threshold, or min_samples sampled accesses at the tracker's resolution if that is more: a heat
+difference of one or two sampled accesses is noise, and chasing it only moves memory back and forth.
 Everything stays within the rate limit (bytes per interval) and skips regions moved less than `cooldown` seconds
 ago, so a region cannot ping-pong. Excluded and unmanaged processes are never touched; a node missing from the
 state (unplugged) is neither a source nor a target.
@@ -33,6 +35,7 @@ class PlacementState:
     total_bytes: Mapping[int, int]
     processes: Mapping[int, Process] = field(default_factory=dict)
     last_moved: Mapping[Key, float] = field(default_factory=dict)
+    resolution: float = 0.0  # accesses/s one sampled access stands for (the tracker's Sample.resolution)
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,21 @@ def _matches(selectors: tuple[Selector, ...], p: Process) -> bool:
     return any(s.matches(p.pid, p.name, p.cmdline, p.cgroup) for s in selectors)
 
 
+def is_managed(policy: Policy, p: Process) -> bool:
+    """Matched by processes.manage (or manage is empty) and not by processes.exclude."""
+    pol = policy.processes
+    return (not pol.manage or _matches(pol.manage, p)) and not _matches(pol.exclude, p)
+
+
+def pinned_tier(policy: Policy, p: Process) -> str | None:
+    return next((x.tier for x in policy.processes.pin if x.match.matches(p.pid, p.name, p.cmdline, p.cgroup)), None)
+
+
 def _rate(heat: float) -> str:
     return f"{heat:.3g} acc/s"
 
 
-class _Planner:
+class Planner:
     """Mutable bookkeeping for one decide() call: node usage as planned moves apply, budget, notes."""
 
     def __init__(self, topology: Topology, policy: Policy, state: PlacementState, roles_: Roles) -> None:
@@ -78,6 +91,8 @@ class _Planner:
         self.total = {n: state.total_bytes.get(n) or _topo_total(topology, n) for n in state.free_bytes}
         self.used = {n: max(0, self.total[n] - state.free_bytes[n]) for n in state.free_bytes}
         self.budget = policy.budget_bytes()
+        # Heat differences below a few sampled accesses are noise: never promote or exchange on them.
+        self.floor = max(policy.hotness.hot_threshold, policy.hotness.min_samples * state.resolution)
         self.moves: list[Move] = []
         self.moved: set[Key] = set()
         self.notes: list[str] = []
@@ -126,24 +141,25 @@ def decide(topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state
     rl = roles(topology, policy, live)
     if not rl.fast or not rl.slow:
         return Plan(notes=("one tier only: nothing to place",))
-    pl = _Planner(topology, policy, state, rl)
+    pl = Planner(topology, policy, state, rl)
     procs = state.processes
-    pol = policy.processes
 
     movable: list[RegionHeat] = []
     pinned: list[tuple[RegionHeat, str]] = []
+    verdict: dict[int, str | None] = {}  # pid -> "skip", a pinned tier, or None (movable); once per process
     for r in heat:
         if r.node not in live:
             continue
-        p = procs.get(r.pid)
-        if p is not None:
-            if (pol.manage and not _matches(pol.manage, p)) or _matches(pol.exclude, p):
-                continue
-            pin = next((x.tier for x in pol.pin if x.match.matches(p.pid, p.name, p.cmdline, p.cgroup)), None)
-            if pin is not None:
-                pinned.append((r, pin))
-                continue
-        last = state.last_moved.get(r.key)
+        if r.pid not in verdict:
+            p = procs.get(r.pid)
+            verdict[r.pid] = None if p is None else "skip" if not is_managed(policy, p) else pinned_tier(policy, p)
+        v = verdict[r.pid]
+        if v == "skip":
+            continue
+        if v is not None:
+            pinned.append((r, v))
+            continue
+        last = state.last_moved.get((r.pid, r.start))
         if last is not None and now - last < policy.cooldown:
             continue
         movable.append(r)
@@ -153,14 +169,14 @@ def decide(topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state
     victims = sorted((r for r in movable if r.node in fast_set), key=lambda r: r.accesses)
     _pressure(pl, victims)
     candidates = sorted(
-        (r for r in movable if r.node not in fast_set and r.accesses >= policy.hotness.hot_threshold),
+        (r for r in movable if r.node not in fast_set and r.accesses >= pl.floor),
         key=lambda r: -r.accesses,
     )
     _promote(pl, candidates, [r for r in victims if r.key not in pl.moved])
     return Plan(moves=tuple(pl.moves), notes=tuple(pl.notes))
 
 
-def _pins(pl: _Planner, pinned: list[tuple[RegionHeat, str]], procs: Mapping[int, Process]) -> None:
+def _pins(pl: Planner, pinned: list[tuple[RegionHeat, str]], procs: Mapping[int, Process]) -> None:
     for r, tier in pinned:
         nodes = [n for n in (*pl.roles.fast, *pl.roles.slow) if pl.roles.kind.get(n) == tier]
         if not nodes or r.node in nodes:
@@ -173,7 +189,7 @@ def _pins(pl: _Planner, pinned: list[tuple[RegionHeat, str]], procs: Mapping[int
         pl.add(r, dst, f"pin: pid {r.pid} ({p.name if p else '?'}) is pinned to {tier}, moving from {pl.name(r.node)}")
 
 
-def _pressure(pl: _Planner, victims: list[RegionHeat]) -> None:
+def _pressure(pl: Planner, victims: list[RegionHeat]) -> None:
     """Demote the coldest regions of fast nodes below their min_free mark, down to max_used."""
     for node in pl.roles.fast:
         if not pl.pressure(node):
@@ -193,7 +209,7 @@ def _pressure(pl: _Planner, victims: list[RegionHeat]) -> None:
                 return
 
 
-def _promote(pl: _Planner, candidates: list[RegionHeat], victims: list[RegionHeat]) -> None:
+def _promote(pl: Planner, candidates: list[RegionHeat], victims: list[RegionHeat]) -> None:
     margin = 1.0 + pl.policy.hotness.hysteresis
     vi = 0
     for c in candidates:
@@ -209,7 +225,7 @@ def _promote(pl: _Planner, candidates: list[RegionHeat], victims: list[RegionHea
             pl.notes.append("fast tier full of regions moved recently")
             return
         v = victims[vi]
-        if c.accesses <= v.accesses * margin or c.accesses - v.accesses < pl.policy.hotness.hot_threshold / 2:
+        if c.accesses <= v.accesses * margin or c.accesses - v.accesses < pl.floor:
             pl.notes.append(
                 f"fast tier full: hottest candidate {_rate(c.accesses)} not above coldest fast region {_rate(v.accesses)} by the hysteresis"
             )

@@ -84,6 +84,7 @@ class Hotness:
     hot_threshold: float = 1.0  # accesses/s (smoothed): colder regions are never promoted
     half_life: float = 2.0  # seconds: decay of the smoothed heat
     hysteresis: float = 0.25  # a promotion must beat the fast region it displaces by this fraction
+    min_samples: float = 3.0  # ... and by this many sampled accesses (of the tracker's resolution), as must any promotion
 
 
 @dataclass(frozen=True)
@@ -271,12 +272,13 @@ def _watermarks(value: Any) -> dict[str, Watermark]:
 
 
 def _hotness(value: Any) -> Hotness:
-    h = v.mapping("hotness", value, ("hot_threshold", "half_life", "hysteresis"))
+    h = v.mapping("hotness", value, ("hot_threshold", "half_life", "hysteresis", "min_samples"))
     d = Hotness()
     return Hotness(
         hot_threshold=v.number("hotness.hot_threshold", h.get("hot_threshold", d.hot_threshold), 0, 1e9),
         half_life=_seconds("hotness.half_life", h.get("half_life", d.half_life), 0, 86400),
         hysteresis=v.number("hotness.hysteresis", h.get("hysteresis", d.hysteresis), 0, 10),
+        min_samples=v.number("hotness.min_samples", h.get("min_samples", d.min_samples), 0, 1000),
     )
 
 

@@ -157,6 +157,20 @@ def test_lost_node_is_neither_source_nor_target():
     assert plan.moves and all(m.dst == 2 for m in plan.moves)
 
 
+def test_noise_floor_scales_with_tracker_resolution():
+    """With one sampled access worth 100 acc/s, 250 acc/s is noise: no promotion, no exchange on it."""
+    slow = [region(i, 2, heat=250.0) for i in range(3)]
+    assert len(decide(TOPO, slow, policy(), state({0: 10, 2: 10}), now=0).moves) == 3
+    noisy = PlacementState(free_bytes={0: 90 * R, 2: 90 * R}, total_bytes={0: 100 * R, 2: 100 * R}, resolution=100.0)
+    assert decide(TOPO, slow, policy(), noisy, now=0).moves == ()
+    fast = [region(100 + i, 0, heat=100.0) for i in range(90)]
+    hot = [region(i, 2, heat=380.0) for i in range(3)]  # 3.8x hotter, but only 280 acc/s = 2.8 samples more
+    full = PlacementState(free_bytes={0: 10 * R, 2: 90 * R}, total_bytes={0: 100 * R, 2: 100 * R}, resolution=100.0)
+    assert decide(TOPO, fast + hot, policy(), full, now=0).moves == ()
+    hotter = [region(i, 2, heat=450.0) for i in range(3)]
+    assert len(decide(TOPO, fast + hotter, policy(), full, now=0).moves) == 6
+
+
 def test_roles_from_policy_lists_and_defaults():
     xeon = topo((0, "ddr"), (1, "ddr"), (2, "hbm"), (4, "cxl"))
     r = roles(xeon, build_policy(None))

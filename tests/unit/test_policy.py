@@ -116,7 +116,7 @@ def test_shipped_example_is_valid_and_complete():
     # every top-level and nested key of the schema appears in the example
     for key in (
         "interval", "engine", "dry_run", "fast", "slow", "overrides", "watermarks", "min_free_percent",
-        "max_used_percent", "hot_threshold", "half_life", "hysteresis", "mb_per_s", "mb_per_interval",
+        "max_used_percent", "hot_threshold", "half_life", "hysteresis", "min_samples", "mb_per_s", "mb_per_interval",
         "cooldown", "manage", "exclude", "pin", "min_rss", "sample_interval", "aggregation_interval",
         "update_interval", "min_regions", "max_regions", "region_size", "process_labels",
     ):  # fmt: skip

@@ -1,0 +1,193 @@
+"""The control socket: small JSON requests over a Unix stream socket, one request and one reply per connection.
+
+Request: `{"command": "status"}` or `{"command": "reload"}` (one JSON object, at most MAX_REQUEST bytes, sent within
+TIMEOUT seconds). Reply: one JSON object with "ok" and either the result or "error". Commands that change state
+are accepted only from root or the daemon's own uid, checked with SO_PEERCRED. A bad request gets an error
+reply; nothing a client sends can stop the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cxltierd.errors import CxltierdError
+
+log = logging.getLogger("cxltierd.control")
+
+DEFAULT_SOCKET = "/run/cxltierd/cxltierd.sock"
+MAX_REQUEST = 64 * 1024
+TIMEOUT = 2.0
+PRIVILEGED = frozenset({"reload"})
+
+
+class ControlError(CxltierdError):
+    """No daemon answered, or it answered with an error."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+Handler = Callable[[dict[str, Any], Peer], dict[str, Any]]
+
+
+def peer_of(conn: socket.socket) -> Peer:
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(pid, uid, gid)
+
+
+class ControlServer:
+    """Serves `handlers` (command name -> function) on a Unix socket, one thread per connection."""
+
+    def __init__(self, path: str, handlers: dict[str, Handler], mode: int = 0o660) -> None:
+        self.path = path
+        self.handlers = handlers
+        self.mode = mode
+        self.sock: socket.socket | None = None
+        self.thread: threading.Thread | None = None
+        self.owner_uid = os.getuid()
+
+    def start(self) -> None:
+        directory = os.path.dirname(self.path) or "."
+        try:
+            os.makedirs(directory, mode=0o750, exist_ok=True)
+            if os.path.exists(self.path):
+                if _answers(self.path):
+                    raise ControlError(f"{self.path}: another cxltierd is already answering on this socket")
+                os.unlink(self.path)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            s.bind(self.path)
+            os.chmod(self.path, self.mode)
+            s.listen(16)
+        except OSError as e:
+            raise ControlError(f"{self.path}: cannot open control socket ({e.strerror or e})") from None
+        self.sock = s
+        self.thread = threading.Thread(target=self._accept, name="control", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        s, self.sock = self.sock, None
+        if s is not None:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+            try:
+                if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                    os.unlink(self.path)
+            except OSError:
+                pass
+
+    def _accept(self) -> None:
+        while self.sock is not None:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed by stop()
+            threading.Thread(target=self._serve, args=(conn,), name="control-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(TIMEOUT)
+            try:
+                reply = self._handle(conn)
+            except Exception as e:  # a handler bug must not kill the server
+                log.warning("control: request failed: %s", e)
+                reply = {"ok": False, "error": f"internal error: {e}"}
+            with contextlib.suppress(OSError):
+                conn.sendall((json.dumps(reply, default=str) + "\n").encode())
+                conn.shutdown(socket.SHUT_WR)
+                # Read what the client still sends (an oversized request): closing with unread data would reset
+                # the connection and lose the reply. Bounded by TIMEOUT per read and MAX_REQUEST in all.
+                drained = 0
+                while drained < MAX_REQUEST and (chunk := conn.recv(65536)):
+                    drained += len(chunk)
+
+    def _handle(self, conn: socket.socket) -> dict[str, Any]:
+        try:
+            data = _read_request(conn)
+        except TimeoutError:
+            return {"ok": False, "error": f"request not complete within {TIMEOUT:g} s"}
+        except ValueError as e:
+            return {"ok": False, "error": str(e)}
+        try:
+            request = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return {"ok": False, "error": f"request is not JSON: {e}"}
+        if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+            return {"ok": False, "error": 'request must be an object like {"command": "status"}'}
+        command = request["command"]
+        handler = self.handlers.get(command)
+        if handler is None:
+            return {
+                "ok": False,
+                "error": f"unknown command {command[:40]!r} (known: {', '.join(sorted(self.handlers))})",
+            }
+        peer = peer_of(conn)
+        if command in PRIVILEGED and peer.uid not in (0, self.owner_uid):
+            return {"ok": False, "error": f"{command} refused: uid {peer.uid} is neither root nor the daemon's uid"}
+        return handler(request, peer)
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    buf = bytearray()
+    while b"\n" not in buf:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > MAX_REQUEST:
+            raise ValueError(f"request larger than {MAX_REQUEST} bytes")
+    if not buf.strip():
+        raise ValueError("empty request")
+    return bytes(buf.split(b"\n", 1)[0])
+
+
+def _answers(path: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            s.connect(path)
+        return True
+    except OSError:
+        return False
+
+
+def request(path: str, command: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+    """Send one command to the daemon and return its reply. Raises ControlError when no daemon answers."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall((json.dumps({"command": command, **fields}) + "\n").encode())
+            s.shutdown(socket.SHUT_WR)
+            data = bytearray()
+            while chunk := s.recv(65536):
+                data += chunk
+    except FileNotFoundError:
+        raise ControlError(f"{path}: no daemon (socket does not exist)") from None
+    except OSError as e:
+        if e.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            raise ControlError(f"{path}: no daemon answers") from None
+        raise ControlError(f"{path}: {e.strerror or e}") from None
+    try:
+        reply = json.loads(data)
+    except json.JSONDecodeError:
+        raise ControlError(f"{path}: daemon sent a malformed reply") from None
+    if not isinstance(reply, dict):
+        raise ControlError(f"{path}: daemon sent a malformed reply")
+    return reply

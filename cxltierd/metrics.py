@@ -1,0 +1,240 @@
+"""Prometheus exposition: a custom collector over the loop's state snapshot, on a private registry.
+
+Collected per scrape from the current Snapshot (an immutable object swapped in by the loop), so a scrape never
+blocks the loop; a family that cannot be built is skipped and counted, never raised. Served with /healthz by a
+small threaded HTTP server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from cxltierd import __version__
+from cxltierd.state import TICK_BUCKETS, Snapshot
+
+log = logging.getLogger("cxltierd.metrics")
+
+# /proc/vmstat counters exported as cxltierd_kernel_<name>_total.
+KERNEL_COUNTERS = (
+    "pgpromote_success",
+    "pgpromote_candidate",
+    "pgdemote_kswapd",
+    "pgdemote_direct",
+    "pgdemote_khugepaged",
+    "pgdemote_proactive",
+    "pgmigrate_success",
+    "pgmigrate_fail",
+    "numa_pages_migrated",
+    "numa_hint_faults",
+)
+
+
+class SnapshotCollector(Collector):
+    """Yields every cxltierd metric from `get()`'s snapshot (nothing but build_info when there is none yet)."""
+
+    def __init__(self, get: Callable[[], Snapshot | None]) -> None:
+        self.get = get
+        self.errors = 0
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # collect() is cheap but needs a snapshot: no eager describe
+
+    def collect(self) -> Iterator[Metric]:
+        info = InfoMetricFamily("cxltierd_build", "cxltierd version.")
+        info.add_metric([], {"version": __version__})
+        yield info
+        snap = self.get()
+        if snap is None:
+            return
+        for build in (_topology, _cxl, _loop, _policy, _kernel):
+            try:
+                yield from list(build(snap))
+            except Exception as e:  # a scrape never raises
+                self.errors += 1
+                log.warning("metrics: skipped %s: %s", build.__name__.strip("_"), e)
+
+
+def _topology(s: Snapshot) -> Iterator[Metric]:
+    info = GaugeMetricFamily(
+        "cxltierd_node_info", "Memory NUMA node and its tier (value 1).", labels=["node", "tier", "kind", "rank"]
+    )
+    total = GaugeMetricFamily("cxltierd_node_memory_total_bytes", "Memory of a NUMA node.", labels=["node"])
+    free = GaugeMetricFamily("cxltierd_node_memory_free_bytes", "Free memory of a NUMA node.", labels=["node"])
+    live = set(s.usage) if s.usage else {n.node for n in s.topology.nodes}
+    for n in s.topology.nodes:
+        if n.node not in live:
+            continue
+        tier = s.topology.tier_of(n.node)
+        info.add_metric([str(n.node), tier.name, n.kind, str(tier.rank)], 1)
+        t, f = s.node_usage(n.node)
+        total.add_metric([str(n.node)], t)
+        free.add_metric([str(n.node)], f)
+    yield from (info, total, free)
+    ttotal = GaugeMetricFamily("cxltierd_tier_memory_total_bytes", "Memory of a tier.", labels=["tier"])
+    tfree = GaugeMetricFamily("cxltierd_tier_memory_free_bytes", "Free memory of a tier.", labels=["tier"])
+    for name, (t, f) in s.tier_usage().items():
+        ttotal.add_metric([name], t)
+        tfree.add_metric([name], f)
+    yield from (ttotal, tfree)
+    hot = GaugeMetricFamily("cxltierd_hot_bytes", "Memory judged hot, by the tier it sits on.", labels=["tier"])
+    for name, b in sorted(s.hot_bytes.items()):
+        hot.add_metric([name], b)
+    yield hot
+
+
+def _cxl(s: Snapshot) -> Iterator[Metric]:
+    mem = GaugeMetricFamily(
+        "cxltierd_cxl_memdev_info",
+        "CXL memory device (value 1).",
+        labels=["memdev", "serial", "host", "firmware_version"],
+    )
+    for m in s.memdevs:
+        mem.add_metric(
+            [str(m.get(k) if m.get(k) is not None else "") for k in ("memdev", "serial", "host", "firmware_version")], 1
+        )
+    info = GaugeMetricFamily(
+        "cxltierd_cxl_region_info", "CXL region and the node it feeds (value 1).", labels=["region", "mode", "node"]
+    )
+    size = GaugeMetricFamily("cxltierd_cxl_region_size_bytes", "Size of a CXL region.", labels=["region"])
+    for g in s.regions:
+        node = g.get("target_node")
+        info.add_metric([g["region"], g.get("type") or "", "" if node is None else str(node)], 1)
+        size.add_metric([g["region"]], g.get("size") or 0)
+    yield from (mem, info, size)
+
+
+def _loop(s: Snapshot) -> Iterator[Metric]:
+    moved_b = CounterMetricFamily(
+        "cxltierd_migrated_bytes", "Memory moved by cxltierd.", labels=["from_tier", "to_tier"]
+    )
+    moved_p = CounterMetricFamily(
+        "cxltierd_migrated_pages", "Pages moved by cxltierd.", labels=["from_tier", "to_tier"]
+    )
+    for (a, b), v in sorted(s.migrated_bytes.items()):
+        moved_b.add_metric([a, b], v)
+        moved_p.add_metric([a, b], s.migrated_pages.get((a, b), 0))
+    fails = CounterMetricFamily("cxltierd_migration_failures", "Pages that did not move, by reason.", labels=["reason"])
+    for reason, v in sorted(s.failures.items()):
+        fails.add_metric([reason], v)
+    yield from (moved_b, moved_p, fails)
+    yield CounterMetricFamily(
+        "cxltierd_ping_pong_moves", "Regions sent back where they came from within two cooldowns.", value=s.ping_pong
+    )
+    if s.fast_tier_access_ratio is not None:
+        yield GaugeMetricFamily(
+            "cxltierd_fast_tier_access_ratio",
+            "Share of sampled accesses served by the fast tier.",
+            value=s.fast_tier_access_ratio,
+        )
+    buckets = [(_le(b), c) for b, c in zip(TICK_BUCKETS, s.tick_bucket_counts, strict=False)]
+    buckets.append(("+Inf", s.ticks))
+    hist = HistogramMetricFamily("cxltierd_loop_duration_seconds", "Duration of one loop tick.")
+    hist.add_metric([], buckets, sum_value=s.tick_seconds_sum)
+    yield hist
+    if s.last_tick is not None:
+        yield GaugeMetricFamily(
+            "cxltierd_last_tick_timestamp_seconds", "When the last tick finished.", value=s.last_tick
+        )
+    yield CounterMetricFamily(
+        "cxltierd_topology_changes", "Re-discoveries that changed the topology.", value=s.topology_changes
+    )
+    engine = GaugeMetricFamily("cxltierd_engine_info", "Engine in use (value 1).", labels=["engine", "backend"])
+    engine.add_metric([s.engine, s.backend], 1)
+    yield engine
+
+
+def _policy(s: Snapshot) -> Iterator[Metric]:
+    reloads = CounterMetricFamily("cxltierd_policy_reloads", "Policy reloads, by result.", labels=["result"])
+    for result in ("success", "failure"):
+        reloads.add_metric([result], s.reloads.get(result, 0))
+    yield reloads
+    ok = 1 if s.last_reload is None or s.last_reload.ok else 0
+    yield GaugeMetricFamily("cxltierd_policy_last_reload_success", "1 if the last reload was applied.", value=ok)
+    yield GaugeMetricFamily("cxltierd_dry_run", "1 when moves are planned but not applied.", value=int(s.dry_run))
+
+
+def _kernel(s: Snapshot) -> Iterator[Metric]:
+    for name in KERNEL_COUNTERS:
+        if name in s.kernel_counters:
+            yield CounterMetricFamily(f"cxltierd_kernel_{name}", f"/proc/vmstat {name}.", value=s.kernel_counters[name])
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def registry_for(get: Callable[[], Snapshot | None]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(get))
+    return registry
+
+
+class MetricsServer:
+    """/metrics (Prometheus text format) and /healthz (200 while the loop ticks on time, else 503)."""
+
+    def __init__(
+        self, address: str, port: int, registry: CollectorRegistry, healthy: Callable[[], tuple[bool, str]]
+    ) -> None:
+        registry_ = registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    try:
+                        body, code, ctype = generate_latest(registry_), 200, CONTENT_TYPE_LATEST
+                    except Exception as e:  # never take the server down
+                        body, code, ctype = f"error: {e}\n".encode(), 500, "text/plain"
+                elif path == "/healthz":
+                    ok, why = healthy()
+                    body, code, ctype = (why + "\n").encode(), 200 if ok else 503, "text/plain"
+                else:
+                    body, code, ctype = b"cxltierd: /metrics, /healthz\n", 404, "text/plain"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer((address, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """ "0.0.0.0:9750", ":9750", "[::1]:9750", "9750" -> (address, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen {text!r}: expected [ADDRESS]:PORT")
+    return host, int(port)

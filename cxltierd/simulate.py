@@ -1,0 +1,96 @@
+"""Run a scenario faster than real time with cxltierd's policy or a baseline; shared by `cxltierd simulate` and
+benchmarks/placement.py. Each run gets a fresh simulator from the same seed, so runs are comparable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from cxltierd import baselines
+from cxltierd.emulate import Scenario, SimulatedMemory, host_topology, read_scenario
+from cxltierd.loop import Decide, Loop
+from cxltierd.policy.decide import decide as cxltierd_decide
+from cxltierd.policy.schema import Policy
+from cxltierd.topology import Topology
+
+PLACERS = ("cxltierd", *baselines.BASELINES)
+
+
+_hosts: dict[tuple[str, str], Topology] = {}
+
+
+def _host(sc: Scenario) -> Topology:
+    """A scenario host's topology, discovered once per process (every run of a benchmark shares it)."""
+    key = (sc.host, str(Path(sc.source).parent))
+    if key not in _hosts:
+        _hosts[key] = host_topology(sc)
+    return _hosts[key]
+
+
+@dataclass
+class RunResult:
+    placer: str
+    share: float  # share of all accesses served by the fastest tier over the run
+    series: list[tuple[float, float]] = field(default_factory=list)  # (time, share in that interval)
+    promoted_bytes: int = 0  # moved to a faster tier
+    demoted_bytes: int = 0
+    ping_pong: int = 0  # regions sent back where they came from within two cooldowns
+    failed_pages: int = 0
+    ticks: int = 0
+
+    @property
+    def migrated_bytes(self) -> int:
+        return self.promoted_bytes + self.demoted_bytes
+
+    def share_between(self, t0: float, t1: float) -> float | None:
+        values = [s for t, s in self.series if t0 < t <= t1]
+        return sum(values) / len(values) if values else None
+
+
+def run(
+    scenario: str,
+    placer: str = "cxltierd",
+    policy: Policy | None = None,
+    seed: int | None = None,
+    duration: float | None = None,
+    interval: float | None = None,
+) -> RunResult:
+    """Simulate `scenario` (a shipped name or a YAML path) under one placer."""
+    sc = read_scenario(scenario)
+    host = _host(sc)
+    sim = SimulatedMemory(sc, host, seed=seed)
+    dt = interval or sc.interval
+    pol = replace(policy or Policy(), interval=dt, dry_run=False)
+    decide: Decide
+    if placer == "cxltierd":
+        decide = cxltierd_decide
+    else:
+        pol = replace(pol, hotness=replace(pol.hotness, half_life=0.0))  # baselines see raw samples
+        decide = {
+            "static": baselines.static,
+            "promote-on-access": baselines.promote_on_access,
+            "age": baselines.age,
+            "oracle": lambda: baselines.oracle(sim.mean_rates),
+        }[placer]()
+    loop = Loop(sim.topology, sim, sim, pol, decide=decide)
+    end = duration if duration is not None else sc.duration
+    result = RunResult(placer=placer, share=0.0)
+    t = 0.0
+    while t + dt <= end + 1e-9:
+        t += dt
+        report = loop.tick(t)
+        if report.fast_share is not None:
+            result.series.append((t, report.fast_share))
+    stats = sim.stats()
+    rank = {n: tier.rank for tier in sim.topology.tiers for n in tier.nodes}
+    for (src, dst), b in stats.migrated_bytes.items():
+        if rank.get(dst, 99) < rank.get(src, 99):
+            result.promoted_bytes += b
+        else:
+            result.demoted_bytes += b
+    result.share = stats.fast_share or 0.0
+    result.ping_pong = loop.totals.ping_pong
+    result.failed_pages = sum(stats.failed_pages.values())
+    result.ticks = loop.totals.ticks
+    return result
