@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# Install everything the tests need, then run the whole suite: lint, types, unit, integration and lab tests.
-# Usage (as root on Debian 12, from the checkout): bash tests/run.sh [pytest args...]
+# Install everything the tests need, then run the whole suite: lint, types, unit, integration, packaging and the
+# real-kernel lab tests (in a QEMU guest, when this machine can run one).
+# Usage (as root on Debian 12, from the checkout): bash tests/run.sh [pytest args for the host tests...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages the tests use for real: promtool and a Prometheus server (metrics, alert rules), systemd-analyze
+# (the unit), dpkg-buildpackage + debhelper + pybuild (the .deb), rpmspec (the spec), Debian's python3 modules (the
+# installed .deb is run with /usr/bin/python3).
+APT_PACKAGES=(
+    python3-venv systemd prometheus rpm dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all
+    python3-setuptools python3-psutil python3-pyudev python3-prometheus-client python3-click python3-yaml
+)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== apt-get install ${APT_PACKAGES[*]}"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+else
+    echo "== not root or no apt-get: install these Debian packages yourself or tests that need them fail:"
+    echo "   ${APT_PACKAGES[*]}"
 fi
 
 python3 -m venv .venv
@@ -15,4 +27,4 @@ python3 -m venv .venv
 
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest"; .venv/bin/python -m pytest "$@"
+echo "== pytest (host)"; .venv/bin/python -m pytest -p no:cacheprovider "$@"
