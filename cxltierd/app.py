@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,7 @@ def build(settings: Settings) -> Runtime:
                 ", ".join(t.name for t in tiers) or "none",
             )
             backend = "emulated"
+            settings = replace(settings, root=None)  # --root named the real host, not an emulated host tree
     rt = _host(settings, policy) if backend == "host" else _emulated(settings, policy)
     rt.policy_path = path
     rt.dry_run = settings.dry_run

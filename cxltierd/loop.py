@@ -139,6 +139,7 @@ class Loop:
     def tick(self, now: float, stop: Callable[[], bool] | None = None) -> TickReport:
         """One cycle at time `now` (seconds). `stop()` true abandons the plan's remaining batches."""
         sample = self.tracker.sample(now)
+        first = self.last_seen is None  # no heat history yet: observe only
         smoothed = self.smooth(sample, now)
         horizon = 2 * self.policy.cooldown
         self.moved_at = {k: m for k, m in self.moved_at.items() if now - m[0] < horizon and k in self.heat}
@@ -154,6 +155,8 @@ class Loop:
             # DAMOS / NUMA-balancing tiering: the kernel moves memory; apply() reports what it did.
             plan = Plan(notes=(f"the kernel moves memory ({self.migrator.name} engine)",))
             outcome = self.migrator.apply(plan, now)
+        elif first:
+            plan, outcome = Plan(notes=("first sample: collecting heat before moving anything",)), Outcome()
         else:
             plan = self.decide(self.topology, smoothed, self.policy, state, now)
             outcome = Outcome() if dry or not plan.moves else self._apply(plan, now, stop)
