@@ -22,6 +22,7 @@ class HostFS:
 
     def __init__(self, root: str | os.PathLike[str] = "/") -> None:
         self.root = Path(root)
+        self._prefix = str(self.root).rstrip("/")  # string paths: discovery reads tens of thousands of files
 
     def __repr__(self) -> str:
         return f"HostFS({str(self.root)!r})"
@@ -38,42 +39,59 @@ class HostFS:
             raise RootError(f"{self.root}: not a sysfs tree (no sys/devices or sys/bus under it)")
 
     def exists(self, kpath: str) -> bool:
-        return os.path.exists(self.path(kpath))
+        return os.path.exists(self._prefix + "/" + kpath.lstrip("/"))
 
     def is_dir(self, kpath: str) -> bool:
-        return os.path.isdir(self.path(kpath))
+        return os.path.isdir(self._prefix + "/" + kpath.lstrip("/"))
 
     def listdir(self, kpath: str) -> list[str]:
         """Sorted entries of a directory; empty when it is missing or unreadable."""
         try:
-            return sorted(os.listdir(self.path(kpath)))
+            return sorted(os.listdir(self._prefix + "/" + kpath.lstrip("/")))
         except OSError:
             return []
 
+    def _raw(self, kpath: str) -> bytes:
+        """Bytes of a file (os.open/os.read: no file object per read). Raises OSError."""
+        fd = os.open(self._prefix + "/" + kpath.lstrip("/"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, MAX_ATTR_BYTES + 1)
+            if len(data) > 4000:  # sysfs attributes fit in a page; longer files (procfs) come in pieces
+                chunks = [data]
+                while (chunk := os.read(fd, MAX_ATTR_BYTES + 1)) and sum(map(len, chunks)) <= MAX_ATTR_BYTES:
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+            return data
+        finally:
+            os.close(fd)
+
     def read(self, kpath: str) -> str:
         """Text of an attribute, stripped. Raises HostFSError naming the file."""
-        p = self.path(kpath)
-        try:
-            with open(p, "rb") as f:
-                data = f.read(MAX_ATTR_BYTES + 1)
-        except FileNotFoundError:
-            raise HostFSError(str(p), "missing") from None
-        except IsADirectoryError:
-            raise HostFSError(str(p), "is a directory, expected an attribute file") from None
-        except OSError as e:
-            raise HostFSError(str(p), f"unreadable ({e.strerror or e})") from None
-        if len(data) > MAX_ATTR_BYTES:
-            raise HostFSError(str(p), f"larger than {MAX_ATTR_BYTES} bytes")
-        try:
-            return data.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise HostFSError(str(p), "not text") from None
+        text = self._read(kpath, missing_ok=False)
+        assert text is not None
+        return text
 
     def read_optional(self, kpath: str) -> str | None:
         """Like read(), but None when the file does not exist (other errors still raise)."""
-        if not os.path.lexists(self.path(kpath)):
-            return None
-        return self.read(kpath)
+        return self._read(kpath, missing_ok=True)
+
+    def _read(self, kpath: str, missing_ok: bool) -> str | None:
+        try:
+            data = self._raw(kpath)
+        except FileNotFoundError:
+            if missing_ok and not os.path.islink(self.path(kpath)):
+                return None
+            raise HostFSError(str(self.path(kpath)), "missing") from None
+        except IsADirectoryError:
+            raise HostFSError(str(self.path(kpath)), "is a directory, expected an attribute file") from None
+        except OSError as e:
+            raise HostFSError(str(self.path(kpath)), f"unreadable ({e.strerror or e})") from None
+        if len(data) > MAX_ATTR_BYTES:
+            raise HostFSError(str(self.path(kpath)), f"larger than {MAX_ATTR_BYTES} bytes")
+        try:
+            return data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise HostFSError(str(self.path(kpath)), "not text") from None
 
     def read_int(self, kpath: str, base: int = 0) -> int:
         """An integer attribute; base 0 accepts "123", "0x1f"; base 16 accepts "8000000"."""
@@ -86,7 +104,7 @@ class HostFS:
     def readlink(self, kpath: str) -> str | None:
         """Target of a symlink as written, or None when it is not a link."""
         try:
-            return os.readlink(self.path(kpath))
+            return os.readlink(self._prefix + "/" + kpath.lstrip("/"))
         except OSError:
             return None
 

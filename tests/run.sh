@@ -28,3 +28,18 @@ python3 -m venv .venv
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest (host)"; .venv/bin/python -m pytest -p no:cacheprovider "$@"
+
+# Real-kernel lab: a QEMU guest (TCG) with emulated CXL memory runs tests/lab (needs root, x86_64, apt reaching
+# Debian bookworm + bookworm-backports). One boot serves every lab test.
+why_not=""
+[ "$(id -u)" = 0 ] || why_not="not root"
+[ "$(uname -m)" = x86_64 ] || why_not="${why_not:+$why_not, }not x86_64"
+command -v apt-get >/dev/null || why_not="${why_not:+$why_not, }no apt-get"
+if [ -n "${CXLTIERD_SKIP_LAB:-}" ]; then
+    echo "== lab: SKIPPED (CXLTIERD_SKIP_LAB is set)"
+elif [ -n "$why_not" ]; then
+    echo "== lab: SKIPPED, this machine cannot run the QEMU guest ($why_not); see tests/lab/README.md"
+else
+    echo "== lab (QEMU guest, real 6.12 kernel with emulated CXL)"
+    bash tests/lab/run.sh tests/lab -q -p no:hypothesispytest -p no:cacheprovider
+fi

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
+
 from cxltierd.discovery.parse import (
     index_of,
     parse_cpulist,
     parse_distance,
     parse_meminfo,
+    parse_zoneinfo,
 )
 from cxltierd.discovery.reader import Reader
 from cxltierd.facts import Access, MemoryBlock, MemSideCache, NodeFacts
@@ -98,15 +101,41 @@ def read_blocks(
     for nf in nodes:
         for b in nf.blocks:
             node_of[b] = nf.node
+    # The zone of an online block is the only populated zone of its node, when the node has just one (a CXL node
+    # onlined movable): /proc/zoneinfo says so in one read instead of one valid_zones read per block.
+    zoneinfo = r.parse("/proc/zoneinfo", parse_zoneinfo, required=False) or {}
+    only_zone = {n: next(iter(z)) for n, zones in zoneinfo.items() if len(z := [k for k, v in zones.items() if v]) == 1}
     indexes = sorted(b for b in (index_of(e, "memory") for e in r.fs.listdir(MEMORY)) if b is not None)
+    ranges = _merge(detail_ranges)
     out = []
     for idx in indexes:
         state = zone = None
-        if block_size and any(lo <= idx * block_size < hi for lo, hi in detail_ranges):
+        node = node_of.get(idx)
+        if block_size and _inside(idx * block_size, ranges):
             state = r.text(f"{MEMORY}/memory{idx}/state", required=False)
-            zone = r.text(f"{MEMORY}/memory{idx}/valid_zones", required=False)
-        out.append(MemoryBlock(index=idx, node=node_of.get(idx), state=state, zone=zone))
+            if state == "online":
+                zone = only_zone.get(node) if node is not None else None
+                if zone is None:
+                    zone = r.text(f"{MEMORY}/memory{idx}/valid_zones", required=False)
+        out.append(MemoryBlock(index=idx, node=node, state=state, zone=zone))
     return tuple(out)
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping or nested [lo, hi) ranges merged into sorted disjoint ones."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _inside(addr: int, ranges: list[tuple[int, int]]) -> bool:
+    """Is addr in one of the sorted disjoint ranges?"""
+    i = bisect.bisect_right(ranges, (addr, 1 << 64)) - 1
+    return i >= 0 and ranges[i][0] <= addr < ranges[i][1]
 
 
 def read_memory_tiers(r: Reader) -> dict[int, tuple[int, ...]]:

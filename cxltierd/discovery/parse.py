@@ -130,3 +130,22 @@ def index_of(name: str, prefix: str) -> int | None:
     if name.startswith(prefix) and name[len(prefix) :].isdigit():
         return int(name[len(prefix) :])
     return None
+
+
+def parse_zoneinfo(text: str) -> dict[int, dict[str, int]]:
+    """/proc/zoneinfo -> node -> zone name -> managed pages ("Node 4, zone  Movable" ... "managed  131072")."""
+    out: dict[int, dict[str, int]] = {}
+    zone: dict[str, int] | None = None
+    name = ""
+    for line in text.splitlines():
+        if line.startswith("Node "):
+            head, _, rest = line.partition(", zone")
+            node = int(head.split()[1])
+            name = rest.strip()
+            zone = out.setdefault(node, {})
+            zone[name] = 0
+        elif zone is not None and line.strip().startswith("managed"):
+            zone[name] = int(line.split()[1])
+    if not out:
+        raise ValueError("no 'Node N, zone Z' lines")
+    return out

@@ -1,0 +1,360 @@
+#!/usr/bin/env bash
+# tests/lab/run.sh - run pytest inside a throw-away QEMU guest whose real Linux kernel sees emulated CXL memory.
+#
+#   usage (root, x86_64 Debian 12, Debian archive reachable through apt):  bash tests/lab/run.sh [PYTEST ARGS...]
+#   e.g.  bash tests/lab/run.sh tests/lab -q -p no:hypothesispytest
+#
+# Steps: install QEMU 10 (bookworm-backports) and guest tools with a private apt source list (skipped when all is
+# present), fetch + unpack the bookworm-backports 6.12 kernel into the cache dir, build a busybox initramfs, boot the
+# guest (TCG), create a volatile CXL region through sysfs (it becomes CPU-less NUMA node 4, ZONE_MOVABLE), then run
+# `<checkout>/.venv/bin/python -m pytest ARGS` from the checkout with CXLTIERD_LAB=1 and CXLTIERD_LAB_SHARE set.
+# The guest sees the host's / read-only (tmpfs overlay on top, writes are discarded) at the same paths, plus the
+# read-write share $CXLTIERD_LAB_DIR/share. See tests/lab/README.md for the topology and the known traps.
+#
+# Environment: CXLTIERD_LAB_DIR (cache dir, default /var/tmp/cxltierd-lab), CXLTIERD_LAB_TIMEOUT (seconds for the
+# whole guest part, boot retry included; default 1500), CXLTIERD_LAB_KERNEL_PKG (pin a linux-image package),
+# CXLTIERD_LAB_APPEND (extra kernel command line), CXLTIERD_LAB_QEMU_EXTRA (extra QEMU args, split on spaces),
+# CXLTIERD_LAB_QEMU (the QEMU binary to boot with, default qemu-system-x86_64; e.g. a wrapper for debugging).
+#
+# Exit status: pytest's own status (0-5) when pytest ran, otherwise one of these lab failures (one "lab: ERROR" line
+# on stderr naming the step, plus the tail of the guest console):
+#   100 preconditions (not root, not x86_64, no .venv, bad cache dir)   105 guest timed out
+#   101 package installation (apt) failed                               106 QEMU crashed or failed (139 twice, ...)
+#   102 QEMU has no cxl-type3 device                                    107 guest did not boot or did not run pytest
+#   103 guest kernel: download/unpack failed or CXL support missing     108 no CXL memdev in the guest
+#   104 initramfs build failed                                          109 CXL region creation/onlining failed
+set -euo pipefail
+
+readonly E_PRE=100 E_APT=101 E_QEMU_CXL=102 E_KERNEL=103 E_INITRAMFS=104 E_TIMEOUT=105 E_QEMU=106 E_BOOT=107
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH LC_ALL=C
+
+CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
+LAB=$(realpath -m "${CXLTIERD_LAB_DIR:-/var/tmp/cxltierd-lab}")
+TIMEOUT=${CXLTIERD_LAB_TIMEOUT:-1500}
+SHARE=$LAB/share      # read-write 9p share, same path in the guest (CXLTIERD_LAB_SHARE)
+CTL=$SHARE/.lab       # runner <-> guest control files: config, args, times, error, pytest.out, rc
+CONSOLE=$LAB/console.log
+T0=$EPOCHREALTIME
+
+log() { printf '[lab %6.1fs] %s\n' "$(elapsed "$T0")" "$*" >&2; }
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+die() { # die CODE STEP MESSAGE: the one error line (plus the console tail when the guest ran)
+    local rc=$1 step=$2; shift 2
+    if [ "${BOOTED:-0}" = 1 ] && [ -s "$CONSOLE" ]; then
+        echo "---- last lines of the guest console ($CONSOLE) ----" >&2
+        tail -n 25 "$CONSOLE" >&2
+        echo "----" >&2
+    fi
+    echo "lab: ERROR: $step: $*" >&2
+    exit "$rc"
+}
+
+# ---- 0. preconditions ---------------------------------------------------------------------------------------------
+[ "$(id -u)" = 0 ] || die $E_PRE preconditions "must run as root (apt-get, 9p export of /)"
+[ "$(uname -m)" = x86_64 ] || die $E_PRE preconditions "x86_64 host required, this is $(uname -m)"
+[[ $LAB != *[[:space:]]* && $LAB != / ]] || die $E_PRE preconditions "CXLTIERD_LAB_DIR '$LAB' must be a path without spaces"
+[[ $CHECKOUT != *[[:space:]]* ]] || die $E_PRE preconditions "checkout path '$CHECKOUT' must not contain spaces"
+[[ $TIMEOUT =~ ^[0-9]+$ ]] || die $E_PRE preconditions "CXLTIERD_LAB_TIMEOUT must be a number of seconds"
+VENV_PY=$CHECKOUT/.venv/bin/python
+"$VENV_PY" -c 'import cxltierd, pytest' 2>/dev/null \
+    || die $E_PRE preconditions "$CHECKOUT/.venv with cxltierd and pytest is missing (pip install -e '.[test]' into .venv first)"
+mkdir -p "$LAB"/{apt/lists/partial,apt/cache/archives/partial,debs} || die $E_PRE preconditions "cannot create $LAB"
+exec 9>"$LAB/.lock"
+flock -w "$TIMEOUT" 9 || die $E_PRE preconditions "another lab run holds $LAB/.lock"
+
+# ---- 1. packages: private apt source list, so /etc/apt stays untouched ---------------------------------------------
+APT=(apt-get -o Dir::Etc::sourcelist="$LAB/apt/sources.list" -o Dir::Etc::sourceparts=/nonexistent
+     -o Dir::State::Lists="$LAB/apt/lists" -o Dir::Cache="$LAB/apt/cache" -o APT::Sandbox::User=root
+     -o Acquire::Retries=3 -o DPkg::Lock::Timeout=300)
+cat > "$LAB/apt/sources.list" <<'EOF'
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main
+EOF
+
+qemu_has_cxl() {
+    local devs
+    devs=$(qemu-system-x86_64 -device help 2>/dev/null) || return 1
+    [[ $devs == *'"cxl-type3"'* ]]
+}
+tools_missing() { # prints the Debian packages of missing guest tools
+    local b
+    for b in busybox:busybox-static migratepages:numactl cxl:ndctl daxctl:daxctl udevadm:udev cpio:cpio xz:xz-utils \
+             depmod:kmod; do
+        command -v "${b%%:*}" >/dev/null || echo "${b#*:}"
+    done
+    [ -x /lib/systemd/systemd-udevd ] || echo udev
+    [ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" = "install ok installed" ] || echo busybox-static
+}
+kernel_deb() { compgen -G "$LAB/debs/linux-image-6.*.deb" | sort -V | tail -n 1; }
+
+mapfile -t MISSING < <(tools_missing | sort -u)
+NEED_QEMU=0; qemu_has_cxl || NEED_QEMU=1
+if [ "$NEED_QEMU" = 1 ] || [ ${#MISSING[@]} -gt 0 ] || [ -z "$(kernel_deb)" ]; then
+    log "apt-get update (private lists in $LAB/apt, log $LAB/apt.log)"
+    "${APT[@]}" update -qq >"$LAB/apt.log" 2>&1 || die $E_APT "install: apt-get update" "failed, see $LAB/apt.log"
+fi
+if [ "$NEED_QEMU" = 1 ]; then
+    log "installing qemu-system-x86 from bookworm-backports"
+    DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq --no-install-recommends --no-remove \
+        -t bookworm-backports qemu-system-x86 >>"$LAB/apt.log" 2>&1 \
+        || die $E_APT "install: qemu-system-x86 (bookworm-backports)" "apt-get failed, see $LAB/apt.log"
+fi
+if [ ${#MISSING[@]} -gt 0 ]; then
+    log "installing ${MISSING[*]}"
+    DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq --no-install-recommends --no-remove "${MISSING[@]}" \
+        >>"$LAB/apt.log" 2>&1 || die $E_APT "install: ${MISSING[*]}" "apt-get failed, see $LAB/apt.log"
+    mapfile -t MISSING < <(tools_missing | sort -u)
+    [ ${#MISSING[@]} = 0 ] || die $E_APT "install" "still missing after apt-get: ${MISSING[*]}"
+fi
+command -v qemu-system-x86_64 >/dev/null || die $E_APT "install" "qemu-system-x86_64 is not installed"
+qemu_has_cxl || die $E_QEMU_CXL "QEMU check" "$(qemu-system-x86_64 --version | head -n 1) has no cxl-type3 device (need QEMU >= 8.0 from bookworm-backports)"
+
+# ---- 2. guest kernel: bookworm-backports linux-image, unpacked privately (the host kernel is not touched) ------------
+if [ -z "$(kernel_deb)" ]; then
+    KPKG=${CXLTIERD_LAB_KERNEL_PKG:-$(apt-cache -o Dir::Etc::sourcelist="$LAB/apt/sources.list" \
+        -o Dir::Etc::sourceparts=/nonexistent -o Dir::State::Lists="$LAB/apt/lists" -o Dir::Cache="$LAB/apt/cache" \
+        depends -t bookworm-backports linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6/ { print $2; exit }')}
+    [ -n "$KPKG" ] || die $E_KERNEL "kernel download" "cannot resolve linux-image-amd64 in bookworm-backports"
+    log "downloading $KPKG"
+    (cd "$LAB/debs" && "${APT[@]}" download "$KPKG" >>"$LAB/apt.log" 2>&1) \
+        || die $E_KERNEL "kernel download" "apt-get download $KPKG failed, see $LAB/apt.log"
+fi
+KDEB=$(kernel_deb)
+if [ "$(cat "$LAB/kernel/.unpacked" 2>/dev/null)" != "$(basename "$KDEB")" ]; then
+    log "unpacking $(basename "$KDEB") + depmod"
+    rm -rf "$LAB/kernel" && mkdir -p "$LAB/kernel"
+    dpkg -x "$KDEB" "$LAB/kernel" || { rm -f "$KDEB"; die $E_KERNEL "kernel unpack" "dpkg -x $KDEB failed (deleted it; the next run downloads it again)"; }
+    KV=$(ls "$LAB/kernel/lib/modules")
+    depmod -b "$LAB/kernel" "$KV" || die $E_KERNEL "kernel unpack" "depmod -b $LAB/kernel $KV failed"
+    basename "$KDEB" > "$LAB/kernel/.unpacked"
+fi
+KV=$(ls "$LAB/kernel/lib/modules")
+KDIR=$LAB/kernel/lib/modules/$KV
+for opt in CXL_BUS CXL_ACPI CXL_PCI CXL_MEM CXL_REGION DEV_DAX_CXL DEV_DAX_KMEM ACPI_HMAT MEMORY_HOTPLUG NET_9P_VIRTIO \
+           9P_FS OVERLAY_FS; do
+    grep -Eq "^CONFIG_$opt=(y|m)" "$LAB/kernel/boot/config-$KV" || die $E_KERNEL "kernel check" "kernel $KV lacks CONFIG_$opt"
+done
+
+# ---- 3. initramfs: busybox-static + 9p/overlay modules; mounts host / read-only with a tmpfs overlay ---------------
+mod_chain() { # mod_chain NAME: module files (relative to $KDIR) in load order, dependencies first
+    local rel deps d
+    rel=$(awk -F: -v n="$1" '{ f = $1; sub(/.*\//, "", f); sub(/\.ko(\.xz|\.zst|\.gz)?$/, "", f); if (f == n) { print $1; exit } }' "$KDIR/modules.dep")
+    [ -n "$rel" ] || return 1
+    deps=$(awk -F: -v r="$rel" '$1 == r { print $2; exit }' "$KDIR/modules.dep")
+    for d in $deps; do mod_chain "$(basename "${d%%.ko*}")" || return 1; done
+    echo "$rel"
+}
+INIT=$(cat <<'EOF'
+#!/bin/busybox sh
+# initramfs /init: mount the host's / (9p, read-only) under a tmpfs overlay, the rw share, then hand over to bash.
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+fatal() { echo "[lab-init] FATAL: $*" > /dev/console; echo o > /proc/sysrq-trigger; sleep 60; }
+for m in $(cat /mods/order); do insmod "/mods/$m" || fatal "insmod $m failed"; done
+for a in $(cat /proc/cmdline); do
+    case $a in cxltierd.share=*) SHARE=${a#*=};; cxltierd.main=*) MAIN=${a#*=};; esac
+done
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=1048576,cache=loose hostroot /lower || fatal "9p mount of the host / failed"
+mount -t tmpfs -o size=512M tmpfs /upper && mkdir -p /upper/u /upper/w
+mount -t overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w overlay /newroot || fatal "overlay mount failed"
+mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=1048576 share "/newroot$SHARE" || fatal "9p mount of the share failed"
+mount -t tmpfs -o mode=755 tmpfs /newroot/run
+for d in dev proc sys; do mount --move /$d /newroot/$d; done
+exec switch_root /newroot /bin/bash "$MAIN"
+EOF
+)
+INITRD=$LAB/initramfs.cpio.gz
+STAMP="$(basename "$KDEB") $(printf '%s' "$INIT" | md5sum | cut -d' ' -f1)"
+if [ ! -s "$INITRD" ] || [ "$(cat "$LAB/initramfs.stamp" 2>/dev/null)" != "$STAMP" ]; then
+    log "building initramfs"
+    R=$LAB/initramfs-src
+    rm -rf "$R" && mkdir -p "$R"/{bin,proc,sys,dev,mods,lower,upper,newroot}
+    cp /bin/busybox "$R/bin/busybox" || die $E_INITRAMFS initramfs "cannot copy /bin/busybox"
+    printf '%s\n' "$INIT" > "$R/init" && chmod 755 "$R/init"
+    ORDER=()
+    for m in 9pnet_virtio 9p overlay; do
+        chain=$(mod_chain "$m") || die $E_INITRAMFS initramfs "module $m not found in $KDIR/modules.dep"
+        for rel in $chain; do
+            name=$(basename "${rel%%.ko*}").ko
+            [[ " ${ORDER[*]-} " == *" $name "* ]] && continue
+            case $rel in
+                *.ko.xz) xz -dc "$KDIR/$rel" > "$R/mods/$name" ;;
+                *.ko) cp "$KDIR/$rel" "$R/mods/$name" ;;
+                *) false ;;
+            esac || die $E_INITRAMFS initramfs "cannot unpack module $rel"
+            ORDER+=("$name")
+        done
+    done
+    printf '%s\n' "${ORDER[@]}" > "$R/mods/order"
+    (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) > "$INITRD.tmp" || die $E_INITRAMFS initramfs "cpio failed"
+    mv "$INITRD.tmp" "$INITRD" && echo "$STAMP" > "$LAB/initramfs.stamp"
+fi
+
+# ---- 4. the guest's PID 1 after switch_root (static text; per-run settings come from $CTL/config) -----------------
+cat > "$LAB/guest-main.sh.tmp" <<'EOF'
+#!/bin/bash
+# PID 1 inside the lab guest. Writes $CTL/times, $CTL/error ("CODE step: message"), $CTL/pytest.out and $CTL/rc.
+# shellcheck disable=SC1091
+read -r -a CMDLINE < /proc/cmdline
+for a in "${CMDLINE[@]}"; do case $a in cxltierd.share=*) SHARE=${a#*=} ;; esac; done
+CTL=$SHARE/.lab
+. "$CTL/config"   # LAB KV CHECKOUT VENV_PY
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb
+up() { cut -d' ' -f1 /proc/uptime; }
+stamp() { echo "$1 $(up)" >> "$CTL/times"; }
+say() { echo "[lab $(up)s] $*" > /dev/console; }
+poweroff_now() { sync; echo o > /proc/sysrq-trigger; while :; do sleep 60; done; }
+fail() { echo "$1 $2" > "$CTL/error"; say "FAILED: $2"; poweroff_now; }
+w() { echo "$1" > "$2" || { echo "writing '$1' to $2 failed"; return 1; }; }
+
+create_ram_region() { # volatile region over mem0 via raw sysfs (ndctl 76.1 cannot create ram regions)
+    local B=/sys/bus/cxl/devices RD=decoder0.0 MD=mem0 e ep='' ed='' d size reg
+    for e in "$B"/endpoint*; do [ "$(basename "$(readlink -f "$e/uport")")" = "$MD" ] && ep=$e; done
+    [ -n "$ep" ] || { echo "no endpoint port for $MD"; return 1; }
+    for d in "$ep"/decoder*; do [ "$(cat "$d/mode")" = none ] && { ed=$(basename "$d"); break; }; done
+    [ -n "$ed" ] || { echo "no free endpoint decoder under $ep"; return 1; }
+    size=$(cat "$B/$MD/ram/size"); reg=$(cat "$B/$RD/create_ram_region")
+    w "$reg" "$B/$RD/create_ram_region" && w 256 "$B/$reg/interleave_granularity" && w 1 "$B/$reg/interleave_ways" \
+        && w ram "$B/$ed/mode" && w "$size" "$B/$ed/dpa_size" && w "$size" "$B/$reg/size" && w "$ed" "$B/$reg/target0" \
+        && w 1 "$B/$reg/commit" || return 1
+    [ -e "$B/$reg/driver" ] || echo "$reg" > /sys/bus/cxl/drivers/cxl_region/bind 2>/dev/null || true
+    echo "$reg size=$size target0=$ed resource=$(cat "$B/$reg/resource")"
+}
+cxl_node_online() { # prints the target node of a kmem-bound dax device under a CXL region once it has memory
+    local t n
+    for t in /sys/bus/dax/devices/dax*/target_node; do
+        [ -e "$t" ] || continue
+        [[ $(readlink -f "${t%/target_node}") == */region* ]] || continue
+        [ "$(basename "$(readlink -f "${t%/target_node}/driver")")" = kmem ] || continue
+        n=$(cat "$t")
+        [ "$(awk '/MemTotal/ { print $4 }' "/sys/devices/system/node/node$n/meminfo" 2>/dev/null)" -gt 0 ] 2>/dev/null \
+            && { echo "$n"; return 0; }
+    done
+    return 1
+}
+
+mkdir -p /lib/modules /dev/pts /dev/shm /sys/fs/cgroup /tmp
+ln -sfn "$LAB/kernel/lib/modules/$KV" "/lib/modules/$KV"
+mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm; mount -t tmpfs tmpfs /tmp
+mount -t cgroup2 none /sys/fs/cgroup; mount -t debugfs none /sys/kernel/debug; mount -t tracefs none /sys/kernel/tracing
+stamp init
+/lib/systemd/systemd-udevd --daemon >/dev/null 2>&1 || fail 107 "guest udev: systemd-udevd did not start"
+udevadm trigger --action=add >/dev/null 2>&1; udevadm settle -t 120
+stamp udev_settled
+end=$((SECONDS + 10))
+until [ -e /sys/bus/cxl/devices/mem0 ] && [ -e /sys/bus/cxl/devices/decoder0.0 ] || [ $SECONDS -ge $end ]; do sleep 0.1; done
+[ -e /sys/bus/cxl/devices/mem0 ] || fail 108 "guest CXL devices: no mem0 (cxl_acpi/cxl_pci/cxl_mem did not probe; /sys/bus/cxl/devices: $(cd /sys/bus/cxl/devices && echo *))"
+if ! compgen -G '/sys/bus/cxl/devices/region*' >/dev/null; then
+    out=$(create_ram_region 2>&1) || fail 109 "guest CXL region creation: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+    say "created $out"
+fi
+udevadm settle -t 60
+end=$((SECONDS + 20))
+until node=$(cxl_node_online) || [ $SECONDS -ge $end ]; do sleep 0.1; done
+if [ -z "${node:-}" ] && compgen -G '/sys/bus/dax/devices/dax*' >/dev/null; then  # kmem did not take it: ask daxctl
+    for d in /sys/bus/dax/devices/dax*; do daxctl reconfigure-device --mode=system-ram --force "${d##*/}" >/dev/null 2>&1; done
+    node=$(cxl_node_online)
+fi
+[ -n "${node:-}" ] || fail 109 "guest CXL region onlining: no kmem-bound dax device with an online memory node (dax: $(cd /sys/bus/dax/devices && echo *))"
+echo "$node" > "$CTL/cxl_node"
+stamp region_online
+say "CXL region online as node $node; running pytest"
+
+mapfile -d '' -t ARGS < "$CTL/args"
+cd "$CHECKOUT" || fail 107 "guest pytest: cannot cd to $CHECKOUT"
+stamp pytest_start
+PATH=${VENV_PY%/*}:$PATH CXLTIERD_LAB=1 CXLTIERD_LAB_SHARE=$SHARE "$VENV_PY" -m pytest "${ARGS[@]}" >> "$CTL/pytest.out" 2>&1 < /dev/null
+echo $? > "$CTL/rc"
+stamp pytest_end
+poweroff_now
+EOF
+chmod 755 "$LAB/guest-main.sh.tmp" && mv "$LAB/guest-main.sh.tmp" "$LAB/guest-main.sh"
+
+# ---- 5. QEMU: 2 CPUs/2 nodes, CPU-less slow node 2, generic port node 3, CXL type-3 volatile 512M, HMAT --------------
+HMAT=()
+lb() { HMAT+=(-numa "hmat-lb,initiator=$1,target=$2,hierarchy=memory,data-type=access-latency,latency=$3"
+              -numa "hmat-lb,initiator=$1,target=$2,hierarchy=memory,data-type=access-bandwidth,bandwidth=$4"); }
+lb 0 0 10 20G; lb 0 1 20 10G; lb 0 2 80 5G; lb 0 3 30 16G
+lb 1 1 10 20G; lb 1 0 20 10G; lb 1 2 80 5G; lb 1 3 40 12G
+read -r -a EXTRA <<< "${CXLTIERD_LAB_QEMU_EXTRA:-}"
+# shellcheck disable=SC2054  # commas separate QEMU sub-options, not array elements
+QEMU=("${CXLTIERD_LAB_QEMU:-qemu-system-x86_64}" -accel tcg,thread=multi -cpu max,hypervisor=off -nographic -no-reboot
+    -M q35,cxl=on,hmat=on -smp 2,sockets=2,cores=1,threads=1 -m 2560M,maxmem=8G,slots=4
+    -object memory-backend-ram,id=m0,size=1G -object memory-backend-ram,id=m1,size=1G
+    -object memory-backend-ram,id=m2,size=512M
+    -numa node,nodeid=0,cpus=0,memdev=m0 -numa node,nodeid=1,cpus=1,memdev=m1
+    -numa node,nodeid=2,memdev=m2,initiator=0 -numa node,nodeid=3
+    -numa dist,src=0,dst=1,val=20 -numa dist,src=0,dst=2,val=30 -numa dist,src=1,dst=2,val=30
+    -numa dist,src=0,dst=3,val=20 -numa dist,src=1,dst=3,val=20 -numa dist,src=2,dst=3,val=30
+    "${HMAT[@]}"
+    -object memory-backend-ram,id=cxl-mem0,size=512M
+    -device pxb-cxl,bus_nr=12,bus=pcie.0,id=cxl.1
+    -object acpi-generic-port,id=gp0,pci-bus=cxl.1,node=3
+    -device cxl-rp,port=0,bus=cxl.1,id=rp0,chassis=0,slot=2
+    -device cxl-type3,bus=rp0,volatile-memdev=cxl-mem0,id=cxl-vmem0
+    -M cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G
+    -kernel "$LAB/kernel/boot/vmlinuz-$KV" -initrd "$INITRD"
+    -append "console=ttyS0 panic=-1 quiet memhp_default_state=online_movable cxltierd.share=$SHARE cxltierd.main=$LAB/guest-main.sh ${CXLTIERD_LAB_APPEND:-}"
+    -fsdev local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap
+    -device virtio-9p-pci,bus=pcie.0,fsdev=fs0,mount_tag=hostroot
+    -fsdev local,id=fs1,path="$SHARE",security_model=none
+    -device virtio-9p-pci,bus=pcie.0,fsdev=fs1,mount_tag=share
+    "${EXTRA[@]}")
+printf '%q ' "${QEMU[@]}" > "$LAB/qemu-cmdline.txt"
+
+QPID='' TPID=''
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() { [ -z "$QPID" ] || kill "$QPID" 2>/dev/null || true; [ -z "$TPID" ] || kill "$TPID" 2>/dev/null || true; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+boot() { # boot SECONDS: one guest run; sets QRC
+    rm -rf "$SHARE" && mkdir -p "$CTL"
+    printf 'LAB=%q KV=%q CHECKOUT=%q VENV_PY=%q\n' "$LAB" "$KV" "$CHECKOUT" "$VENV_PY" > "$CTL/config"
+    : > "$CTL/args"
+    [ ${#PYTEST_ARGS[@]} = 0 ] || printf '%s\0' "${PYTEST_ARGS[@]}" > "$CTL/args"
+    : > "$CTL/pytest.out"
+    BOOTED=1
+    timeout -k 10 "$1" "${QEMU[@]}" > "$CONSOLE" 2>&1 < /dev/null &
+    QPID=$!
+    tail -n +1 -f --pid="$QPID" "$CTL/pytest.out" &
+    TPID=$!
+    QRC=0; wait "$QPID" || QRC=$?
+    QPID=''; wait "$TPID" || true; TPID=''
+}
+guest_time() { awk -v k="$1" '$1 == k { print $2 }' "$CTL/times" 2>/dev/null; }
+
+PYTEST_ARGS=("$@")
+log "$(qemu-system-x86_64 --version | head -n 1), kernel $KV; prepared; booting (TCG, console $CONSOLE)"
+DEADLINE=$(( ${EPOCHREALTIME%.*} + TIMEOUT ))
+TB=$EPOCHREALTIME
+boot "$TIMEOUT"
+if [ "$QRC" = 139 ]; then
+    REMAIN=$(( DEADLINE - ${EPOCHREALTIME%.*} ))
+    [ "$REMAIN" -gt 60 ] || die $E_TIMEOUT "guest" "QEMU crashed (SIGSEGV) and no time is left for a retry"
+    cp "$CONSOLE" "$LAB/console-crashed.log"
+    log "QEMU crashed (exit 139, known QEMU 10.0 TCG bug, console kept in $LAB/console-crashed.log); retrying the boot once"
+    TB=$EPOCHREALTIME
+    boot "$REMAIN"
+fi
+QEMU_WALL=$(elapsed "$TB")
+case $QRC in
+    0) ;;
+    124|137) die $E_TIMEOUT "guest" "timed out after ${TIMEOUT}s (CXLTIERD_LAB_TIMEOUT)" ;;
+    139) die $E_QEMU "QEMU" "crashed twice with SIGSEGV (known QEMU 10.0 TCG bug: a wide store spanning RAM and a CXL page; keep migrations onto the CXL node to test workloads started with LD_BIND_NOW=1)" ;;
+    *) die $E_QEMU "QEMU" "exited with status $QRC" ;;
+esac
+if [ -s "$CTL/error" ]; then
+    read -r code msg < "$CTL/error"
+    die "$code" "${msg%%:*}" "${msg#*: }"
+fi
+if [ ! -s "$CTL/rc" ]; then
+    fatal=$(grep -a -m 1 -E '\[lab-init\] FATAL|Kernel panic' "$CONSOLE" || true)
+    die $E_BOOT "guest boot" "the guest did not run pytest${fatal:+ ($fatal)}"
+fi
+RC=$(cat "$CTL/rc")
+s=$(guest_time init) u=$(guest_time udev_settled) r=$(guest_time region_online) p0=$(guest_time pytest_start) p1=$(guest_time pytest_end)
+log "done: pytest rc=$RC; QEMU wall ${QEMU_WALL}s; guest uptime: root fs ${s}s, udev settled ${u}s, CXL node $(cat "$CTL/cxl_node") online ${r}s, pytest ${p0}s..${p1}s ($(awk -v a="$p0" -v b="$p1" 'BEGIN { printf "%.1f", b - a }')s)"
+exit "$RC"

@@ -1,0 +1,95 @@
+"""A small victim process for lab tests: N MiB of anonymous memory bound to one NUMA node, with a hot prefix.
+
+usage: workload.py --node N --mib M [--hot-mib H] [--sleep-ms S] [--cpu C]
+
+Only the buffer is bound (mbind(2)), not the interpreter: its stack and heap stay on the CPU nodes, which keeps it
+clear of the QEMU 10.0 TCG crash where a wide store spans a RAM page and an emulated CXL page (tests/lab/README.md).
+Transparent huge pages are disabled on the buffer, so every count below is in base pages. After touching the whole
+buffer the program prints one JSON line {"pid", "addr", "length", "page_size", "node", "hot_length"} and then
+re-touches the first H MiB (one byte per page) forever, sleeping S ms between passes. The sleep matters: under TCG
+DAMON only sees accessed bits when the CPU context-switches. Stop it with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import mmap
+import os
+import sys
+import time
+
+SYS_MBIND = 237
+MPOL_BIND = 2
+MPOL_MF_STRICT = 1
+
+
+def mbind(addr: int, length: int, node: int) -> None:
+    """Bind [addr, addr + length) to `node` (MPOL_BIND); raises OSError."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    words = node // 64 + 1
+    mask = (ctypes.c_ulong * words)()
+    mask[node // 64] = 1 << (node % 64)
+    rc = libc.syscall(
+        ctypes.c_long(SYS_MBIND),
+        ctypes.c_void_p(addr),
+        ctypes.c_ulong(length),
+        ctypes.c_long(MPOL_BIND),
+        mask,
+        ctypes.c_ulong(words * 64 + 1),
+        ctypes.c_uint(MPOL_MF_STRICT),
+    )
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mbind to node {node}: {os.strerror(err)}")
+
+
+def touch(view: memoryview, length: int, page: int) -> None:
+    """Write one byte into every page of the first `length` bytes (a single strided C-level store loop)."""
+    pages = (length + page - 1) // page
+    if pages:
+        view[0 : pages * page : page] = b"\x01" * pages
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--node", type=int, required=True, help="NUMA node for the buffer")
+    ap.add_argument("--mib", type=int, required=True, help="buffer size in MiB")
+    ap.add_argument("--hot-mib", type=int, default=0, help="size of the hot prefix in MiB (default 0: nothing hot)")
+    ap.add_argument("--sleep-ms", type=float, default=1.0, help="sleep between passes over the hot prefix")
+    ap.add_argument("--cpu", type=int, help="pin to this CPU")
+    args = ap.parse_args(argv)
+    if args.hot_mib > args.mib:
+        ap.error("--hot-mib must not exceed --mib")
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+
+    page = mmap.PAGESIZE
+    length = args.mib << 20
+    buf = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    buf.madvise(mmap.MADV_NOHUGEPAGE)
+    anchor = ctypes.c_char.from_buffer(buf)  # keeps the mapping exported (and alive) for the process lifetime
+    addr = ctypes.addressof(anchor)
+    mbind(addr, length, args.node)
+    view = memoryview(buf)
+    touch(view, length, page)
+    info = {
+        "pid": os.getpid(),
+        "addr": addr,
+        "length": length,
+        "page_size": page,
+        "node": args.node,
+        "hot_length": args.hot_mib << 20,
+    }
+    print(json.dumps(info), flush=True)
+
+    hot = args.hot_mib << 20
+    pause = max(args.sleep_ms, 0.0) / 1000.0
+    while True:
+        touch(view, hot, page)
+        time.sleep(pause if hot else 3600.0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
