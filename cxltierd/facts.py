@@ -7,6 +7,7 @@ bandwidths MB/s, as sysfs gives them. A value the kernel did not provide (or tha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,10 @@ class DaxDevice:
         return {"kmem": "system-ram", "device_dax": "devdax"}.get(self.driver or "")
 
 
-@dataclass(frozen=True)
-class MemoryBlock:
-    index: int
+class MemoryBlock(NamedTuple):
+    """A memory block (a NamedTuple: hosts have tens of thousands of them, and this is cheap to build)."""
+
+    block: int  # X of memoryX: the block covers [X * block_size, (X + 1) * block_size)
     node: int | None
     state: str | None = None  # online | offline | going-offline (read for blocks of CXL ranges)
     zone: str | None = None  # valid_zones of an online block: Normal, Movable, DMA32, none

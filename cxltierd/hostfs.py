@@ -23,6 +23,7 @@ class HostFS:
     def __init__(self, root: str | os.PathLike[str] = "/") -> None:
         self.root = Path(root)
         self._prefix = str(self.root).rstrip("/")  # string paths: discovery reads tens of thousands of files
+        self._plain_dirs: dict[str, bool] = {}  # directory -> has no symlink among its components
 
     def __repr__(self) -> str:
         return f"HostFS({str(self.root)!r})"
@@ -114,7 +115,25 @@ class HostFS:
         return os.path.basename(target.rstrip("/")) if target else None
 
     def realpath(self, kpath: str) -> str:
-        """Kernel path that `kpath` resolves to, staying inside root (e.g. a /sys/bus link -> /sys/devices/...)."""
+        """Kernel path that `kpath` resolves to, staying inside root (e.g. a /sys/bus link -> /sys/devices/...).
+
+        A sysfs bus link is one relative hop into a real directory: resolve that hop by string operations and fall
+        back to os.path.realpath (an lstat per component) only when the result is not a plain directory."""
+        full = self._prefix + "/" + kpath.lstrip("/")
+        try:
+            target = os.readlink(full)
+        except OSError:
+            target = None
+        if target is not None and not target.startswith("/"):
+            hop = os.path.normpath(os.path.join(os.path.dirname(full), target))
+            rel = os.path.relpath(hop, self._prefix or "/")
+            if not rel.startswith("..") and os.path.isdir(hop) and not os.path.islink(hop):
+                parent = os.path.dirname(hop)
+                plain = self._plain_dirs.get(parent)
+                if plain is None:  # no link in the target's parents either (many devices share parents)
+                    plain = self._plain_dirs[parent] = os.path.realpath(parent) == parent
+                if plain:
+                    return "/" + rel if rel != "." else "/"
         real = os.path.realpath(self.path(kpath))
         root = os.path.realpath(self.root)
         rel = os.path.relpath(real, root)

@@ -118,7 +118,7 @@ def _cxl_evidence(facts: HostFacts) -> dict[int, tuple[str, str, str]]:
         for b in facts.blocks:
             if b.node is None or b.node in out:
                 continue
-            addr = b.index * bs
+            addr = b.block * bs
             for lo, hi, g in ranges:
                 if lo <= addr < hi:
                     kind = "cxl" if g.mode == "ram" else "pmem"

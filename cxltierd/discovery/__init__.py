@@ -28,7 +28,12 @@ def discover(fs: HostFS) -> HostFacts:
     block_size = r.int(f"{nodes.MEMORY}/block_size_bytes", required=fs.is_dir(nodes.MEMORY), base=16)
     ranges = [(g.resource, g.resource + g.size) for g in regions if g.resource is not None and g.size]
     ranges += [(d.resource, d.resource + d.size) for d in dax if d.resource is not None and d.size]
-    blocks = nodes.read_blocks(r, node_facts, block_size, ranges)
+    kmem = [
+        (d.resource, d.resource + d.size, d.target_node)
+        for d in dax
+        if d.driver == "kmem" and d.resource is not None and d.size and d.target_node is not None
+    ]
+    blocks = nodes.read_blocks(r, node_facts, block_size, ranges, kmem)
     dax = [cxl.with_blocks(d, blocks, block_size) for d in dax]
     release, version = kernel.read_release(r)
     knobs = KernelFacts(

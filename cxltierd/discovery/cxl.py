@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from dataclasses import replace
@@ -183,7 +184,10 @@ def with_blocks(dax: DaxDevice, blocks: tuple[MemoryBlock, ...], block_size: int
     if dax.resource is None or not dax.size or not block_size:
         return dax
     lo, hi = dax.resource, dax.resource + dax.size
-    mine = [b for b in blocks if lo <= b.index * block_size < hi]
+    first = -(-lo // block_size)  # blocks come sorted by index: take the slice in [lo, hi)
+    start = bisect.bisect_left(blocks, first, key=lambda b: b.block)
+    end = bisect.bisect_left(blocks, -(-hi // block_size), key=lambda b: b.block)
+    mine = blocks[start:end]
     online = [b for b in mine if b.state == "online"]
     total = max(len(mine), dax.size // block_size) if dax.driver == "kmem" else dax.size // block_size
     movable = bool(online) and all((b.zone or "").split()[0:1] == ["Movable"] for b in online)

@@ -90,21 +90,36 @@ def read_nodes(r: Reader, online: tuple[int, ...]) -> tuple[NodeFacts, ...]:
 
 
 def read_blocks(
-    r: Reader, nodes: tuple[NodeFacts, ...], block_size: int | None, detail_ranges: list[tuple[int, int]]
+    r: Reader,
+    nodes: tuple[NodeFacts, ...],
+    block_size: int | None,
+    detail_ranges: list[tuple[int, int]],
+    kmem_ranges: list[tuple[int, int, int]] | None = None,
 ) -> tuple[MemoryBlock, ...]:
-    """All memory blocks with their node; state and zone only for blocks inside `detail_ranges` (CXL/dax ranges).
+    """All memory blocks with their node; state and zone for blocks inside `detail_ranges` (CXL/dax ranges).
 
-    The node of each block comes from the nodes' memoryX links (one listdir per node), not per-block realpaths,
-    so this stays fast with tens of thousands of blocks.
+    The node of each block comes from the nodes' memoryX links (one listdir per node), not per-block realpaths.
+    /proc/zoneinfo saves most per-block reads: the blocks of the kmem dax devices feeding a node (`kmem_ranges`:
+    start, end, node) are all online when the node's present pages equal their total size, and an online block's
+    zone is its node's only populated zone when there is just one. Otherwise each block's state and valid_zones
+    are read. Tens of thousands of blocks stay fast this way.
     """
     node_of: dict[int, int] = {}
     for nf in nodes:
         for b in nf.blocks:
             node_of[b] = nf.node
-    # The zone of an online block is the only populated zone of its node, when the node has just one (a CXL node
-    # onlined movable): /proc/zoneinfo says so in one read instead of one valid_zones read per block.
     zoneinfo = r.parse("/proc/zoneinfo", parse_zoneinfo, required=False) or {}
-    only_zone = {n: next(iter(z)) for n, zones in zoneinfo.items() if len(z := [k for k, v in zones.items() if v]) == 1}
+    only_zone = {}
+    present = {}
+    for n, zones in zoneinfo.items():
+        populated = [z for z, (_, managed) in zones.items() if managed]
+        if len(populated) == 1:
+            only_zone[n] = populated[0]
+        present[n] = sum(p for p, _ in zones.values()) * 4096
+    fed: dict[int, int] = {}
+    for lo, hi, n in kmem_ranges or []:
+        fed[n] = fed.get(n, 0) + hi - lo
+    known_online = _merge([(lo, hi) for lo, hi, n in kmem_ranges or [] if present.get(n) == fed[n]])
     indexes = sorted(b for b in (index_of(e, "memory") for e in r.fs.listdir(MEMORY)) if b is not None)
     ranges = _merge(detail_ranges)
     out = []
@@ -112,12 +127,15 @@ def read_blocks(
         state = zone = None
         node = node_of.get(idx)
         if block_size and _inside(idx * block_size, ranges):
-            state = r.text(f"{MEMORY}/memory{idx}/state", required=False)
+            if _inside(idx * block_size, known_online):
+                state = "online"
+            else:
+                state = r.text(f"{MEMORY}/memory{idx}/state", required=False)
             if state == "online":
                 zone = only_zone.get(node) if node is not None else None
                 if zone is None:
                     zone = r.text(f"{MEMORY}/memory{idx}/valid_zones", required=False)
-        out.append(MemoryBlock(index=idx, node=node, state=state, zone=zone))
+        out.append(MemoryBlock(block=idx, node=node, state=state, zone=zone))
     return tuple(out)
 
 

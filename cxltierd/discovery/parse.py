@@ -127,15 +127,18 @@ def parse_nvidia_numa_status(text: str) -> tuple[int, str | None]:
 
 def index_of(name: str, prefix: str) -> int | None:
     """ "memory110" with prefix "memory" -> 110; None if the name does not match."""
-    if name.startswith(prefix) and name[len(prefix) :].isdigit():
-        return int(name[len(prefix) :])
+    if name.startswith(prefix):
+        rest = name[len(prefix) :]
+        if rest.isdigit():
+            return int(rest)
     return None
 
 
-def parse_zoneinfo(text: str) -> dict[int, dict[str, int]]:
-    """/proc/zoneinfo -> node -> zone name -> managed pages ("Node 4, zone  Movable" ... "managed  131072")."""
-    out: dict[int, dict[str, int]] = {}
-    zone: dict[str, int] | None = None
+def parse_zoneinfo(text: str) -> dict[int, dict[str, tuple[int, int]]]:
+    """/proc/zoneinfo -> node -> zone name -> (present, managed) pages ("Node 4, zone  Movable" ... "present
+    131072" ... "managed  131072"). Present pages are the zone's online memory."""
+    out: dict[int, dict[str, tuple[int, int]]] = {}
+    zone: dict[str, tuple[int, int]] | None = None
     name = ""
     for line in text.splitlines():
         if line.startswith("Node "):
@@ -143,9 +146,13 @@ def parse_zoneinfo(text: str) -> dict[int, dict[str, int]]:
             node = int(head.split()[1])
             name = rest.strip()
             zone = out.setdefault(node, {})
-            zone[name] = 0
-        elif zone is not None and line.strip().startswith("managed"):
-            zone[name] = int(line.split()[1])
+            zone[name] = (0, 0)
+        elif zone is not None:
+            words = line.split()
+            if len(words) == 2 and words[0] == "present":
+                zone[name] = (int(words[1]), zone[name][1])
+            elif len(words) == 2 and words[0] == "managed":
+                zone[name] = (zone[name][0], int(words[1]))
     if not out:
         raise ValueError("no 'Node N, zone Z' lines")
     return out
