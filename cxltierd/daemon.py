@@ -140,18 +140,25 @@ class Daemon:
             self._shutdown()
 
     def _start_servers(self) -> None:
+        # Neither is the daemon's job itself: if one cannot open, say so and keep placing memory.
         if self.opts.listen is not None:
             host, port = self.opts.listen
             try:
                 self.metrics = MetricsServer(host, port, registry_for(lambda: self.snapshot), self.healthy)
             except OSError as e:
-                raise CxltierdError(f"cannot listen on {host}:{port} for /metrics ({e.strerror or e})") from None
-            self.metrics.start()
-            log.info("metrics on http://%s:%d/metrics", host, self.metrics.port)
+                log.error("cannot listen on %s:%d for /metrics (%s): running without metrics", host, port, e.strerror or e)
+            else:
+                self.metrics.start()
+                log.info("metrics on http://%s:%d/metrics", host, self.metrics.port)
         if self.opts.socket:
-            self.control = ControlServer(self.opts.socket, {"status": self._status, "reload": self._reload_request})
-            self.control.start()
-            log.info("control socket %s", self.opts.socket)
+            control = ControlServer(self.opts.socket, {"status": self._status, "reload": self._reload_request})
+            try:
+                control.start()
+            except CxltierdError as e:
+                log.error("%s: running without a control socket (`cxltierd status` shows a fresh discovery)", e)
+            else:
+                self.control = control
+                log.info("control socket %s", self.opts.socket)
 
     def _main(self) -> int:
         rt = self.rt
