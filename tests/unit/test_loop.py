@@ -1,0 +1,137 @@
+"""The loop: observe first, smooth heat, apply in batches (abandoned on stop), dry run, kernel-executed engines,
+ping-pong accounting, and outcome recording per tier pair."""
+
+from __future__ import annotations
+
+from cxltierd.engines.base import Move, Outcome, Plan, RegionHeat, Sample, Transfer
+from cxltierd.loop import BATCH_BYTES, Loop, merge
+from cxltierd.policy.schema import build_policy
+from cxltierd.topology import Node, Tier, Topology
+
+MiB = 1 << 20
+R = 2 * MiB
+TOPO = Topology(
+    nodes=(Node(0, "ddr", "t", total_bytes=1000 * R), Node(2, "cxl", "t", total_bytes=1000 * R)),
+    tiers=(Tier("ddr", 0, (0,)), Tier("cxl", 1, (2,))),
+)
+
+
+class Fake:
+    """Tracker and migrator: regions with scripted heat; applies moves and records each apply call."""
+
+    name = "fake"
+
+    def __init__(self, heat: dict[int, float], node: int = 2) -> None:
+        self.heat = heat
+        self.node = dict.fromkeys(heat, node)
+        self.calls: list[Plan] = []
+        self.configured = 0
+
+    def configure(self, topology, policy) -> None:
+        self.configured += 1
+
+    def sample(self, now: float) -> Sample:
+        regions = tuple(RegionHeat(1, i * R, R, self.node[i], h) for i, h in self.heat.items())
+        used = {n: sum(R for i in self.node if self.node[i] == n) for n in (0, 2)}
+        return Sample(
+            regions=regions,
+            free_bytes={n: 1000 * R - u for n, u in used.items()},
+            total_bytes={0: 1000 * R, 2: 1000 * R},
+        )
+
+    def apply(self, plan: Plan, now: float) -> Outcome:
+        self.calls.append(plan)
+        for m in plan.moves:
+            self.node[m.start // R] = m.dst
+        pairs: dict[tuple[int, int], int] = {}
+        for m in plan.moves:
+            pairs[(m.src, m.dst)] = pairs.get((m.src, m.dst), 0) + m.size
+        return Outcome(
+            transfers=tuple(Transfer(s, d, b, b // 4096) for (s, d), b in pairs.items()),
+            moved=tuple(m.key for m in plan.moves),
+        )
+
+    def stop(self) -> None:
+        pass
+
+
+def loop(fake: Fake, **policy) -> Loop:
+    doc = {"interval": 1, "rate_limit": {"mb_per_s": 100000}, "hotness": {"half_life": 1}, **policy}
+    return Loop(TOPO, fake, fake, build_policy(doc))
+
+
+def test_first_tick_observes_only_then_promotes():
+    fake = Fake({i: 100.0 for i in range(4)})
+    lp = loop(fake)
+    first = lp.tick(0.0)
+    assert first.plan.moves == () and "first sample" in first.plan.notes[0] and fake.calls == []
+    second = lp.tick(1.0)
+    assert len(second.plan.moves) == 4 and second.moved_bytes == 4 * R
+    assert (
+        lp.totals.migrated_bytes[("cxl", "ddr")] == 4 * R and lp.totals.migrated_pages[("cxl", "ddr")] == 4 * R // 4096
+    )
+    assert fake.configured == 1  # one object as tracker and migrator: configured once
+
+
+def test_heat_is_smoothed_with_the_half_life():
+    fake = Fake({0: 0.0})
+    lp = loop(fake, hotness={"half_life": 2})
+    lp.tick(0.0)
+    fake.heat[0] = 100.0
+    lp.tick(2.0)  # one half-life later: half old (0), half new (100)
+    assert lp.heat[(1, 0)] == 50.0
+    lp.tick(2.0)  # a repeated sample at the same time changes nothing
+    assert lp.heat[(1, 0)] == 50.0
+
+
+def test_plan_is_applied_in_batches_and_stop_abandons_the_rest():
+    n = 3 * BATCH_BYTES // R
+    fake = Fake({i: 100.0 for i in range(n)})
+    lp = loop(fake)
+    lp.tick(0.0)
+    calls = iter([False, True])
+    report = lp.tick(1.0, stop=lambda: next(calls))
+    assert len(fake.calls) == 1 and sum(m.size for m in fake.calls[0].moves) == BATCH_BYTES
+    assert report.outcome.errors == (f"stopping: abandoned {n - BATCH_BYTES // R} planned moves",)
+
+
+def test_dry_run_plans_but_never_applies():
+    fake = Fake({i: 100.0 for i in range(4)})
+    lp = loop(fake, dry_run=True)
+    lp.tick(0.0)
+    r = lp.tick(1.0)
+    assert len(r.plan.moves) == 4 and r.dry_run and fake.calls == [] and r.moved_bytes == 0
+
+
+def test_kernel_executed_engine_reports_what_the_kernel_did():
+    fake = Fake({i: 100.0 for i in range(4)})
+    fake.kernel_executed = True  # type: ignore[attr-defined]
+    lp = loop(fake)
+    r = lp.tick(0.0)
+    assert r.plan.moves == () and "the kernel moves memory" in r.plan.notes[0] and len(fake.calls) == 1
+
+
+def test_ping_pong_is_counted_when_a_region_goes_back_within_two_cooldowns():
+    fake = Fake({0: 100.0, 1: 100.0})
+    lp = loop(fake, cooldown=5)
+    lp.tick(0.0)
+    lp.tick(1.0)  # both promoted
+    fake.heat = {0: 0.0, 1: 0.0}
+    fake.calls.clear()
+    for t in range(2, 9):
+        lp.tick(float(t))
+    assert lp.totals.ping_pong == 0  # cold but room left: nothing is demoted
+    # a pressure demotion 7 s after the promotion (cooldown 5, window 10) is a ping-pong
+    moved = Move(1, 0, R, 0, 2, "demote")
+    lp._record(Plan(moves=(moved,)), Outcome(moved=(moved.key,)), 8.0)
+    assert lp.totals.ping_pong == 1
+
+
+def test_merge_sums_transfers_and_failures():
+    a = Outcome(transfers=(Transfer(2, 0, R, 512),), failures={"busy": 3}, seconds=1.0, moved=((1, 0),))
+    b = Outcome(
+        transfers=(Transfer(2, 0, R, 512), Transfer(0, 2, R, 512)), failures={"busy": 1, "other": 2}, errors=("x",)
+    )
+    m = merge([a, b])
+    assert {(t.src, t.dst): (t.bytes, t.pages) for t in m.transfers} == {(2, 0): (2 * R, 1024), (0, 2): (R, 512)}
+    assert m.failures == {"busy": 4, "other": 2} and m.seconds == 1.0 and m.moved == ((1, 0),) and m.errors == ("x",)
