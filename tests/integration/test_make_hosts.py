@@ -44,3 +44,9 @@ def test_scaled_host_has_what_was_asked(tmp_path):
     assert not facts.warnings
     assert (len(facts.memdevs), len(facts.regions), len(facts.nodes), len(facts.blocks)) == (16, 8, 5, 2048)
     assert all(d.mode == "system-ram" and d.movable for d in facts.dax)
+
+
+def test_no_empty_directories_in_fixtures():
+    """git does not keep empty directories: a fixture that needs one would differ in a fresh clone."""
+    empty = [d for d, subdirs, files in os.walk(REPO / "fixtures") if not subdirs and not files]
+    assert empty == []
