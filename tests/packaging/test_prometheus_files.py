@@ -19,39 +19,40 @@ REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "packaging" / "prometheus" / "alerts.yaml"
 DASHBOARD = REPO / "packaging" / "grafana" / "cxltierd-dashboard.json"
 
-# The daemon's metric contract (all prefixed cxltierd_).
-METRICS = {
-    "build_info",
-    "node_info",
-    "node_memory_total_bytes",
-    "node_memory_free_bytes",
-    "tier_memory_total_bytes",
-    "tier_memory_free_bytes",
-    "cxl_memdev_info",
-    "cxl_region_info",
-    "cxl_region_size_bytes",
-    "migrated_bytes_total",
-    "migrated_pages_total",
-    "migration_failures_total",
-    "fast_tier_access_ratio",
-    "hot_bytes",
-    "loop_duration_seconds",
-    "last_tick_timestamp_seconds",
-    "policy_reloads_total",
-    "policy_last_reload_success",
-    "topology_changes_total",
-    "engine_info",
-    "kernel_pgpromote_success_total",
-    "kernel_pgdemote_kswapd_total",
-    "kernel_pgdemote_direct_total",
-    "kernel_pgmigrate_success_total",
-    "kernel_pgmigrate_fail_total",
-    "kernel_numa_pages_migrated_total",
-}
-HISTOGRAMS = {"loop_duration_seconds"}
-ALLOWED = {f"cxltierd_{m}" for m in METRICS} | {
-    f"cxltierd_{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")
-}
+
+def exported_names() -> set[str]:
+    """Every sample name the daemon's collector exports, from a snapshot in which every family is populated."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from cxltierd.metrics import KERNEL_COUNTERS, registry_for
+    from cxltierd.state import TICK_BUCKETS, ReloadResult, Snapshot
+    from cxltierd.topology import Node, Tier, Topology
+
+    topo = Topology(
+        nodes=(Node(0, "ddr", "t"), Node(2, "cxl", "t")), tiers=(Tier("ddr", 0, (0,)), Tier("cxl", 1, (2,)))
+    )
+    snap = Snapshot(
+        topology=topo,
+        usage={0: (10, 5), 2: (20, 10)},
+        migrated_bytes={("cxl", "ddr"): 1},
+        migrated_pages={("cxl", "ddr"): 1},
+        failures={"busy": 1},
+        fast_tier_access_ratio=0.5,
+        hot_bytes={"ddr": 1},
+        last_tick=1.0,
+        ticks=1,
+        tick_bucket_counts=(1,) * len(TICK_BUCKETS),
+        kernel_counters=dict.fromkeys(KERNEL_COUNTERS, 1),
+        memdevs=({"memdev": "mem0", "serial": 0, "host": "h", "firmware_version": "1"},),
+        regions=({"region": "region0", "type": "ram", "size": 1, "target_node": 2},),
+        last_reload=ReloadResult(ok=True, time=1.0),
+    )
+    text = generate_latest(registry_for(lambda: snap)).decode()
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+ALLOWED = exported_names()
 ALERT_NAMES = {
     "CxltierdDown",
     "CxltierdReloadsFailing",
@@ -351,3 +352,18 @@ def test_alerts_fire_on_synthetic_series(tmp_path: Path) -> None:
         [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_daemon_exports_every_metric_of_the_contract():
+    """The metrics the service issue names, with Prometheus naming (counters end in _total, info gauges in _info)."""
+    contract = {
+        "build_info", "node_info", "node_memory_total_bytes", "node_memory_free_bytes", "tier_memory_total_bytes",
+        "tier_memory_free_bytes", "cxl_memdev_info", "cxl_region_info", "cxl_region_size_bytes",
+        "migrated_bytes_total", "migrated_pages_total", "migration_failures_total", "fast_tier_access_ratio",
+        "hot_bytes", "loop_duration_seconds_bucket", "loop_duration_seconds_sum", "loop_duration_seconds_count",
+        "last_tick_timestamp_seconds", "policy_reloads_total", "policy_last_reload_success",
+        "topology_changes_total", "engine_info", "kernel_pgpromote_success_total", "kernel_pgdemote_kswapd_total",
+        "kernel_pgdemote_direct_total", "kernel_pgmigrate_success_total", "kernel_pgmigrate_fail_total",
+        "kernel_numa_pages_migrated_total",
+    }  # fmt: skip
+    assert {f"cxltierd_{m}" for m in contract} <= ALLOWED
