@@ -45,12 +45,13 @@ class HostFS:
     def is_dir(self, kpath: str) -> bool:
         return os.path.isdir(self._prefix + "/" + kpath.lstrip("/"))
 
-    def listdir(self, kpath: str) -> list[str]:
-        """Sorted entries of a directory; empty when it is missing or unreadable."""
+    def listdir(self, kpath: str, sort: bool = True) -> list[str]:
+        """Entries of a directory (sorted unless asked not to); empty when it is missing or unreadable."""
         try:
-            return sorted(os.listdir(self._prefix + "/" + kpath.lstrip("/")))
+            names = os.listdir(self._prefix + "/" + kpath.lstrip("/"))
         except OSError:
             return []
+        return sorted(names) if sort else names
 
     def _raw(self, kpath: str) -> bytes:
         """Bytes of a file (os.open/os.read: no file object per read). Raises OSError."""

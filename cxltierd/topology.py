@@ -6,6 +6,7 @@ contract every later stage (policy, engines, metrics, status) reads.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -110,20 +111,20 @@ def _cxl_evidence(facts: HostFacts) -> dict[int, tuple[str, str, str]]:
             out.setdefault(d.target_node, ("pmem", d.region or "", f"target of {d.kind} {d.chardev}"))
     bs = facts.kernel.block_size_bytes
     if bs:
-        ranges = [
+        ranges = sorted(
             (g.resource, g.resource + g.size, g)
             for g in facts.regions
             if g.resource is not None and g.size and g.mode in ("ram", "pmem")
-        ]
+        )
+        starts = [lo for lo, _, _ in ranges]
         for b in facts.blocks:
             if b.node is None or b.node in out:
                 continue
             addr = b.block * bs
-            for lo, hi, g in ranges:
-                if lo <= addr < hi:
-                    kind = "cxl" if g.mode == "ram" else "pmem"
-                    out[b.node] = (kind, g.region, f"holds memory blocks of CXL {g.region}")
-                    break
+            i = bisect.bisect_right(starts, addr) - 1  # regions do not overlap: only the last one starting below
+            if i >= 0 and addr < ranges[i][1]:
+                g = ranges[i][2]
+                out[b.node] = ("cxl" if g.mode == "ram" else "pmem", g.region, f"holds memory blocks of CXL {g.region}")
     return out
 
 

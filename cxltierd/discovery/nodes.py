@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import bisect
-
 from cxltierd.discovery.parse import (
     index_of,
+    indexes,
     parse_cpulist,
     parse_distance,
     parse_meminfo,
@@ -65,7 +64,7 @@ def read_node(r: Reader, n: int, online: tuple[int, ...]) -> NodeFacts:
     entries = r.fs.listdir(d)
     meminfo = r.parse(f"{d}/meminfo", parse_meminfo) or {}
     distances = r.parse(f"{d}/distance", lambda t: parse_distance(t, online)) or {}
-    blocks = tuple(sorted(b for b in (index_of(e, "memory") for e in entries) if b is not None))
+    blocks = tuple(indexes(entries, "memory"))
     return NodeFacts(
         node=n,
         cpus=r.parse(f"{d}/cpulist", parse_cpulist) or (),
@@ -120,22 +119,29 @@ def read_blocks(
     for lo, hi, n in kmem_ranges or []:
         fed[n] = fed.get(n, 0) + hi - lo
     known_online = _merge([(lo, hi) for lo, hi, n in kmem_ranges or [] if present.get(n) == fed[n]])
-    indexes = sorted(b for b in (index_of(e, "memory") for e in r.fs.listdir(MEMORY)) if b is not None)
-    ranges = _merge(detail_ranges)
+    ranges = [(lo // block_size, -(-hi // block_size)) for lo, hi in _merge(detail_ranges)] if block_size else []
+    online = [(lo // block_size, hi // block_size) for lo, hi in known_online] if block_size else []
     out = []
-    for idx in indexes:
-        state = zone = None
+    ri = oi = 0  # blocks and both range lists are sorted: walk them together
+    for idx in indexes(r.fs.listdir(MEMORY, sort=False), "memory"):
         node = node_of.get(idx)
-        if block_size and _inside(idx * block_size, ranges):
-            if _inside(idx * block_size, known_online):
-                state = "online"
-            else:
-                state = r.text(f"{MEMORY}/memory{idx}/state", required=False)
-            if state == "online":
-                zone = only_zone.get(node) if node is not None else None
-                if zone is None:
-                    zone = r.text(f"{MEMORY}/memory{idx}/valid_zones", required=False)
-        out.append(MemoryBlock(block=idx, node=node, state=state, zone=zone))
+        while ri < len(ranges) and ranges[ri][1] <= idx:
+            ri += 1
+        if ri == len(ranges) or idx < ranges[ri][0]:
+            out.append(MemoryBlock(idx, node))
+            continue
+        while oi < len(online) and online[oi][1] <= idx:
+            oi += 1
+        if oi < len(online) and online[oi][0] <= idx:
+            state: str | None = "online"
+        else:
+            state = r.text(f"{MEMORY}/memory{idx}/state", required=False)
+        zone = None
+        if state == "online":
+            zone = only_zone.get(node) if node is not None else None
+            if zone is None:
+                zone = r.text(f"{MEMORY}/memory{idx}/valid_zones", required=False)
+        out.append(MemoryBlock(idx, node, state, zone))
     return tuple(out)
 
 
@@ -150,10 +156,7 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _inside(addr: int, ranges: list[tuple[int, int]]) -> bool:
-    """Is addr in one of the sorted disjoint ranges?"""
-    i = bisect.bisect_right(ranges, (addr, 1 << 64)) - 1
-    return i >= 0 and ranges[i][0] <= addr < ranges[i][1]
+
 
 
 def read_memory_tiers(r: Reader) -> dict[int, tuple[int, ...]]:

@@ -41,8 +41,12 @@ def parse_cpulist(text: str) -> tuple[int, ...]:
 
 
 def parse_int(text: str, base: int = 0) -> int:
-    """An integer attribute: decimal, or hex with 0x (base 0); base 16 for hex without 0x."""
-    return int(text.strip(), base)
+    """An integer attribute: decimal, or hex with 0x (base 0); base 16 for hex without 0x. Kernel attributes are
+    64-bit: anything wider is malformed (and would overflow float arithmetic downstream)."""
+    value = int(text.strip(), base)
+    if not -(1 << 63) <= value < (1 << 64):
+        raise ValueError("wider than 64 bits")
+    return value
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
@@ -56,7 +60,7 @@ def parse_meminfo(text: str) -> dict[str, int]:
         fields = rest.split()
         if not name or not fields:
             continue
-        value = int(fields[0])
+        value = parse_int(fields[0], 10)
         if len(fields) > 1 and fields[1] == "kB":
             value *= 1024
         out[name] = value
@@ -67,7 +71,7 @@ def parse_meminfo(text: str) -> dict[str, int]:
 
 def parse_distance(text: str, online: tuple[int, ...]) -> dict[int, int]:
     """A node's distance row; entries follow the order of the online nodes."""
-    values = [int(v) for v in text.split()]
+    values = [parse_int(v, 10) for v in text.split()]
     if len(values) != len(online):
         raise ValueError(f"{len(values)} distances for {len(online)} online nodes")
     return dict(zip(online, values, strict=True))
@@ -79,7 +83,7 @@ def parse_keyvals(text: str) -> dict[str, int]:
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2:
-            out[parts[0]] = int(parts[1])
+            out[parts[0]] = parse_int(parts[1], 10)
     return out
 
 
@@ -107,7 +111,7 @@ def parse_bool(text: str) -> bool:
 
 def parse_int_list(text: str) -> tuple[int, ...]:
     """A decoder target_list: "12" or "0,1"; empty -> ()."""
-    return tuple(int(x) for x in re.split(r"[,\s]+", text.strip()) if x)
+    return tuple(parse_int(x, 10) for x in re.split(r"[,\s]+", text.strip()) if x)
 
 
 def parse_nvidia_numa_status(text: str) -> tuple[int, str | None]:
@@ -117,7 +121,7 @@ def parse_nvidia_numa_status(text: str) -> tuple[int, str | None]:
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip().lower() == "node":
-            node = int(value.strip())
+            node = parse_int(value, 10)
         elif key.strip().lower() == "status":
             status = value.strip()
     if node is None:
@@ -150,9 +154,15 @@ def parse_zoneinfo(text: str) -> dict[int, dict[str, tuple[int, int]]]:
         elif zone is not None:
             words = line.split()
             if len(words) == 2 and words[0] == "present":
-                zone[name] = (int(words[1]), zone[name][1])
+                zone[name] = (parse_int(words[1], 10), zone[name][1])
             elif len(words) == 2 and words[0] == "managed":
-                zone[name] = (zone[name][0], int(words[1]))
+                zone[name] = (zone[name][0], parse_int(words[1], 10))
     if not out:
         raise ValueError("no 'Node N, zone Z' lines")
     return out
+
+
+def indexes(names: list[str], prefix: str) -> list[int]:
+    """All N of entries named prefix + N ("memory110"), sorted; one pass for directories of thousands."""
+    n = len(prefix)
+    return sorted(int(e[n:]) for e in names if e.startswith(prefix) and e[n:].isdigit())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from cxltierd.discovery.parse import parse_int
 from cxltierd.errors import HostFSError
 from cxltierd.hostfs import HostFS
 
@@ -41,4 +42,4 @@ class Reader:
             return None
 
     def int(self, kpath: str, required: bool = True, base: int = 0) -> int | None:
-        return self.parse(kpath, lambda t: int(t, base), required)
+        return self.parse(kpath, lambda t: parse_int(t, base), required)

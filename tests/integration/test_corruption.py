@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cxltierd.discovery import discover
 from cxltierd.hostfs import HostFS
-from cxltierd.render import topology_json
+from cxltierd.render import status_text, topology_json, topology_text
 from cxltierd.topology import classify
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,8 +72,11 @@ def corrupt(path: Path, how: str) -> None:
 
 def snapshot(root: Path) -> dict:
     facts = discover(HostFS(root))
-    doc = topology_json(facts, classify(facts))
+    topo = classify(facts)
+    doc = topology_json(facts, topo)
     json.dumps(doc)  # must serialise
+    topology_text(facts, topo)  # and render as text (float formatting of sizes)
+    status_text(facts, topo)
     return doc
 
 
