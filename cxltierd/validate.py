@@ -1,7 +1,12 @@
-"""Checks for YAML config files (policy, scenarios): each failure is a ConfigError naming the key path.
+"""Checks for the YAML config files (the policy file, scenario files): one line per failure, naming file and key path.
 
-Messages read `tiers.overrides.2: must be one of hbm, ddr, cxl, pmem, unknown, got 'fast'`; the loader prefixes
-the file name. Unknown keys get the nearest valid key suggested.
+A `Checker` reads typed values out of a parsed document: getters take the mapping (or list), the key and the path of
+the mapping, return the default when the key is absent (or fail when it is required), check ranges with open or
+closed bounds, and read sizes and durations with cxltierd.units. Every failure is a ConfigError "FILE: key.path: what":
+
+    policy.yaml: hotness.half_lfe: unknown key 'half_lfe' (did you mean 'half_life'?)
+    scenario.yaml: processes[1].phases[1].skew: must be a number in (0, 5], got 'x'
+    policy.yaml: engine: must be one of auto, simulated, move_pages, damos, numa_balancing, got 'turbo'
 """
 
 from __future__ import annotations
@@ -10,110 +15,257 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
+
+import yaml
 
 from cxltierd.errors import ConfigError
+from cxltierd.units import format_size, parse_seconds, parse_size
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
+REQUIRED: Any = object()  # a getter's default when the key must be given
+_ABSENT = object()
+
+
+def parse_yaml(data: bytes | str, source: str) -> Any:
+    """The parsed document; a syntax error is a ConfigError "FILE: line N: not valid YAML: problem"."""
+    try:
+        return yaml.safe_load(data)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{source}: {where}not valid YAML: {problem}") from None
 
 
 def join(path: str, key: object) -> str:
-    """Key path of a child: join("tiers", "fast") -> "tiers.fast"; join("pin", 0) -> "pin[0]"."""
+    """Key path of a child: join("tiers", "fast") -> "tiers.fast"; join("pin", 0) -> "pin[0]" (a list index)."""
     if isinstance(key, int) and not isinstance(key, bool):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else str(key)
 
 
-def fail(path: str, message: str) -> ConfigError:
-    return ConfigError(f"{path}: {message}" if path else message)
-
-
 def show(value: Any) -> str:
+    """A value as written in a message: its repr, cut to 40 characters."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def mapping(path: str, value: Any, allowed: Iterable[str], required: Iterable[str] = ()) -> dict[str, Any]:
-    """A mapping whose keys are all in `allowed` (and include `required`); None counts as empty."""
-    if value is None:
-        value = {}
-    if not isinstance(value, Mapping):
-        raise fail(path, f"must be a mapping, got {type(value).__name__} {show(value)}")
-    allowed = list(allowed)
-    for key in value:
-        if not isinstance(key, str) or key not in allowed:
-            near = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else f" (valid keys: {', '.join(allowed)})"
-            raise fail(join(path, key), f"unknown key{hint}")
-    for key in required:
-        if key not in value:
-            raise fail(join(path, key), "is required")
-    return dict(value)
+def _num(x: float) -> str:
+    """A bound as written in a message: 4194304 -> "4194304", 1e6 -> "1000000", 1e12 -> "1e+12", 0.005 -> "0.005"."""
+    return str(x) if isinstance(x, int) else f"{x:.10g}"
 
 
-def sequence(path: str, value: Any) -> list[Any]:
-    """A list; None counts as empty."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise fail(path, f"must be a list, got {type(value).__name__} {show(value)}")
-    return value
+def _range(lo: Any, hi: Any, lo_open: bool = False, hi_open: bool = False, fmt: Callable[[Any], str] = _num) -> str:
+    """ " in [0, 5]", " in (0, 5)", " >= 0", " < 5", or "" when unbounded."""
+    if lo is not None and hi is not None:
+        return f" in {'(' if lo_open else '['}{fmt(lo)}, {fmt(hi)}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f" {'>' if lo_open else '>='} {fmt(lo)}"
+    if hi is not None:
+        return f" {'<' if hi_open else '<='} {fmt(hi)}"
+    return ""
 
 
-def number(path: str, value: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> float:
-    """A finite number in [lo, hi] (or (lo, hi] with lo_open)."""
-    rng = f"{'(' if lo_open else '['}{'-inf' if lo is None else _num(lo)}, {'inf' if hi is None else _num(hi)}]"
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise fail(path, f"must be a number in {rng}, got {show(value)}")
-    if (lo is not None and (value < lo or (lo_open and value == lo))) or (hi is not None and value > hi):
-        raise fail(path, f"must be in {rng}, got {_num(value)}")
-    return float(value)
+def _in_range(x: float, lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> bool:
+    if lo is not None and (x < lo or (lo_open and x == lo)):
+        return False
+    return not (hi is not None and (x > hi or (hi_open and x == hi)))
 
 
-def integer(path: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-    rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise fail(path, f"must be an integer in {rng}, got {show(value)}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise fail(path, f"must be in {rng}, got {value}")
-    return value
+def _did_you_mean(word: object, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1) if isinstance(word, str) else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def boolean(path: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise fail(path, f"must be true or false, got {show(value)}")
-    return value
+class Checker:
+    """Typed getters over a parsed YAML document that raise ConfigError naming `source` and the key path.
 
+    Getters read `m[key]` (m a mapping, or a list with an index for key) at `path`, the path of m. A key that is
+    absent gives `default`; with the default REQUIRED it fails "is required".
 
-def string(path: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise fail(path, f"must be a non-empty string, got {show(value)}")
-    return value
+    `lenient` (scenario files) relaxes three things; strict (the policy file) checks values exactly as written:
+    a key whose value is null counts as absent, a number may be written as a string ("1e6", which YAML 1.1 reads as
+    a string), and strings are trimmed of surrounding whitespace before they are checked and returned.
+    """
 
+    def __init__(self, source: str, *, lenient: bool = False) -> None:
+        self.source = source
+        self.lenient = lenient
 
-def choice(path: str, value: Any, choices: Iterable[str]) -> str:
-    choices = list(choices)
-    if not isinstance(value, str) or value not in choices:
-        raise fail(path, f"must be one of {', '.join(choices)}, got {show(value)}")
-    return value
+    def fail(self, path: str, message: str) -> NoReturn:
+        raise ConfigError(": ".join(part for part in (self.source, path, message) if part))
 
+    def mapping(self, value: Any, path: str, allowed: Iterable[str], required: Iterable[str] = ()) -> dict[Any, Any]:
+        """A mapping whose keys are all in `allowed` and include `required`; null counts as empty."""
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            self.fail(path, f"must be a mapping, got {type(value).__name__} {show(value)}")
+        allowed = tuple(allowed)
+        for key in value:
+            if not isinstance(key, str) or key not in allowed:
+                hint = _did_you_mean(key, allowed) or f" (valid keys: {', '.join(allowed)})"
+                self.fail(join(path, str(key)), f"unknown key {show(key)}{hint}")
+        for key in required:
+            if key not in value:
+                self.fail(join(path, key), "is required")
+        return dict(value)
 
-def regex(path: str, value: Any) -> str:
-    text = string(path, value)
-    try:
-        re.compile(text)
-    except re.error as e:
-        raise fail(path, f"invalid regular expression {show(text)}: {e}") from None
-    return text
+    def sequence(self, value: Any, path: str) -> list[Any]:
+        """A list; null counts as empty."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(path, f"must be a list, got {type(value).__name__} {show(value)}")
+        return value
 
+    def number(
+        self,
+        m: Any,
+        key: str | int,
+        path: str,
+        default: T = REQUIRED,
+        lo: float | None = None,
+        hi: float | None = None,
+        lo_open: bool = False,
+        hi_open: bool = False,
+    ) -> float | T:
+        """A finite number (as a float) within the bounds."""
+        where, value = self._lookup(m, key, path)
+        if value is _ABSENT:
+            return self._default(where, default)
+        x = self._as_float(value)
+        if x is None or not math.isfinite(x) or not _in_range(x, lo, hi, lo_open, hi_open):
+            self.fail(where, f"must be a number{_range(lo, hi, lo_open, hi_open)}, got {show(value)}")
+        return x
 
-def converted(path: str, value: Any, convert: Callable[[Any], T]) -> T:
-    """Apply a unit parser (parse_size, parse_seconds), turning its ValueError into a ConfigError at `path`."""
-    try:
-        return convert(value)
-    except (ValueError, TypeError) as e:
-        raise fail(path, str(e)) from None
+    def integer(
+        self, m: Any, key: str | int, path: str, default: T = REQUIRED, lo: int | None = None, hi: int | None = None
+    ) -> int | T:
+        where, value = self._lookup(m, key, path)
+        if value is _ABSENT:
+            return self._default(where, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not _in_range(value, lo, hi):
+            self.fail(where, f"must be an integer{_range(lo, hi)}, got {show(value)}")
+        return value
 
+    def size(
+        self, m: Any, key: str | int, path: str, default: T = REQUIRED, lo: int = 0, hi: int | None = None
+    ) -> int | T:
+        """Bytes, from an integer or a size string ("512MiB"), within [lo, hi]."""
+        where, value = self._lookup(m, key, path)
+        if value is _ABSENT:
+            return self._default(where, default)
+        return self._measured(where, value, parse_size, "a size", _range(lo, hi, fmt=format_size), lo, hi)
 
-def _num(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else str(v)
+    def seconds(
+        self,
+        m: Any,
+        key: str | int,
+        path: str,
+        default: T = REQUIRED,
+        lo: float = 0.0,
+        hi: float | None = None,
+        lo_open: bool = False,
+    ) -> float | T:
+        """Seconds, from a number or a duration string ("500ms"), within the bounds (hi is always closed)."""
+        where, value = self._lookup(m, key, path)
+        if value is _ABSENT:
+            return self._default(where, default)
+        return self._measured(
+            where, value, parse_seconds, "a duration", f"{_range(lo, hi, lo_open)} s", lo, hi, lo_open
+        )
+
+    def string(self, m: Any, key: str | int, path: str, default: T = REQUIRED) -> str | T:
+        """A non-empty string."""
+        where, value = self._lookup(m, key, path)
+        if value is _ABSENT:
+            return self._default(where, default)
+        text = self._trimmed(value)
+        if not isinstance(text, str) or not text:
+            self.fail(where, f"must be a non-empty string, got {show(value)}")
+        return text
+
+    def boolean(self, m: Any, key: str | int, path: str, default: T = REQUIRED) -> bool | T:
+        where, value = self._lookup(m, key, path)
+        if value is _ABSENT:
+            return self._default(where, default)
+        if not isinstance(value, bool):
+            self.fail(where, f"must be true or false, got {show(value)}")
+        return value
+
+    def choice(
+        self, m: Any, key: str | int, path: str, choices: Iterable[str], default: T = REQUIRED, *, other: str = ""
+    ) -> str | T:
+        """One of the names in `choices`. `other` describes a form the caller accepts besides them ("{node: N}")."""
+        where, value = self._lookup(m, key, path)
+        if value is _ABSENT:
+            return self._default(where, default)
+        names = tuple(choices)
+        text = self._trimmed(value)
+        if not isinstance(text, str) or text not in names:
+            listed = ", ".join(names) + (f" or {other}" if other else "")
+            self.fail(where, f"must be one of {listed}, got {show(value)}{_did_you_mean(text, names)}")
+        return text
+
+    def regex(self, m: Any, key: str | int, path: str, default: T = REQUIRED) -> str | T:
+        """A non-empty string that compiles as a Python regular expression."""
+        where, value = self._lookup(m, key, path)
+        if value is _ABSENT:
+            return self._default(where, default)
+        text = self.string(m, key, path)
+        try:
+            re.compile(text)
+        except re.error as e:
+            self.fail(where, f"invalid regular expression {show(text)}: {e}")
+        return text
+
+    def _lookup(self, m: Any, key: str | int, path: str) -> tuple[str, Any]:
+        """The key path of m[key] and its value, or _ABSENT."""
+        if isinstance(m, list) and isinstance(key, int):
+            where, value = join(path, key), m[key]
+        else:
+            where, value = join(path, str(key)), m.get(key, _ABSENT)
+        return where, _ABSENT if value is None and self.lenient else value
+
+    def _measured(
+        self,
+        where: str,
+        value: Any,
+        parse: Callable[[Any], N],
+        what: str,
+        bounds: str,
+        lo: float | None,
+        hi: float | None,
+        lo_open: bool = False,
+    ) -> N:
+        """value read by a cxltierd.units parser (its ValueError becomes the message), then range-checked."""
+        try:
+            x = parse(value)
+        except (ValueError, TypeError) as e:
+            self.fail(where, str(e))
+        if not _in_range(x, lo, hi, lo_open):
+            self.fail(where, f"must be {what}{bounds}, got {show(value)}")
+        return x
+
+    def _default(self, where: str, default: T) -> T:
+        if default is REQUIRED:
+            self.fail(where, "is required")
+        return default
+
+    def _as_float(self, value: Any) -> float | None:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str) and self.lenient:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+        return None
+
+    def _trimmed(self, value: Any) -> Any:
+        return value.strip() if self.lenient and isinstance(value, str) else value

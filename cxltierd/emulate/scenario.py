@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import atexit
 import difflib
-import math
 import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
-
-import yaml
+from typing import Any, ClassVar
 
 from cxltierd.errors import ConfigError
 from cxltierd.topology import Tier, Topology
-from cxltierd.units import format_size, parse_seconds, parse_size
+from cxltierd.units import format_size
+from cxltierd.validate import REQUIRED, Checker, join, parse_yaml, show
 
 PAGE_SIZE = 4096
 MAX_RATE = 1e12
@@ -179,173 +177,6 @@ class Scenario:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Validation helpers: each failure is one line "<file>: <key path>: <what is wrong>".
-
-_REQUIRED: Any = object()
-
-
-def _fmt(x: float) -> str:
-    return f"{x:g}"
-
-
-def _range_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
-    if lo is not None and hi is not None:
-        return f"in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
-    if lo is not None:
-        return f"{'>' if lo_open else '>='} {_fmt(lo)}"
-    if hi is not None:
-        return f"{'<' if hi_open else '<='} {_fmt(hi)}"
-    return ""
-
-
-def _in_range(x: float, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> bool:
-    if lo is not None and (x < lo or (lo_open and x == lo)):
-        return False
-    return not (hi is not None and (x > hi or (hi_open and x == hi)))
-
-
-class _Checker:
-    """Typed getters over YAML mappings that raise ConfigError naming the file and key path."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, path: str, message: str) -> NoReturn:
-        raise ConfigError(f"{self.source}: {path}: {message}" if path else f"{self.source}: {message}")
-
-    def mapping(self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
-        if not isinstance(value, Mapping):
-            self.fail(path, f"must be a mapping of keys ({', '.join(allowed)}), got {value!r}")
-        for key in value:
-            if key not in allowed:
-                self.fail(_join(path, str(key)), f"unknown key{_suggest(str(key), allowed)}")
-        for key in required:
-            if key not in value:
-                self.fail(_join(path, key), "missing (required)")
-        return dict(value)
-
-    def sequence(self, value: Any, path: str) -> list:
-        if not isinstance(value, list):
-            self.fail(path, f"must be a list, got {value!r}")
-        return value
-
-    def number(
-        self,
-        m: dict,
-        key: str,
-        path: str,
-        default: Any = _REQUIRED,
-        lo: float | None = None,
-        hi: float | None = None,
-        lo_open: bool = False,
-        hi_open: bool = False,
-    ) -> Any:
-        if key not in m or m[key] is None:
-            if default is _REQUIRED:
-                self.fail(_join(path, key), "missing (required)")
-            return default
-        value = m[key]
-        x = _as_float(value)
-        rng = _range_text(lo, hi, lo_open, hi_open)
-        if x is None or not math.isfinite(x) or not _in_range(x, lo, hi, lo_open, hi_open):
-            self.fail(_join(path, key), f"must be a number{' ' + rng if rng else ''}, got {value!r}")
-        return x
-
-    def integer(
-        self, m: dict, key: str, path: str, default: Any = _REQUIRED, lo: int | None = None, hi: int | None = None
-    ) -> Any:
-        if key not in m or m[key] is None:
-            if default is _REQUIRED:
-                self.fail(_join(path, key), "missing (required)")
-            return default
-        value = m[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not _in_range(value, lo, hi, False, False):
-            rng = _range_text(lo, hi, False, False)
-            self.fail(_join(path, key), f"must be an integer{' ' + rng if rng else ''}, got {value!r}")
-        return value
-
-    def size(self, m: dict, key: str, path: str, default: Any = _REQUIRED, lo: int = 0, hi: int | None = None) -> Any:
-        if key not in m or m[key] is None:
-            if default is _REQUIRED:
-                self.fail(_join(path, key), "missing (required)")
-            return default
-        try:
-            n = parse_size(m[key])
-        except ValueError as e:
-            self.fail(_join(path, key), str(e))
-        if n < lo or (hi is not None and n > hi):
-            rng = f"in [{format_size(lo)}, {format_size(hi)}]" if hi is not None else f">= {format_size(lo)}"
-            self.fail(_join(path, key), f"must be a size {rng}, got {m[key]!r}")
-        return n
-
-    def seconds(
-        self,
-        m: dict,
-        key: str,
-        path: str,
-        default: Any = _REQUIRED,
-        lo: float = 0.0,
-        lo_open: bool = False,
-        hi: float = MAX_TIME,
-    ) -> Any:
-        if key not in m or m[key] is None:
-            if default is _REQUIRED:
-                self.fail(_join(path, key), "missing (required)")
-            return default
-        try:
-            x = parse_seconds(m[key])
-        except ValueError as e:
-            self.fail(_join(path, key), str(e))
-        if not _in_range(x, lo, hi, lo_open, False):
-            self.fail(_join(path, key), f"must be a duration {_range_text(lo, hi, lo_open, False)} s, got {m[key]!r}")
-        return x
-
-    def string(self, m: dict, key: str, path: str, default: Any = _REQUIRED) -> Any:
-        if key not in m or m[key] is None:
-            if default is _REQUIRED:
-                self.fail(_join(path, key), "missing (required)")
-            return default
-        if not isinstance(m[key], str) or not m[key].strip():
-            self.fail(_join(path, key), f"must be a non-empty string, got {m[key]!r}")
-        return m[key].strip()
-
-    def boolean(self, m: dict, key: str, path: str, default: bool) -> bool:
-        if key not in m or m[key] is None:
-            return default
-        if not isinstance(m[key], bool):
-            self.fail(_join(path, key), f"must be true or false, got {m[key]!r}")
-        return bool(m[key])
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _did_you_mean(word: object, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6) if isinstance(word, str) else []
-    return f", did you mean {close[0]!r}?" if close else ""
-
-
-def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" {word!r}, did you mean {close[0]!r}?" if close else f" {word!r} (valid: {', '.join(choices)})"
-
-
-def _as_float(value: Any) -> float | None:
-    """A YAML number, or a string that is one ("1e6": YAML 1.1 reads that as a string)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Parsing.
 
 TOP_KEYS = (
@@ -387,14 +218,14 @@ def parse_scenario(data: Any, source: str = "scenario.yaml") -> Scenario:
 
     Node ids are checked against the scenario's own `nodes:`; check them against a host with `check_nodes`.
     """
-    c = _Checker(source)
+    c = Checker(source, lenient=True)
     top = c.mapping(data, "", TOP_KEYS, required=("nodes", "processes"))
     region_size = c.size(top, "region_size", "", DEFAULT_REGION_SIZE, lo=PAGE_SIZE, hi=1 << 30)
     if region_size % PAGE_SIZE:
-        c.fail("region_size", f"must be a multiple of {PAGE_SIZE} (the page size), got {top['region_size']!r}")
+        c.fail("region_size", f"must be a multiple of {PAGE_SIZE} (the page size), got {show(top['region_size'])}")
     nodes = _parse_nodes(c, top["nodes"])
     node_ids = tuple(n.node for n in nodes)
-    duration = c.seconds(top, "duration", "", DEFAULT_DURATION, lo_open=True)
+    duration = c.seconds(top, "duration", "", DEFAULT_DURATION, hi=MAX_TIME, lo_open=True)
     processes = _parse_processes(c, top["processes"], node_ids, region_size)
     events = _parse_events(c, top.get("events") or [], node_ids)
     scenario = Scenario(
@@ -416,16 +247,16 @@ def parse_scenario(data: Any, source: str = "scenario.yaml") -> Scenario:
     return scenario
 
 
-def _parse_nodes(c: _Checker, value: Any) -> tuple[NodeSpec, ...]:
+def _parse_nodes(c: Checker, value: Any) -> tuple[NodeSpec, ...]:
     if not isinstance(value, Mapping) or not value:
-        c.fail("nodes", f"must be a mapping of node id -> capacity (e.g. {{0: 2GiB, 2: 8GiB}}), got {value!r}")
+        c.fail("nodes", f"must be a mapping of node id -> capacity (e.g. {{0: 2GiB, 2: 8GiB}}), got {show(value)}")
     out = []
     for key, spec in value.items():
         node = key if isinstance(key, int) and not isinstance(key, bool) else None
         if node is None and isinstance(key, str) and key.strip().isdigit():
             node = int(key)
         if node is None or node < 0:
-            c.fail(f"nodes.{key}", f"node ids must be integers >= 0, got {key!r}")
+            c.fail(f"nodes.{key}", f"node ids must be integers >= 0, got {show(key)}")
         path = f"nodes.{node}"
         if isinstance(spec, Mapping):
             m = c.mapping(spec, path, ("capacity", "used"), required=("capacity",))
@@ -438,7 +269,7 @@ def _parse_nodes(c: _Checker, value: Any) -> tuple[NodeSpec, ...]:
     return tuple(sorted(out, key=lambda n: n.node))
 
 
-def _parse_processes(c: _Checker, value: Any, node_ids: tuple[int, ...], region_size: int) -> tuple[ProcessSpec, ...]:
+def _parse_processes(c: Checker, value: Any, node_ids: tuple[int, ...], region_size: int) -> tuple[ProcessSpec, ...]:
     items = c.sequence(value, "processes")
     if not items:
         c.fail("processes", "must list at least one process")
@@ -459,8 +290,8 @@ def _parse_processes(c: _Checker, value: Any, node_ids: tuple[int, ...], region_
             c.fail(f"{path}.pid", f"pid {pid} is already used by process {seen[pid]!r}")
         seen[pid] = f"processes[{i}]"
         size = c.size(m, "size", path, lo=PAGE_SIZE, hi=1 << 50)
-        start_at = c.seconds(m, "start_at", path, 0.0)
-        exit_at = c.seconds(m, "exit_at", path, None, lo=start_at, lo_open=True)
+        start_at = c.seconds(m, "start_at", path, 0.0, hi=MAX_TIME)
+        exit_at = c.seconds(m, "exit_at", path, None, lo=start_at, hi=MAX_TIME, lo_open=True)
         n_regions = -(-size // region_size)
         phases = _parse_phases(c, m["phases"], f"{path}.phases", start_at, size, n_regions)
         out.append(
@@ -469,7 +300,7 @@ def _parse_processes(c: _Checker, value: Any, node_ids: tuple[int, ...], region_
                 pid=pid,
                 size=size,
                 phases=phases,
-                placement=_parse_placement(c, m.get("placement"), f"{path}.placement", node_ids),
+                placement=_parse_placement(c, m, path, node_ids),
                 cgroup=c.string(m, "cgroup", path, "/"),
                 cmdline=c.string(m, "cmdline", path, name),
                 start_at=start_at,
@@ -479,24 +310,18 @@ def _parse_processes(c: _Checker, value: Any, node_ids: tuple[int, ...], region_
     return tuple(out)
 
 
-def _parse_placement(c: _Checker, value: Any, path: str, node_ids: tuple[int, ...]) -> Placement:
-    if value is None:
-        return Placement("first-touch")
-    if isinstance(value, Mapping):
-        m = c.mapping(value, path, ("node",), required=("node",))
-        node = c.integer(m, "node", path, lo=0)
+def _parse_placement(c: Checker, m: dict, path: str, node_ids: tuple[int, ...]) -> Placement:
+    if isinstance(m.get("placement"), Mapping):
+        where = join(path, "placement")
+        placement = c.mapping(m["placement"], where, ("node",), required=("node",))
+        node = c.integer(placement, "node", where, lo=0)
         if node not in node_ids:
-            c.fail(f"{path}.node", f"node {node} is not in nodes: ({', '.join(map(str, node_ids))})")
+            c.fail(f"{where}.node", f"node {node} is not in nodes: ({', '.join(map(str, node_ids))})")
         return Placement("node", node)
-    if value not in PLACEMENTS:
-        c.fail(
-            path,
-            f"must be one of {', '.join(PLACEMENTS)} or {{node: N}}, got {value!r}" + _did_you_mean(value, PLACEMENTS),
-        )
-    return Placement(value)
+    return Placement(c.choice(m, "placement", path, PLACEMENTS, "first-touch", other="{node: N}"))
 
 
-def _parse_phases(c: _Checker, value: Any, path: str, start_at: float, size: int, n_regions: int) -> tuple[Phase, ...]:
+def _parse_phases(c: Checker, value: Any, path: str, start_at: float, size: int, n_regions: int) -> tuple[Phase, ...]:
     items = c.sequence(value, path)
     if not items:
         c.fail(path, "must list at least one phase")
@@ -504,13 +329,11 @@ def _parse_phases(c: _Checker, value: Any, path: str, start_at: float, size: int
     for i, item in enumerate(items):
         ppath = f"{path}[{i}]"
         if not isinstance(item, Mapping):
-            c.fail(ppath, f"must be a mapping with 'pattern' and its keys, got {item!r}")
-        kind = c.string(dict(item), "pattern", ppath)
-        if kind not in PATTERN_KEYS:
-            c.fail(f"{ppath}.pattern", f"unknown pattern{_suggest(kind, tuple(PATTERN_KEYS))}")
+            c.fail(ppath, f"must be a mapping with 'pattern' and its keys, got {show(item)}")
+        kind = c.choice(item, "pattern", ppath, PATTERN_KEYS)
         m = c.mapping(item, ppath, ("at", "pattern", *PATTERN_KEYS[kind]))
-        default_at = start_at if i == 0 else _REQUIRED
-        at = c.seconds(m, "at", ppath, default_at)
+        default_at = start_at if i == 0 else REQUIRED
+        at = c.seconds(m, "at", ppath, default_at, hi=MAX_TIME)
         if i == 0 and at < start_at:
             c.fail(
                 f"{ppath}.at", f"the first phase cannot start before the process (start_at {start_at:g}), got {at:g}"
@@ -524,19 +347,19 @@ def _parse_phases(c: _Checker, value: Any, path: str, start_at: float, size: int
     return tuple(out)
 
 
-def _shift(c: _Checker, m: dict, path: str) -> tuple[float | None, float]:
-    period = c.seconds(m, "shift_period", path, None, lo_open=True)
+def _shift(c: Checker, m: dict, path: str) -> tuple[float | None, float]:
+    period = c.seconds(m, "shift_period", path, None, hi=MAX_TIME, lo_open=True)
     shift = c.number(m, "shift", path, 0.25, lo=0.0, hi=1.0, lo_open=True)
     if "shift" in m and period is None:
         c.fail(f"{path}.shift", "needs shift_period (how often the hot set moves)")
     return period, shift
 
 
-def _parse_pattern(c: _Checker, kind: str, m: dict, path: str, size: int, n_regions: int) -> Pattern:
-    def rate(key: str = "rate", default: Any = _REQUIRED) -> float:
+def _parse_pattern(c: Checker, kind: str, m: dict, path: str, size: int, n_regions: int) -> Pattern:
+    def rate(key: str = "rate", default: Any = REQUIRED) -> float:
         return float(c.number(m, key, path, default, lo=0.0, hi=MAX_RATE))
 
-    def fraction(key: str, default: Any = _REQUIRED, lo_open: bool = True) -> float:
+    def fraction(key: str, default: Any = REQUIRED, lo_open: bool = True) -> float:
         return float(c.number(m, key, path, default, lo=0.0, hi=1.0, lo_open=lo_open))
 
     if kind == "zipf":
@@ -549,25 +372,25 @@ def _parse_pattern(c: _Checker, kind: str, m: dict, path: str, size: int, n_regi
         return Growth(
             grow_rate=c.size(m, "grow_rate", path, lo=1),
             region_rate=rate("region_rate"),
-            half_life=c.seconds(m, "half_life", path, lo_open=True),
+            half_life=c.seconds(m, "half_life", path, hi=MAX_TIME, lo_open=True),
             cold_rate=rate("cold_rate", 0.0),
             initial=c.size(m, "initial", path, 0, hi=size),
             wrap=c.boolean(m, "wrap", path, False),
         )
     if kind == "burst":
-        period = c.seconds(m, "period", path, lo_open=True)
+        period = c.seconds(m, "period", path, hi=MAX_TIME, lo_open=True)
         duty = fraction("duty")
         offset = c.seconds(m, "offset", path, 0.0, hi=period * (1 - duty))
         return Burst(period, duty, rate(), fraction("region_fraction", 1.0), rate("base_rate", 0.0), offset)
     if kind == "groups":
         groups = c.integer(m, "groups", path, lo=1, hi=n_regions)
         active = c.integer(m, "active", path, lo=1, hi=groups)
-        period = c.seconds(m, "period", path, lo_open=True)
+        period = c.seconds(m, "period", path, hi=MAX_TIME, lo_open=True)
         return Groups(groups, active, period, rate(), fraction("active_share", 0.9, lo_open=False))
     return Uniform(rate())
 
 
-def _parse_events(c: _Checker, value: Any, node_ids: tuple[int, ...]) -> tuple[Event, ...]:
+def _parse_events(c: Checker, value: Any, node_ids: tuple[int, ...]) -> tuple[Event, ...]:
     items = c.sequence(value, "events")
     out: list[Event] = []
     for i, item in enumerate(items):
@@ -579,7 +402,7 @@ def _parse_events(c: _Checker, value: Any, node_ids: tuple[int, ...]) -> tuple[E
         node = c.integer(m, actions[0], path, lo=0)
         if node not in node_ids:
             c.fail(f"{path}.{actions[0]}", f"node {node} is not in nodes: ({', '.join(map(str, node_ids))})")
-        out.append(Event(c.seconds(m, "at", path), actions[0].removesuffix("_node"), node))
+        out.append(Event(c.seconds(m, "at", path, hi=MAX_TIME), actions[0].removesuffix("_node"), node))
     order = sorted(range(len(out)), key=lambda k: out[k].at)
     live = set(node_ids)
     for k in order:
@@ -592,7 +415,7 @@ def _parse_events(c: _Checker, value: Any, node_ids: tuple[int, ...]) -> tuple[E
     return tuple(out[k] for k in order)
 
 
-def _check_room(c: _Checker, s: Scenario) -> None:
+def _check_room(c: Checker, s: Scenario) -> None:
     """The peak of process memory alive at once must fit in the nodes (capacity minus unmanaged use)."""
     room = sum(n.capacity - n.used for n in s.nodes)
     changes = sorted(
@@ -626,14 +449,7 @@ def scenario_names() -> list[str]:
 def read_scenario(name_or_path: str | Path) -> Scenario:
     """Parse a shipped scenario (by name) or a YAML file, without checking it against its host."""
     text, source = _read(name_or_path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{source}: {where}not valid YAML: {problem}") from None
-    return parse_scenario(data, source)
+    return parse_scenario(parse_yaml(text, source), source)
 
 
 def load_scenario(name_or_path: str | Path, topology: Topology | None = None) -> Scenario:

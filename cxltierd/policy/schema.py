@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cxltierd import validate as v
 from cxltierd.errors import ConfigError
 from cxltierd.topology import TIER_KINDS
-from cxltierd.units import parse_seconds, parse_size
+from cxltierd.validate import Checker, join, parse_yaml, show
 
 DEFAULT_PATH = "/etc/cxltierd/policy.yaml"
 ENGINES: tuple[str, ...] = ("auto", "simulated", "move_pages", "damos", "numa_balancing")
@@ -82,9 +79,9 @@ class Watermark:
 @dataclass(frozen=True)
 class Hotness:
     hot_threshold: float = 1.0  # accesses/s (smoothed): colder regions are never promoted
-    half_life: float = 2.0  # seconds: decay of the smoothed heat
+    half_life: float = 3.0  # seconds: decay of the smoothed heat
     hysteresis: float = 0.25  # a promotion must beat the fast region it displaces by this fraction
-    min_samples: float = 3.0  # ... and by this many sampled accesses (of the tracker's resolution), as must any promotion
+    min_samples: float = 3.0  # ... and by this many sampled accesses (tracker's resolution), as must any promotion
 
 
 @dataclass(frozen=True)
@@ -119,7 +116,7 @@ class Policy:
     watermarks: dict[str, Watermark] = field(default_factory=lambda: {"default": Watermark()}, hash=False)
     hotness: Hotness = Hotness()
     rate_limit: RateLimit = RateLimit()
-    cooldown: float = 30.0  # seconds a region stays put after a move (anti ping-pong)
+    cooldown: float = 15.0  # seconds a region stays put after a move (anti ping-pong)
     processes: Processes = Processes()
     damon: Damon = Damon()
     metrics: Metrics = Metrics()
@@ -163,107 +160,76 @@ def load_policy(path: str | Path) -> Policy:
 
 def parse_policy(data: bytes | str, source: str = "<string>") -> Policy:
     raw = data.encode() if isinstance(data, str) else data
-    try:
-        doc = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
-    try:
-        policy = build_policy(doc)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    return Policy(**{**policy.__dict__, "source": source, "digest": hashlib.sha256(raw).hexdigest()[:12]})
+    policy = build_policy(parse_yaml(raw, source), source)
+    return replace(policy, source=source, digest=hashlib.sha256(raw).hexdigest()[:12])
 
 
-def build_policy(doc: Any) -> Policy:
-    """A Policy from a parsed YAML document (None = all defaults)."""
-    d = v.mapping("", doc, TOP_KEYS)
-    out: dict[str, Any] = {}
-    if "interval" in d:
-        out["interval"] = _seconds("interval", d["interval"], 0.01, 3600)
-    if "engine" in d:
-        out["engine"] = v.choice("engine", d["engine"], ENGINES)
-    if "dry_run" in d:
-        out["dry_run"] = v.boolean("dry_run", d["dry_run"])
-    if "cooldown" in d:
-        out["cooldown"] = _seconds("cooldown", d["cooldown"], 0, 86400)
-    if "tiers" in d:
-        out["tiers"] = _tiers(d["tiers"])
-    if "watermarks" in d:
-        out["watermarks"] = _watermarks(d["watermarks"])
-    if "hotness" in d:
-        out["hotness"] = _hotness(d["hotness"])
-    if "rate_limit" in d:
-        r = v.mapping("rate_limit", d["rate_limit"], ("mb_per_s", "mb_per_interval"))
-        out["rate_limit"] = RateLimit(
-            mb_per_s=v.number("rate_limit.mb_per_s", r.get("mb_per_s", RateLimit.mb_per_s), 0, 1e6, lo_open=True),
-            mb_per_interval=v.number("rate_limit.mb_per_interval", r.get("mb_per_interval", 0.0), 0, 1e7),
-        )
-    if "processes" in d:
-        out["processes"] = _processes(d["processes"])
-    if "damon" in d:
-        out["damon"] = _damon(d["damon"])
-    if "metrics" in d:
-        m = v.mapping("metrics", d["metrics"], ("process_labels",))
-        out["metrics"] = Metrics(process_labels=v.boolean("metrics.process_labels", m.get("process_labels", False)))
-    return Policy(**out)
+def build_policy(doc: Any, source: str = "") -> Policy:
+    """A Policy from a parsed YAML document (None = all defaults); errors start with `source` when it is given."""
+    c = Checker(source)
+    d = c.mapping(doc, "", TOP_KEYS)
+    p = Policy()
+    return Policy(
+        interval=c.seconds(d, "interval", "", p.interval, lo=0.01, hi=3600),
+        engine=c.choice(d, "engine", "", ENGINES, p.engine),
+        dry_run=c.boolean(d, "dry_run", "", p.dry_run),
+        cooldown=c.seconds(d, "cooldown", "", p.cooldown, lo=0, hi=86400),
+        tiers=_tiers(c, d.get("tiers")),
+        watermarks=_watermarks(c, d.get("watermarks")),
+        hotness=_hotness(c, d.get("hotness")),
+        rate_limit=_rate_limit(c, d.get("rate_limit")),
+        processes=_processes(c, d.get("processes")),
+        damon=_damon(c, d.get("damon")),
+        metrics=_metrics(c, d.get("metrics")),
+    )
 
 
-def _seconds(path: str, value: Any, lo: float, hi: float) -> float:
-    seconds = v.converted(path, value, parse_seconds)
-    return v.number(path, seconds, lo, hi)
+def _tier_refs(c: Checker, t: dict[str, Any], key: str) -> tuple[str | int, ...]:
+    """Tier names or node ids."""
+    path = join("tiers", key)
+    items = c.sequence(t.get(key), path)
+    return tuple(
+        c.integer(items, i, path, lo=0, hi=4095)
+        if isinstance(item, int) and not isinstance(item, bool)
+        else c.choice(items, i, path, TIER_KINDS)
+        for i, item in enumerate(items)
+    )
 
 
-def _tier_refs(path: str, value: Any) -> tuple[str | int, ...]:
-    out: list[str | int] = []
-    for i, item in enumerate(v.sequence(path, value)):
-        if isinstance(item, int) and not isinstance(item, bool):
-            out.append(v.integer(v.join(path, i), item, 0, 4095))
-        else:
-            out.append(v.choice(v.join(path, i), item, TIER_KINDS))
-    return tuple(out)
-
-
-def _tiers(value: Any) -> Tiers:
-    t = v.mapping("tiers", value, ("fast", "slow", "overrides"))
+def _tiers(c: Checker, value: Any) -> Tiers:
+    t = c.mapping(value, "tiers", ("fast", "slow", "overrides"))
     raw = t.get("overrides") or {}
     if not isinstance(raw, dict):
-        raise v.fail("tiers.overrides", f"must be a mapping of node id to tier, got {v.show(raw)}")
+        c.fail("tiers.overrides", f"must be a mapping of node id to tier, got {show(raw)}")
     overrides: dict[int, str] = {}
-    for node, kind in raw.items():
-        path = f"tiers.overrides.{node}"
+    for node in raw:
         if not (isinstance(node, int) and not isinstance(node, bool)) and not (
             isinstance(node, str) and node.isdigit()
         ):
-            raise v.fail(path, "keys must be node ids (0, 1, ...)")
-        overrides[v.integer(path, int(node), 0, 4095)] = v.choice(path, kind, TIER_KINDS)
-    fast, slow = _tier_refs("tiers.fast", t.get("fast")), _tier_refs("tiers.slow", t.get("slow"))
+            c.fail(join("tiers.overrides", str(node)), "keys must be node ids (0, 1, ...)")
+        node_id = c.integer({node: int(node)}, node, "tiers.overrides", lo=0, hi=4095)
+        overrides[node_id] = c.choice(raw, node, "tiers.overrides", TIER_KINDS)
+    fast, slow = _tier_refs(c, t, "fast"), _tier_refs(c, t, "slow")
     both = set(fast) & set(slow)
     if both:
-        raise v.fail("tiers.slow", f"{', '.join(map(str, sorted(both, key=str)))} also listed in tiers.fast")
+        c.fail("tiers.slow", f"{', '.join(map(str, sorted(both, key=str)))} also listed in tiers.fast")
     return Tiers(fast=fast, slow=slow, overrides=overrides)
 
 
-def _watermarks(value: Any) -> dict[str, Watermark]:
-    w = v.mapping("watermarks", value, ("default", *TIER_KINDS))
+def _watermarks(c: Checker, value: Any) -> dict[str, Watermark]:
+    w = c.mapping(value, "watermarks", ("default", *TIER_KINDS))
     out = {"default": Watermark()}
     for tier, marks in w.items():
-        path = v.join("watermarks", tier)
-        m = v.mapping(path, marks, ("min_free_percent", "max_used_percent"))
+        path = join("watermarks", tier)
+        m = c.mapping(marks, path, ("min_free_percent", "max_used_percent"))
         base = out["default"]
         mark = Watermark(
-            min_free_percent=v.number(
-                path + ".min_free_percent", m.get("min_free_percent", base.min_free_percent), 0, 50
-            ),
-            max_used_percent=v.number(
-                path + ".max_used_percent", m.get("max_used_percent", base.max_used_percent), 10, 100
-            ),
+            min_free_percent=c.number(m, "min_free_percent", path, base.min_free_percent, lo=0, hi=50),
+            max_used_percent=c.number(m, "max_used_percent", path, base.max_used_percent, lo=10, hi=100),
         )
         if mark.max_used_percent > 100 - mark.min_free_percent:
-            raise v.fail(
-                path + ".max_used_percent",
+            c.fail(
+                join(path, "max_used_percent"),
                 f"must be at most 100 - min_free_percent = {100 - mark.min_free_percent:g}, "
                 f"got {mark.max_used_percent:g}",
             )
@@ -271,78 +237,82 @@ def _watermarks(value: Any) -> dict[str, Watermark]:
     return out
 
 
-def _hotness(value: Any) -> Hotness:
-    h = v.mapping("hotness", value, ("hot_threshold", "half_life", "hysteresis", "min_samples"))
+def _hotness(c: Checker, value: Any) -> Hotness:
+    h = c.mapping(value, "hotness", ("hot_threshold", "half_life", "hysteresis", "min_samples"))
     d = Hotness()
     return Hotness(
-        hot_threshold=v.number("hotness.hot_threshold", h.get("hot_threshold", d.hot_threshold), 0, 1e9),
-        half_life=_seconds("hotness.half_life", h.get("half_life", d.half_life), 0, 86400),
-        hysteresis=v.number("hotness.hysteresis", h.get("hysteresis", d.hysteresis), 0, 10),
-        min_samples=v.number("hotness.min_samples", h.get("min_samples", d.min_samples), 0, 1000),
+        hot_threshold=c.number(h, "hot_threshold", "hotness", d.hot_threshold, lo=0, hi=1e9),
+        half_life=c.seconds(h, "half_life", "hotness", d.half_life, lo=0, hi=86400),
+        hysteresis=c.number(h, "hysteresis", "hotness", d.hysteresis, lo=0, hi=10),
+        min_samples=c.number(h, "min_samples", "hotness", d.min_samples, lo=0, hi=1000),
+    )
+
+
+def _rate_limit(c: Checker, value: Any) -> RateLimit:
+    r = c.mapping(value, "rate_limit", ("mb_per_s", "mb_per_interval"))
+    d = RateLimit()
+    return RateLimit(
+        mb_per_s=c.number(r, "mb_per_s", "rate_limit", d.mb_per_s, lo=0, hi=1e6, lo_open=True),
+        mb_per_interval=c.number(r, "mb_per_interval", "rate_limit", d.mb_per_interval, lo=0, hi=1e7),
     )
 
 
 SELECTOR_KEYS = ("pid", "name", "regex", "cgroup")
 
 
-def _selector(path: str, value: Any, extra: tuple[str, ...] = ()) -> Selector:
-    s = v.mapping(path, value, (*SELECTOR_KEYS, *extra))
+def _selector(c: Checker, value: Any, path: str, extra: tuple[str, ...] = ()) -> Selector:
+    s = c.mapping(value, path, (*SELECTOR_KEYS, *extra))
     if not any(k in s for k in SELECTOR_KEYS):
-        raise v.fail(path, f"needs at least one of {', '.join(SELECTOR_KEYS)}")
+        c.fail(path, f"needs at least one of {', '.join(SELECTOR_KEYS)}")
     return Selector(
-        pid=v.integer(path + ".pid", s["pid"], 1, 1 << 22) if "pid" in s else None,
-        name=v.string(path + ".name", s["name"]) if "name" in s else None,
-        regex=v.regex(path + ".regex", s["regex"]) if "regex" in s else None,
-        cgroup=v.string(path + ".cgroup", s["cgroup"]) if "cgroup" in s else None,
+        pid=c.integer(s, "pid", path, None, lo=1, hi=1 << 22),
+        name=c.string(s, "name", path, None),
+        regex=c.regex(s, "regex", path, None),
+        cgroup=c.string(s, "cgroup", path, None),
     )
 
 
-def _processes(value: Any) -> Processes:
-    p = v.mapping("processes", value, ("manage", "exclude", "pin", "min_rss"))
+def _selectors(c: Checker, p: dict[str, Any], key: str) -> tuple[Selector, ...]:
+    path = join("processes", key)
+    return tuple(_selector(c, s, join(path, i)) for i, s in enumerate(c.sequence(p.get(key), path)))
+
+
+def _processes(c: Checker, value: Any) -> Processes:
+    p = c.mapping(value, "processes", ("manage", "exclude", "pin", "min_rss"))
     pins = []
-    for i, item in enumerate(v.sequence("processes.pin", p.get("pin"))):
-        path = v.join("processes.pin", i)
-        sel = _selector(path, item, extra=("tier",))
-        if "tier" not in item:
-            raise v.fail(path + ".tier", "is required")
-        pins.append(Pin(match=sel, tier=v.choice(path + ".tier", item["tier"], TIER_KINDS)))
+    for i, item in enumerate(c.sequence(p.get("pin"), "processes.pin")):
+        path = join("processes.pin", i)
+        match = _selector(c, item, path, extra=("tier",))
+        pins.append(Pin(match=match, tier=c.choice(item, "tier", path, TIER_KINDS)))
     return Processes(
-        manage=tuple(
-            _selector(v.join("processes.manage", i), s)
-            for i, s in enumerate(v.sequence("processes.manage", p.get("manage")))
-        ),
-        exclude=tuple(
-            _selector(v.join("processes.exclude", i), s)
-            for i, s in enumerate(v.sequence("processes.exclude", p.get("exclude")))
-        ),
+        manage=_selectors(c, p, "manage"),
+        exclude=_selectors(c, p, "exclude"),
         pin=tuple(pins),
-        min_rss=_size("processes.min_rss", p.get("min_rss", Processes.min_rss), 0, 1 << 50),
+        min_rss=c.size(p, "min_rss", "processes", Processes.min_rss, lo=0, hi=1 << 50),
     )
 
 
-def _size(path: str, value: Any, lo: int, hi: int) -> int:
-    size = v.converted(path, value, parse_size)
-    return int(v.number(path, size, lo, hi))
-
-
-def _damon(value: Any) -> Damon:
+def _damon(c: Checker, value: Any) -> Damon:
     keys = ("sample_interval", "aggregation_interval", "update_interval", "min_regions", "max_regions", "region_size")
-    dm = v.mapping("damon", value, keys)
+    dm = c.mapping(value, "damon", keys)
     d = Damon()
     out = Damon(
-        sample_interval=_seconds("damon.sample_interval", dm.get("sample_interval", d.sample_interval), 0.0001, 10),
-        aggregation_interval=_seconds(
-            "damon.aggregation_interval", dm.get("aggregation_interval", d.aggregation_interval), 0.001, 600
-        ),
-        update_interval=_seconds("damon.update_interval", dm.get("update_interval", d.update_interval), 0.001, 3600),
-        min_regions=v.integer("damon.min_regions", dm.get("min_regions", d.min_regions), 3, 1 << 20),
-        max_regions=v.integer("damon.max_regions", dm.get("max_regions", d.max_regions), 3, 1 << 20),
-        region_size=_size("damon.region_size", dm.get("region_size", d.region_size), 4096, 1 << 34),
+        sample_interval=c.seconds(dm, "sample_interval", "damon", d.sample_interval, lo=0.0001, hi=10),
+        aggregation_interval=c.seconds(dm, "aggregation_interval", "damon", d.aggregation_interval, lo=0.001, hi=600),
+        update_interval=c.seconds(dm, "update_interval", "damon", d.update_interval, lo=0.001, hi=3600),
+        min_regions=c.integer(dm, "min_regions", "damon", d.min_regions, lo=3, hi=1 << 20),
+        max_regions=c.integer(dm, "max_regions", "damon", d.max_regions, lo=3, hi=1 << 20),
+        region_size=c.size(dm, "region_size", "damon", d.region_size, lo=4096, hi=1 << 34),
     )
     if out.aggregation_interval < out.sample_interval:
-        raise v.fail("damon.aggregation_interval", "must be at least damon.sample_interval")
+        c.fail("damon.aggregation_interval", "must be at least damon.sample_interval")
     if out.max_regions < out.min_regions:
-        raise v.fail("damon.max_regions", f"must be at least damon.min_regions ({out.min_regions})")
+        c.fail("damon.max_regions", f"must be at least damon.min_regions ({out.min_regions})")
     if out.region_size % 4096:
-        raise v.fail("damon.region_size", f"must be a multiple of 4096, got {out.region_size}")
+        c.fail("damon.region_size", f"must be a multiple of 4096, got {out.region_size}")
     return out
+
+
+def _metrics(c: Checker, value: Any) -> Metrics:
+    m = c.mapping(value, "metrics", ("process_labels",))
+    return Metrics(process_labels=c.boolean(m, "process_labels", "metrics", Metrics.process_labels))

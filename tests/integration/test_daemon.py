@@ -72,7 +72,8 @@ def test_notify_protocol_across_start_reload_and_stop(daemon, tmp_path):
     i = d.wait_message("RELOADING=1", after=n)
     d.wait_message("READY=1", after=i)
     d.wait_log(
-        r"reload refused, old policy stays in force: .*policy.yaml: rate_limt: unknown key \(did you mean 'rate_limit'\?\)"
+        r"reload refused, old policy stays in force: .*policy.yaml: "
+        r"rate_limt: unknown key 'rate_limt' \(did you mean 'rate_limit'\?\)"
     )
     status = request(d.control, "status")["status"]
     assert status["last_reload"]["ok"] is False and "rate_limt" in status["last_reload"]["error"]

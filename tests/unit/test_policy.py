@@ -21,15 +21,24 @@ def error(text: str) -> str:
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("intervall: 5", "p.yaml: intervall: unknown key (did you mean 'interval'?)"),
-        ("hotness: {hot_treshold: 2}", "p.yaml: hotness.hot_treshold: unknown key (did you mean 'hot_threshold'?)"),
+        ("intervall: 5", "p.yaml: intervall: unknown key 'intervall' (did you mean 'interval'?)"),
+        (
+            "hotness: {hot_treshold: 2}",
+            "p.yaml: hotness.hot_treshold: unknown key 'hot_treshold' (did you mean 'hot_threshold'?)",
+        ),
         ("interval: fast", "p.yaml: interval: must be a duration: a number of seconds or a string like"),
-        ("interval: 0", "p.yaml: interval: must be in [0.01, 3600], got 0"),
+        ("interval: 0", "p.yaml: interval: must be a duration in [0.01, 3600] s, got 0"),
         (
             "engine: turbo",
             "p.yaml: engine: must be one of auto, simulated, move_pages, damos, numa_balancing, got 'turbo'",
         ),
+        (
+            "engine: damon",
+            "p.yaml: engine: must be one of auto, simulated, move_pages, damos, numa_balancing, got 'damon'"
+            " (did you mean 'damos'?)",
+        ),
         ("dry_run: maybe", "p.yaml: dry_run: must be true or false, got 'maybe'"),
+        ("dry_run: null", "p.yaml: dry_run: must be true or false, got None"),  # null is a value, not "absent"
         ("tiers: {fast: [nvme]}", "p.yaml: tiers.fast[0]: must be one of hbm, ddr, cxl, pmem, unknown, got 'nvme'"),
         ("tiers: {fast: [ddr], slow: [ddr]}", "p.yaml: tiers.slow: ddr also listed in tiers.fast"),
         ("tiers: {overrides: {x: cxl}}", "p.yaml: tiers.overrides.x: keys must be node ids (0, 1, ...)"),
@@ -39,31 +48,40 @@ def error(text: str) -> str:
         ),
         (
             "watermarks: {ddr: {min_free_percent: 60}}",
-            "p.yaml: watermarks.ddr.min_free_percent: must be in [0, 50], got 60",
+            "p.yaml: watermarks.ddr.min_free_percent: must be a number in [0, 50], got 60",
         ),
         (
             "watermarks: {default: {min_free_percent: 20, max_used_percent: 90}}",
             "p.yaml: watermarks.default.max_used_percent: must be at most 100 - min_free_percent = 80, got 90",
         ),
-        ("watermarks: {nvme: {}}", "p.yaml: watermarks.nvme: unknown key"),
-        ("rate_limit: {mb_per_s: 0}", "p.yaml: rate_limit.mb_per_s: must be in (0, 1000000], got 0"),
+        (
+            "watermarks: {nvme: {}}",
+            "p.yaml: watermarks.nvme: unknown key 'nvme' (valid keys: default, hbm, ddr, cxl, pmem, unknown)",
+        ),
+        ("rate_limit: {mb_per_s: 0}", "p.yaml: rate_limit.mb_per_s: must be a number in (0, 1000000], got 0"),
         ("rate_limit: {mb_per_s: [1]}", "p.yaml: rate_limit.mb_per_s: must be a number in (0, 1000000], got [1]"),
-        ("hotness: {hysteresis: -1}", "p.yaml: hotness.hysteresis: must be in [0, 10], got -1"),
+        ("hotness: {hysteresis: -1}", "p.yaml: hotness.hysteresis: must be a number in [0, 10], got -1"),
+        ("hotness: {hysteresis: '0.5'}", "p.yaml: hotness.hysteresis: must be a number in [0, 10], got '0.5'"),
         ("cooldown: -5s", "p.yaml: cooldown: must be a duration"),
         ("cooldown: 2d", "p.yaml: cooldown: unknown time unit 'd' in '2d'"),
         ("processes: {exclude: [{}]}", "p.yaml: processes.exclude[0]: needs at least one of pid, name, regex, cgroup"),
         ("processes: {manage: [{regex: '(('}]}", "p.yaml: processes.manage[0].regex: invalid regular expression"),
         ("processes: {pin: [{name: redis}]}", "p.yaml: processes.pin[0].tier: is required"),
         ("processes: {pin: [{name: redis, tier: fast}]}", "p.yaml: processes.pin[0].tier: must be one of hbm"),
-        ("processes: {manage: {name: x}}", "p.yaml: processes.manage: must be a list, got dict"),
+        ("processes: {manage: {name: x}}", "p.yaml: processes.manage: must be a list, got dict {'name': 'x'}"),
+        (
+            "processes: {manage: [{pid: 1.5}]}",
+            "p.yaml: processes.manage[0].pid: must be an integer in [1, 4194304], got 1.5",
+        ),
         ("processes: {min_rss: lots}", "p.yaml: processes.min_rss: must be a size in bytes"),
+        ("processes: {min_rss: 2000TiB}", "p.yaml: processes.min_rss: must be a size in [0B, 1024TiB], got '2000TiB'"),
         ("damon: {region_size: 5000}", "p.yaml: damon.region_size: must be a multiple of 4096, got 5000"),
         (
             "damon: {min_regions: 100, max_regions: 10}",
             "p.yaml: damon.max_regions: must be at least damon.min_regions (100)",
         ),
         ("[1, 2]", "p.yaml: must be a mapping, got list [1, 2]"),
-        ("interval: [", "p.yaml: not valid YAML at line "),
+        ("interval: [", "p.yaml: line 1: not valid YAML: expected the node content"),
         ("metrics: {process_labels: 1}", "p.yaml: metrics.process_labels: must be true or false, got 1"),
     ],
 )
