@@ -342,6 +342,7 @@ class Daemon:
             ping_pong=t.ping_pong,
             fast_tier_access_ratio=last.fast_share if last else None,
             hot_bytes=dict(last.hot_bytes) if last else {},
+            process_bytes=dict(last.process_bytes) if last else {},
             last_moved_bytes=last.moved_bytes if last else 0,
             topology_changes=self.topology_changes,
             kernel_counters=counters,

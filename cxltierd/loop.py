@@ -55,6 +55,7 @@ class TickReport:
     hot_bytes: dict[str, int]  # tier -> bytes of regions at or above the hot threshold
     regions: int
     dry_run: bool = False
+    process_bytes: dict[tuple[int, str, str], int] = field(default_factory=dict)  # (pid, comm, tier) -> bytes
 
     @property
     def moved_bytes(self) -> int:
@@ -170,6 +171,7 @@ class Loop:
             hot_bytes=self._hot_bytes(smoothed),
             regions=len(smoothed),
             dry_run=dry,
+            process_bytes=self._process_bytes(smoothed, sample) if self.policy.metrics.process_labels else {},
         )
         self.last = report
         return report
@@ -217,6 +219,15 @@ class Loop:
         if total <= 0:
             return None
         return sum(r.accesses for r in regions if r.node in fast) / total
+
+    def _process_bytes(self, regions: list[RegionHeat], sample: Sample) -> dict[tuple[int, str, str], int]:
+        """Managed memory per process and tier (only when the policy allows pid/comm labels)."""
+        out: Counter[tuple[int, str, str]] = Counter()
+        tier = {n: t.name for t in self.topology.tiers for n in t.nodes}
+        for r in regions:
+            p = sample.processes.get(r.pid)
+            out[(r.pid, p.name if p else "", tier.get(r.node, "unknown"))] += r.size
+        return dict(out)
 
     def _hot_bytes(self, regions: list[RegionHeat]) -> dict[str, int]:
         out: Counter[str] = Counter({t.name: 0 for t in self.topology.tiers})

@@ -93,6 +93,13 @@ def _topology(s: Snapshot) -> Iterator[Metric]:
     for name, b in sorted(s.hot_bytes.items()):
         hot.add_metric([name], b)
     yield hot
+    if s.process_bytes:  # only when the policy sets metrics.process_labels: pid and comm are unbounded labels
+        proc = GaugeMetricFamily(
+            "cxltierd_process_memory_bytes", "Managed memory of a process, by tier.", labels=["pid", "comm", "tier"]
+        )
+        for (pid, comm, tier_name), b in sorted(s.process_bytes.items()):
+            proc.add_metric([str(pid), comm, tier_name], b)
+        yield proc
 
 
 def _cxl(s: Snapshot) -> Iterator[Metric]:

@@ -135,3 +135,10 @@ def test_merge_sums_transfers_and_failures():
     m = merge([a, b])
     assert {(t.src, t.dst): (t.bytes, t.pages) for t in m.transfers} == {(2, 0): (2 * R, 1024), (0, 2): (R, 512)}
     assert m.failures == {"busy": 4, "other": 2} and m.seconds == 1.0 and m.moved == ((1, 0),) and m.errors == ("x",)
+
+
+def test_process_bytes_only_when_the_policy_allows_process_labels():
+    fake = Fake({0: 1.0, 1: 1.0})
+    assert loop(fake).tick(0.0).process_bytes == {}
+    report = loop(fake, metrics={"process_labels": True}).tick(0.0)
+    assert report.process_bytes == {(1, "", "cxl"): 2 * R}

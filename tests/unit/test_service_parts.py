@@ -71,6 +71,10 @@ def test_collector_without_snapshot_and_with_odd_values():
     assert 'cxltierd_node_memory_total_bytes{node="0"} 100.0' in text and 'node="2"' not in text.split("tier_memory")[0]
     assert "cxltierd_policy_last_reload_success 0.0" in text and "cxltierd_kernel_pgmigrate_success_total 5.0" in text
     assert 'cxltierd_cxl_region_info{mode="",node="",region="region0"} 1.0' in text
+    assert "pid=" not in text and "comm=" not in text  # no process labels unless the policy asks
+    labelled = Snapshot(topology=TOPO, process_bytes={(42, "vllm", "cxl"): 4096})
+    text = generate_latest(registry_for(lambda: labelled)).decode()
+    assert 'cxltierd_process_memory_bytes{comm="vllm",pid="42",tier="cxl"} 4096.0' in text
 
 
 def test_a_broken_snapshot_never_breaks_the_scrape():
