@@ -93,9 +93,25 @@ class Planner:
         self.budget = policy.budget_bytes()
         # Heat differences below a few sampled accesses are noise: never promote or exchange on them.
         self.floor = max(policy.hotness.hot_threshold, policy.hotness.min_samples * state.resolution)
+        # Sampling noise of a smoothed heat h: a Poisson count of h / resolution per interval, smoothed with weight
+        # a per tick, has variance a / (2 - a) * resolution * h.
+        hl = policy.hotness.half_life
+        a = 1.0 - 0.5 ** (policy.interval / hl) if hl > 0 else 1.0
+        self.noise = a / (2.0 - a) * state.resolution
         self.moves: list[Move] = []
         self.moved: set[Key] = set()
         self.notes: list[str] = []
+
+    def beats(self, c: float, v: float) -> bool:
+        """Is heat c clearly above heat v: by the hysteresis fraction, the floor, and min_samples standard
+        deviations of the sampling noise of the difference? (Exchanging two regions of equal heat only churns.)"""
+        gap = c - v
+        z = self.policy.hotness.min_samples
+        return (
+            c > v * (1.0 + self.policy.hotness.hysteresis)
+            and gap >= self.floor
+            and gap * gap >= z * z * self.noise * (c + v)
+        )
 
     def limit(self, node: int) -> int:
         """Usage a move may fill a node up to (its tier's max_used_percent)."""
@@ -210,7 +226,6 @@ def _pressure(pl: Planner, victims: list[RegionHeat]) -> None:
 
 
 def _promote(pl: Planner, candidates: list[RegionHeat], victims: list[RegionHeat]) -> None:
-    margin = 1.0 + pl.policy.hotness.hysteresis
     vi = 0
     for c in candidates:
         dst = pl.room(pl.roles.fast, c.size, most_free=True)
@@ -225,7 +240,7 @@ def _promote(pl: Planner, candidates: list[RegionHeat], victims: list[RegionHeat
             pl.notes.append("fast tier full of regions moved recently")
             return
         v = victims[vi]
-        if c.accesses <= v.accesses * margin or c.accesses - v.accesses < pl.floor:
+        if not pl.beats(c.accesses, v.accesses):
             pl.notes.append(
                 f"fast tier full: hottest candidate {_rate(c.accesses)} not above coldest fast region {_rate(v.accesses)} by the hysteresis"
             )

@@ -181,3 +181,14 @@ def test_roles_from_policy_lists_and_defaults():
     assert r.fast == (0,) and r.slow == (4,)
     # the fastest tier is gone: the next one becomes fast
     assert roles(xeon, build_policy(None), live={0, 1, 4}).fast == (0, 1)
+
+
+def test_exchange_margin_scales_with_sampling_noise():
+    """5 s ticks, 3 s half-life, one sampled access = 20 acc/s: two regions near 77 acc/s differ by noise only."""
+    pol = policy(interval=5, hotness={"hot_threshold": 1, "half_life": 3, "hysteresis": 0.25, "min_samples": 3})
+    full = PlacementState(free_bytes={0: 10 * R, 2: 90 * R}, total_bytes={0: 100 * R, 2: 100 * R}, resolution=20.0)
+    fast = [region(100 + i, 0, heat=70.0) for i in range(90)]
+    noisy = [region(i, 2, heat=150.0) for i in range(3)]  # 2.1x hotter and 80 acc/s above the 60 acc/s floor: noise
+    assert decide(TOPO, fast + noisy, pol, full, now=0).moves == ()
+    hot = [region(i, 2, heat=400.0) for i in range(3)]  # well outside the noise
+    assert len(decide(TOPO, fast + hot, pol, full, now=0).moves) == 6
