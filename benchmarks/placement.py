@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Placement quality: cxltierd's policy against the baselines and an oracle, on every shipped scenario.
 
-    .venv/bin/python benchmarks/placement.py [--duration S] [--seed N] [--jobs 2] [--json FILE]
+    .venv/bin/python benchmarks/placement.py [--duration S] [--interval S] [--seed N] [--jobs 2] [--json FILE]
 
 Every placer runs each scenario from the same seed on a fresh simulated memory system (cxltierd.simulate), with the
 same rate limit and watermarks: cxltierd (the default policy), static (first touch), promote-on-access (the kernel's
@@ -30,10 +30,10 @@ BASELINES = ("static", "promote-on-access", "age")
 GiB = 1 << 30
 
 
-def one(job: tuple[str, str, float | None, int | None]) -> tuple[str, str, float, int, int, float]:
-    scenario, placer, duration, seed = job
+def one(job: tuple[str, str, float | None, int | None, float | None]) -> tuple[str, str, float, int, int, float]:
+    scenario, placer, duration, seed, interval = job
     t = time.perf_counter()
-    r = run(scenario, placer, seed=seed, duration=duration)
+    r = run(scenario, placer, seed=seed, duration=duration, interval=interval)
     return scenario, placer, r.share, r.migrated_bytes, r.ping_pong, time.perf_counter() - t
 
 
@@ -41,11 +41,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=None, help="simulated seconds [each scenario's own]")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--interval", type=float, default=None, help="loop interval, seconds [each scenario's own]")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     args = ap.parse_args()
     scenarios = scenario_names()
-    jobs = [(s, p, args.duration, args.seed) for s in scenarios for p in PLACERS]
+    jobs = [(s, p, args.duration, args.seed, args.interval) for s in scenarios for p in PLACERS]
     with Pool(args.jobs) as pool:
         rows = pool.map(one, jobs)
     res = {(s, p): (share, moved, pp) for s, p, share, moved, pp, _ in rows}

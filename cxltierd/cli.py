@@ -215,11 +215,18 @@ def run(
 @click.option("--policy", "policy_file", type=click.Path(dir_okay=False), default=None, help="Policy file.")
 @click.option("--duration", type=float, default=None, help="Simulated seconds [the scenario's].")
 @click.option("--seed", type=int, default=None)
+@click.option("--interval", type=float, default=None, help="Loop interval, seconds [the scenario's].")
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Also run the baselines.")
 @json_option
 @one_line_errors
 def simulate(
-    scenario: str, policy_file: str | None, duration: float | None, seed: int | None, baselines: bool, as_json: bool
+    scenario: str,
+    policy_file: str | None,
+    duration: float | None,
+    seed: int | None,
+    interval: float | None,
+    baselines: bool,
+    as_json: bool,
 ) -> None:
     """Run a scenario faster than real time: cxltierd's policy next to the baselines."""
     from cxltierd.policy.schema import Policy, load_policy
@@ -228,7 +235,7 @@ def simulate(
 
     pol = load_policy(policy_file) if policy_file else Policy()
     placers = PLACERS if baselines else ("cxltierd",)
-    results = [run_sim(scenario, p, pol, seed=seed, duration=duration) for p in placers]
+    results = [run_sim(scenario, p, pol, seed=seed, duration=duration, interval=interval) for p in placers]
     if as_json:
         click.echo(json.dumps([render.sim_json(r) for r in results], indent=2))
     else:
