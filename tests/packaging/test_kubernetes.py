@@ -69,6 +69,7 @@ def test_image_command_and_port(container: dict[str, Any]) -> None:
     assert container["image"] == "ghcr.io/cxltierd/cxltierd:0.1.0"
     argv = container.get("command", []) + container.get("args", [])
     assert argv[:2] == ["cxltierd", "run"]
+    assert "--backend=host" in argv  # never the emulated host on a production node
     assert "--listen=0.0.0.0:9750" in argv
     assert "--config=/etc/cxltierd/policy.yaml" in argv
     assert {"containerPort": 9750, "protocol": "TCP", "name": "metrics"} in container["ports"]

@@ -125,7 +125,7 @@ def test_notify_watchdog_reload_restart(service: dict[str, list[str]]) -> None:
     assert one(service, "Type") == "notify"
     assert one(service, "NotifyAccess") == "main"
     assert one(service, "WatchdogSec") == "30s"
-    assert one(service, "ExecStart").split() == ["/usr/bin/cxltierd", "run"]
+    assert one(service, "ExecStart").split() == ["/usr/bin/cxltierd", "run", "--backend", "host"]
     assert one(service, "ExecReload") == "/bin/kill -HUP $MAINPID"
     assert one(service, "Restart") == "on-failure"
     stop = one(service, "TimeoutStopSec")
