@@ -66,6 +66,7 @@ class Runtime:
     cleanup: list[Callable[[], None]] = field(default_factory=list)
     dry_run: bool = False
     sim: Any = None  # the SimulatedMemory of the emulated backend
+    state_dir: str = STATE_DIR
 
     def load_policy(self) -> Policy:
         return read_policy(self.policy_path, self.dry_run)
@@ -84,6 +85,15 @@ class Runtime:
             log.warning("discovery: %s", w)
         self.topology = self.classify(self.facts)
         return self.topology
+
+    def pick_engine(self) -> bool:
+        """Host backend on the idle engine: choose a real one now that there is a second tier. True if swapped."""
+        if self.backend != "host" or self.engine != "none" or len(self.topology.tiers) < 2:
+            return False
+        tracker, migrator, choice = host_engine(self.fs, self.facts, self.topology, self.policy, Path(self.state_dir))
+        self.tracker, self.migrator = tracker, migrator
+        self.engine, self.engine_reason, self.conflicts = choice.engine, choice.reason, list(choice.conflicts)
+        return True
 
     def kernel_counters(self) -> dict[str, int]:
         return self.counters() if self.counters else read_vmstat(self.fs)
@@ -199,39 +209,12 @@ def _emulated(settings: Settings, policy: Policy) -> Runtime:
 
 
 def _host(settings: Settings, policy: Policy) -> Runtime:
-    from cxltierd.engines.damon import Kdamonds
-    from cxltierd.engines.numa_balancing import NumaBalancingEngine
-    from cxltierd.engines.select import choose
-
     fs = HostFS(settings.root or "/")
     facts = discover(fs)
     for w in facts.warnings:
         log.warning("discovery: %s", w)
     topology = classify(facts, policy.tiers.overrides)
-    if len(topology.tiers) < 2:
-        log.warning("only one memory tier (%s): nothing to place until a slower tier appears", topology.tiers)
-    state = Path(settings.state_dir)
-    kdamonds = Kdamonds(fs, state / "kdamonds.json")
-    nb = NumaBalancingEngine(fs, state / "numa_balancing.json")
-    foreign = kdamonds.foreign() if kdamonds.available() else []
-    tiering = nb.check() if facts.kernel.numa_balancing is not None else None
-    choice = choose(policy.engine, facts.kernel, foreign, tiering)
-    tracker: Any
-    migrator: Any
-    if choice.engine == "numa_balancing":
-        tracker = migrator = nb
-    elif choice.engine == "damos":
-        from cxltierd.engines.damos import DamosEngine
-
-        tracker = migrator = DamosEngine(fs, kdamonds)
-    elif choice.engine == "move_pages":
-        from cxltierd.engines.damon_tracker import DamonTracker
-        from cxltierd.engines.move_pages import MovePagesEngine
-
-        tracker = DamonTracker(fs, policy, kdamonds, list(topology.node_ids))
-        migrator = MovePagesEngine()
-    else:
-        raise ConfigError(f"engine {choice.engine} needs --backend emulated")
+    tracker, migrator, choice = host_engine(fs, facts, topology, policy, Path(settings.state_dir))
     events: EventSource | None = None
     if fs.root == Path("/"):
         from cxltierd.hotplug import UdevEvents
@@ -253,4 +236,41 @@ def _host(settings: Settings, policy: Policy) -> Runtime:
         engine_reason=choice.reason,
         conflicts=list(choice.conflicts),
         events=events,
+        state_dir=settings.state_dir,
     )
+
+
+def host_engine(fs: HostFS, facts: HostFacts, topology: Topology, policy: Policy, state: Path) -> tuple[Any, Any, Any]:
+    """(tracker, migrator, Choice) for the real host: the idle engine while there is one memory tier."""
+    from cxltierd.engines.damon import Kdamonds
+    from cxltierd.engines.numa_balancing import NumaBalancingEngine
+    from cxltierd.engines.select import Choice, choose
+
+    if len(topology.tiers) < 2:
+        from cxltierd.engines.idle import IdleEngine
+
+        names = ", ".join(t.name for t in topology.tiers) or "none"
+        idle = IdleEngine(fs, list(topology.node_ids))
+        return idle, idle, Choice("none", f"one memory tier ({names}): nothing to place until a slower tier appears")
+    kdamonds = Kdamonds(fs, state / "kdamonds.json")
+    nb = NumaBalancingEngine(fs, state / "numa_balancing.json")
+    foreign = kdamonds.foreign() if kdamonds.available() else []
+    tiering = nb.check() if facts.kernel.numa_balancing is not None else None
+    choice = choose(policy.engine, facts.kernel, foreign, tiering)
+    tracker: Any
+    migrator: Any
+    if choice.engine == "numa_balancing":
+        tracker = migrator = nb
+    elif choice.engine == "damos":
+        from cxltierd.engines.damos import DamosEngine
+
+        tracker = migrator = DamosEngine(fs, kdamonds)
+    elif choice.engine == "move_pages":
+        from cxltierd.engines.damon_tracker import DamonTracker
+        from cxltierd.engines.move_pages import MovePagesEngine
+
+        tracker = DamonTracker(fs, policy, kdamonds, list(topology.node_ids))
+        migrator = MovePagesEngine()
+    else:
+        raise ConfigError(f"engine {choice.engine} needs --backend emulated")
+    return tracker, migrator, choice

@@ -432,7 +432,14 @@ class Daemon:
             parts += [f"node {n} ({kinds[n]}) appeared" for n in new]
             parts += [f"node {n} is now {kinds[n]}" for n in changed]
             log.warning("topology changed after %d event(s): %s", len(why), "; ".join(parts) or "tiers reordered")
-            self.loop.set_topology(topo)
+            try:
+                if self.rt.pick_engine():
+                    log.warning("a second memory tier: engine %s (%s)", self.rt.engine, self.rt.engine_reason)
+                    self.loop.tracker, self.loop.migrator = self.rt.tracker, self.rt.migrator
+                self.loop.set_topology(topo)
+            except CxltierdError as e:
+                log.error("engine cannot follow the new topology: %s", e)
+                self.last_error = str(e)
         else:
             log.info("re-discovery after %d event(s): topology unchanged", len(why))
         self._publish()

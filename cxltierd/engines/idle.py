@@ -1,0 +1,34 @@
+"""The idle engine: a host with one memory tier has nothing to place. Report node memory, move nothing.
+
+The daemon swaps in a real engine when re-discovery finds a second tier (a CXL region onlined, say).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cxltierd.engines.base import Outcome, Plan, Sample
+from cxltierd.hostfs import HostFS
+from cxltierd.procs import node_memory
+from cxltierd.topology import Topology
+
+
+class IdleEngine:
+    name = "none"
+
+    def __init__(self, fs: HostFS, nodes: list[int]) -> None:
+        self.fs = fs
+        self.nodes = nodes
+
+    def configure(self, topology: Topology, policy: Any) -> None:
+        self.nodes = list(topology.node_ids)
+
+    def sample(self, now: float) -> Sample:
+        free, total = node_memory(self.fs, self.nodes)
+        return Sample(regions=(), free_bytes=free, total_bytes=total)
+
+    def apply(self, plan: Plan, now: float) -> Outcome:
+        return Outcome()
+
+    def stop(self) -> None:
+        pass
