@@ -23,23 +23,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from cxltierd import __version__
+from cxltierd.discovery.parse import TIERING_COUNTERS
 from cxltierd.state import TICK_BUCKETS, Snapshot
 
 log = logging.getLogger("cxltierd.metrics")
 
-# /proc/vmstat counters exported as cxltierd_kernel_<name>_total.
-KERNEL_COUNTERS = (
-    "pgpromote_success",
-    "pgpromote_candidate",
-    "pgdemote_kswapd",
-    "pgdemote_direct",
-    "pgdemote_khugepaged",
-    "pgdemote_proactive",
-    "pgmigrate_success",
-    "pgmigrate_fail",
-    "numa_pages_migrated",
-    "numa_hint_faults",
-)
+# Every /proc/vmstat tiering counter discovery reads is exported as cxltierd_kernel_<name>_total.
+KERNEL_COUNTERS = TIERING_COUNTERS
 
 
 class SnapshotCollector(Collector):
