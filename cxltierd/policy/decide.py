@@ -242,7 +242,8 @@ def _promote(pl: Planner, candidates: list[RegionHeat], victims: list[RegionHeat
         v = victims[vi]
         if not pl.beats(c.accesses, v.accesses):
             pl.notes.append(
-                f"fast tier full: hottest candidate {_rate(c.accesses)} not above coldest fast region {_rate(v.accesses)} by the hysteresis"
+                f"fast tier full: hottest candidate {_rate(c.accesses)} not clearly above the coldest fast region"
+                f" {_rate(v.accesses)} (hysteresis, sampling noise)"
             )
             return
         if v.size + c.size > pl.budget:
