@@ -8,15 +8,31 @@ says so), and refuses to touch kdamonds somebody else set up (DamonBusy, reporte
 Monitoring results are read as damo does: every context carries a `stat` scheme matching all regions, and
 writing `update_schemes_tried_regions` to the kdamond's state fills schemes/0/tried_regions/N/{start,end,
 nr_accesses,age}.
+
+What the real 6.12 kernel does that the writes must respect (found in the QEMU lab):
+- `state`, `pid` and every `nr_*` file take DAMON's sysfs mutex with trylock and fail with EBUSY while another
+  writer (another kdamond's command, damo, a test reading `state`) holds it: every access here retries on EBUSY.
+- `nr_kdamonds` cannot change while any kdamond runs (EBUSY): kdamonds are turned off before they are removed.
+- Writing an `nr_*` file re-creates the directories below it with defaults, so a commit to a running kdamond
+  writes only the values that changed when the structure (counts) is the same, and never rewrites nr_contexts.
+- A new scheme's access pattern matches nothing until all six bounds are written; quota weights default to 0
+  (no prioritisation within a quota), so they are written too.
+- Filters (6.12): memcg (exact cgroup, not its descendants), young (the page's accessed bit, which the filter
+  clears; a page never checked counts as young), addr (physical range for paddr). A filter excludes the pages it
+  matches (matching=Y) or the pages it does not match (matching=N); filters only ever exclude.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
@@ -25,6 +41,10 @@ ADMIN = "/sys/kernel/mm/damon/admin"
 KDAMONDS = f"{ADMIN}/kdamonds"
 U32_MAX = 4294967295
 SIZE_MAX = (1 << 64) - 1
+BUSY = os.strerror(errno.EBUSY)  # how HostFSError words an EBUSY from DAMON's sysfs mutex
+BUSY_RETRY_S = 3.0  # give up retrying an EBUSY access after this long
+
+T = TypeVar("T")
 
 
 class DamonBusy(CxltierdError):
@@ -41,7 +61,11 @@ class Scheme:
     quota_bytes: int = 0  # per reset interval; 0 = no quota
     quota_ms: int = 0
     reset_interval_ms: int = 1000
+    weights: tuple[int, int, int] = (0, 1000, 0)  # quota priority per mille: size, nr_accesses, age
     memcg: str | None = None  # apply only to memory of this cgroup (a memcg filter, matching=N)
+    young: bool | None = None  # True: only pages accessed since last checked; False: only pages that were not
+    exclude: tuple[tuple[int, int], ...] = ()  # address ranges [start, end) the scheme must not touch
+    anon_both: bool = False  # exclude anon and non-anon pages: the action applies to nothing (after the filters ran)
 
 
 @dataclass(frozen=True)
@@ -104,15 +128,39 @@ def context_writes(kdamond: int, ctx: Context) -> list[tuple[str, str]]:
             (f"{sp}/quotas/ms", str(s.quota_ms)),
             (f"{sp}/quotas/bytes", str(s.quota_bytes)),
             (f"{sp}/quotas/reset_interval_ms", str(s.reset_interval_ms)),
-            (f"{sp}/filters/nr_filters", "1" if s.memcg else "0"),
+            (f"{sp}/quotas/weights/sz_permil", str(s.weights[0])),
+            (f"{sp}/quotas/weights/nr_accesses_permil", str(s.weights[1])),
+            (f"{sp}/quotas/weights/age_permil", str(s.weights[2])),
         ]
-        if s.memcg:
-            w += [
-                (f"{sp}/filters/0/type", "memcg"),
-                (f"{sp}/filters/0/memcg_path", s.memcg),
-                (f"{sp}/filters/0/matching", "N"),  # filter OUT memory that is not in this cgroup
-            ]
+        filters: list[list[tuple[str, str]]] = []
+        if s.memcg:  # filter OUT memory that is not in this cgroup
+            filters.append([("type", "memcg"), ("memcg_path", s.memcg), ("matching", "N")])
+        if s.young is not None:  # young=True filters OUT pages that are not young (matching=N), False the young ones
+            filters.append([("type", "young"), ("matching", "N" if s.young else "Y")])
+        for start, end in s.exclude:
+            filters.append([("type", "addr"), ("addr_start", str(start)), ("addr_end", str(end)), ("matching", "Y")])
+        if s.anon_both:
+            filters += [[("type", "anon"), ("matching", "Y")], [("type", "anon"), ("matching", "N")]]
+        w.append((f"{sp}/filters/nr_filters", str(len(filters))))
+        for j, f in enumerate(filters):
+            w += [(f"{sp}/filters/{j}/{name}", value) for name, value in f]
     return w
+
+
+def _is_structure(path: str) -> bool:
+    return path.rsplit("/", 1)[-1].startswith("nr_")
+
+
+def commit_writes(old: list[tuple[str, str]] | None, new: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """What to write to a running kdamond to go from `old` to `new` (both from context_writes).
+
+    Same structure (every nr_* file the same): only the values that changed. Otherwise everything but
+    contexts/nr_contexts (re-creating the context directory under a running kdamond is never needed).
+    """
+    if old is not None and [w for w in old if _is_structure(w[0])] == [w for w in new if _is_structure(w[0])]:
+        before = dict(old)
+        return [(p, v) for p, v in new if before.get(p) != v]
+    return [(p, v) for p, v in new if not p.endswith("/contexts/nr_contexts")]
 
 
 def parse_regions(fs: HostFS, kdamond: int, scheme: int = 0) -> list[DamonRegion]:
@@ -147,30 +195,69 @@ def scheme_stats(fs: HostFS, kdamond: int, scheme: int) -> dict[str, int]:
     return out
 
 
+def busy(e: HostFSError) -> bool:
+    return BUSY in e.reason
+
+
 class Kdamonds:
     """The kdamonds cxltierd owns: created on start(), recorded in `state_file`, removed on stop()."""
 
-    def __init__(self, fs: HostFS, state_file: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        fs: HostFS,
+        state_file: str | os.PathLike[str],
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.fs = fs
         self.state_file = Path(state_file)
         self.count = 0
+        self.sleep = sleep
+        self.clock = clock
+        self.written: dict[int, list[tuple[str, str]]] = {}  # kdamond -> its last context_writes()
+
+    # ---- sysfs access, retried while DAMON's mutex is busy ------------------------------------------------------
+    def _retry(self, fn: Callable[[], T], give_up: Callable[[], bool] | None = None) -> T:
+        deadline = self.clock() + BUSY_RETRY_S
+        delay = 0.005
+        while True:
+            try:
+                return fn()
+            except HostFSError as e:
+                if not busy(e) or self.clock() > deadline or (give_up is not None and give_up()):
+                    raise
+            self.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _write(self, path: str, value: str) -> None:
+        self._retry(lambda: self.fs.write(path, value))
+
+    def _writes(self, writes: list[tuple[str, str]]) -> None:
+        for path, value in writes:
+            self._write(path, value)
+
+    def _read(self, path: str) -> str:
+        return self._retry(lambda: self.fs.read(path))
+
+    def _nr(self) -> int:
+        return int(self._read(f"{KDAMONDS}/nr_kdamonds"))
 
     def available(self) -> bool:
         return self.fs.exists(f"{KDAMONDS}/nr_kdamonds")
 
     def state(self, i: int) -> str:
-        return self.fs.read(f"{KDAMONDS}/{i}/state")
+        return self._read(f"{KDAMONDS}/{i}/state")
 
     def foreign(self) -> list[str]:
         """Kdamonds that exist but are not (recorded as) ours, described for a conflict message."""
-        nr = self.fs.read_int(f"{KDAMONDS}/nr_kdamonds")
+        nr = self._nr()
         if nr == 0 or self._recorded() == nr:
             return []
         out = []
         for i in range(nr):
             try:
                 state = self.state(i)
-                pid = self.fs.read(f"{KDAMONDS}/{i}/pid")
+                pid = self._read(f"{KDAMONDS}/{i}/pid")
             except HostFSError:
                 state, pid = "?", "?"
             out.append(f"kdamond {i} ({state}, pid {pid})")
@@ -184,7 +271,11 @@ class Kdamonds:
             return None
 
     def start(self, contexts: list[Context]) -> None:
-        """Create one kdamond per context and turn them on. Raises DamonBusy when others' kdamonds exist."""
+        """Create one kdamond per context and turn them on. Raises DamonBusy when others' kdamonds exist.
+
+        A kdamond the kernel refuses to turn on (a memcg path that does not exist, a dead pid) is an error; what was
+        created is removed again before it is raised.
+        """
         if not self.available():
             raise CxltierdError(f"{self.fs.path(KDAMONDS)}: DAMON sysfs interface not present")
         others = self.foreign()
@@ -193,43 +284,60 @@ class Kdamonds:
         self.cleanup()  # ours from a crashed run, if any
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps({"nr_kdamonds": len(contexts), "pid": os.getpid()}))
-        self.fs.write(f"{KDAMONDS}/nr_kdamonds", str(len(contexts)))
-        self.count = len(contexts)
-        for i, ctx in enumerate(contexts):
-            for path, value in context_writes(i, ctx):
-                self.fs.write(path, value)
-            self.fs.write(f"{KDAMONDS}/{i}/state", "on")
+        try:
+            self._write(f"{KDAMONDS}/nr_kdamonds", str(len(contexts)))
+            self.count = len(contexts)
+            for i, ctx in enumerate(contexts):
+                writes = context_writes(i, ctx)
+                self._writes(writes)
+                self.written[i] = writes
+                self._write(f"{KDAMONDS}/{i}/state", "on")
+        except CxltierdError:
+            with contextlib.suppress(CxltierdError):
+                self.cleanup()
+            raise
 
     def commit(self, i: int, ctx: Context) -> None:
-        """Apply new parameters to a running kdamond (state `commit`)."""
-        for path, value in context_writes(i, ctx):
-            self.fs.write(path, value)
-        self.fs.write(f"{KDAMONDS}/{i}/state", "commit")
+        """Apply new parameters to a running kdamond (state `commit`); only what changed is written."""
+        writes = context_writes(i, ctx)
+        todo = commit_writes(self.written.get(i), writes)
+        if not todo:
+            return
+        self._writes(todo)
+        self.written[i] = writes
+        self._write(f"{KDAMONDS}/{i}/state", "commit")
 
     def restart(self, i: int, ctx: Context) -> None:
         """Turn kdamond i off (if on), reprogram it and turn it on (a vaddr kdamond stops when its target exits)."""
         if self.state(i) == "on":
-            self.fs.write(f"{KDAMONDS}/{i}/state", "off")
-        for path, value in context_writes(i, ctx):
-            self.fs.write(path, value)
-        self.fs.write(f"{KDAMONDS}/{i}/state", "on")
+            self._write(f"{KDAMONDS}/{i}/state", "off")
+        writes = context_writes(i, ctx)
+        self._writes(writes)
+        self.written[i] = writes
+        self._write(f"{KDAMONDS}/{i}/state", "on")
 
     def update(self, i: int, what: str) -> None:
-        """`update_schemes_tried_regions` or `update_schemes_stats`, when the kdamond is on."""
+        """`update_schemes_tried_regions` or `update_schemes_stats`, when the kdamond is on.
+
+        The kernel answers EBUSY both when its mutex is taken and when the kdamond stopped meanwhile (a vaddr
+        target exited): retried only while the kdamond is still on.
+        """
         if self.state(i) == "on":
-            self.fs.write(f"{KDAMONDS}/{i}/state", what)
+            path = f"{KDAMONDS}/{i}/state"
+            self._retry(lambda: self.fs.write(path, what), give_up=lambda: self.state(i) != "on")
 
     def cleanup(self) -> None:
         """Turn off and remove the kdamonds this state file says are ours; forget the record."""
         nr = self._recorded()
-        if nr is not None and self.fs.read_int(f"{KDAMONDS}/nr_kdamonds") == nr:
+        if nr is not None and self._nr() == nr:
             for i in range(nr):
                 try:
                     if self.state(i) == "on":
-                        self.fs.write(f"{KDAMONDS}/{i}/state", "off")
+                        self._write(f"{KDAMONDS}/{i}/state", "off")
                 except HostFSError:
-                    pass
-            self.fs.write(f"{KDAMONDS}/nr_kdamonds", "0")
+                    pass  # it stopped by itself meanwhile (vaddr target gone)
+            self._write(f"{KDAMONDS}/nr_kdamonds", "0")
         self.count = 0
+        self.written = {}
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()

@@ -5,7 +5,12 @@ they belong to), the largest processes first, at most `max_processes`. Each samp
 cuts them into chunks of `damon.region_size` aligned to it (stable keys from tick to tick, the unit the
 move_pages engine moves), and finds each chunk's node by querying a few of its pages with move_pages(2).
 Chunks with no page present are left out. DAMON's nr_accesses (samples per aggregation interval that saw an
-access) becomes accesses per second; age becomes seconds.
+access) becomes accesses per second; age becomes seconds. One sampled access stands for 1 / aggregation interval
+accesses per second (the Sample's resolution), so the policy's min_samples floor keeps a region that DAMON saw
+accessed once or twice from being promoted. DAMON starts a vaddr target with min_regions regions over the whole
+address space and needs many aggregation intervals to split them; each kdamond gets at least MIN_REGIONS, so that
+the initial regions are already close to the chunk size and a hot set is not averaged with its cold neighbours
+(with 10, the lab's hot 16 MiB and the 20 MiB after it were promoted together).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from cxltierd.procs import ProcInfo, list_processes, node_memory
 from cxltierd.topology import Topology
 
 PROBES = 8  # pages queried per chunk to find its node
+MIN_REGIONS = 100  # fewer initial DAMON regions average a hot set with its cold neighbours for many seconds
 
 
 def chunks(regions: list[DamonRegion], size: int, aggr_s: float) -> dict[int, tuple[float, float]]:
@@ -98,8 +104,8 @@ class DamonTracker:
             sample_us=int(d.sample_interval * 1e6),
             aggr_us=int(d.aggregation_interval * 1e6),
             update_us=int(d.update_interval * 1e6),
-            min_regions=d.min_regions,
-            max_regions=d.max_regions,
+            min_regions=max(d.min_regions, MIN_REGIONS),
+            max_regions=max(d.max_regions, 2 * MIN_REGIONS),
         )
 
     def select(self, procs: list[ProcInfo]) -> list[ProcInfo]:
@@ -147,6 +153,7 @@ class DamonTracker:
             free_bytes=free,
             total_bytes=total,
             processes={p.pid: Process(p.pid, p.name, p.cmdline, p.cgroup) for p in procs},
+            resolution=1.0 / aggr_s,
         )
 
     def stop(self) -> None:

@@ -1,15 +1,31 @@
 """The DAMOS engine: the kernel migrates, cxltierd programs and watches it (kernels >= 6.11).
 
 Two paddr kdamonds (DAMOS migrate actions work on paddr only on 6.12; vaddr migrate_hot applies nothing):
-- kdamond 0 monitors the slow nodes' physical ranges; its scheme 1 is `migrate_hot` to the fast node;
+- kdamond 0 monitors the slow nodes' physical ranges; scheme 1 + i is `migrate_hot` of slow node i to the fast
+  node, with addr filters excluding the other slow nodes' ranges, so each scheme's sz_applied tells what left
+  which node (tiers are told apart in the metrics);
 - kdamond 1 monitors the fast nodes' ranges; its scheme 1 is `migrate_cold` to the fastest slow node.
 Scheme 0 of each is `stat` over every region, read back as heat. Quotas come from the policy's rate limit (half
-for each direction, per second); hot means at least hot_threshold accesses/s, cold means no access for a
-cooldown. The tier marks gate the schemes per node, which DAMOS watermarks (system-wide free memory) cannot
-do: promotion runs while the fast node is below max_used_percent; demotion runs only while it has less than
-100 - max_used_percent free. A scheme is switched by committing it as `stat`. A `processes.manage` cgroup
-selector becomes a memcg filter, so only that cgroup's memory moves. Outcomes are the schemes' sz_applied
-deltas.
+for each direction, per second, split between the hot schemes).
+
+Hot means the policy's promotion floor, the same as decide()'s: at least hot_threshold accesses/s and at least
+min_samples sampled accesses per aggregation interval. DAMON regions are coarse, and a region that qualifies may mix
+hot and cold pages, which is how cold memory got promoted in the lab. Two guards keep most cold pages where they
+are: a region larger than DAMON's own merge limit (monitored size / min_regions) is not trusted yet (the first
+seconds, before DAMON has split its initial regions), and a `young` filter moves only the pages accessed since they
+were last checked. The young filter alone is not enough: a page nobody has checked yet counts as young (its idle
+flag was never set), and right after allocation that is every page. So the last scheme of the hot kdamond, `prime`,
+checks every page of every region with any access (its young filter clears the accessed bit and sets the idle
+flag), and excludes all of them with an anon + non-anon filter pair, so its action applies to nothing. A hot scheme
+wants age >= 1: the region had about the same access count one aggregation earlier, so `prime` has already been
+through its pages, and only the pages touched since then count as young. Cold means no access for a cooldown,
+and young pages are never demoted. DAMON needs at least MIN_REGIONS regions to tell hot from cold.
+
+The tier marks gate the schemes per node, which DAMOS watermarks (system-wide free memory) cannot do: promotion
+runs while the fast node is below max_used_percent; demotion runs only while it has less than 100 -
+max_used_percent free. A scheme is switched by committing it as `stat`. A `processes.manage` cgroup selector
+becomes a memcg filter, so only that cgroup's memory moves (that exact cgroup: DAMON matches no descendants).
+Outcomes are the schemes' sz_applied deltas (bytes the kernel migrated: it counts only successful migrations).
 """
 
 from __future__ import annotations
@@ -27,15 +43,19 @@ from cxltierd.procs import node_memory
 from cxltierd.topology import Topology
 
 PAGE = 4096
+HOT, COLD = 0, 1  # kdamond indexes
+MIN_REGIONS = 100  # damon.min_regions below this leaves regions too coarse to tell a hot set from its neighbours
+MAX_REGIONS = 1000
 
 
 def node_ranges(fs: HostFS, node: int) -> list[tuple[int, int]]:
-    """Physical [start, end) ranges of a node's memory blocks, merged."""
+    """Physical [start, end) ranges of a node's online memory blocks, merged."""
     bs = fs.read_int("/sys/devices/system/memory/block_size_bytes", 16)
+    base = f"/sys/devices/system/node/node{node}"
     blocks = sorted(
         int(e[6:])
-        for e in fs.listdir(f"/sys/devices/system/node/node{node}")
-        if e.startswith("memory") and e[6:].isdigit()
+        for e in fs.listdir(base)
+        if e.startswith("memory") and e[6:].isdigit() and fs.read_optional(f"{base}/{e}/state") in (None, "online")
     )
     out: list[tuple[int, int]] = []
     for b in blocks:
@@ -45,6 +65,14 @@ def node_ranges(fs: HostFS, node: int) -> list[tuple[int, int]]:
         else:
             out.append((start, end))
     return out
+
+
+def hot_min(policy: Policy) -> int:
+    """nr_accesses (samples per aggregation interval that saw an access) from which a region is hot."""
+    d = policy.damon
+    samples = max(1, round(d.aggregation_interval / d.sample_interval))
+    floor = max(policy.hotness.hot_threshold * d.aggregation_interval, policy.hotness.min_samples)
+    return min(samples, max(1, math.ceil(floor - 1e-9)))
 
 
 class DamosEngine:
@@ -57,11 +85,13 @@ class DamosEngine:
         self.policy: Policy | None = None
         self.fast: tuple[int, ...] = ()
         self.slow: tuple[int, ...] = ()
+        self.sources: tuple[int, ...] = ()  # slow nodes with memory: one migrate_hot scheme each
         self.ranges: dict[int, list[tuple[int, int]]] = {}
         self.kind: dict[int, str] = {}
         self.active = {"hot": True, "cold": False}
         self.started = False
-        self.applied = {"hot": 0, "cold": 0}
+        self.applied: dict[tuple[int, int], int] = {}  # (kdamond, scheme) -> sz_applied seen last
+        self.pending: list[Transfer] = []  # moved before a re-programming, not reported yet
 
     # ---- programming -----------------------------------------------------------------------------------------
     def memcg(self, policy: Policy) -> str | None:
@@ -73,18 +103,27 @@ class DamosEngine:
         assert p is not None
         d = p.damon
         aggr_s = d.aggregation_interval
-        samples = max(1, round(aggr_s / d.sample_interval))
-        hot_min = min(samples, max(1, math.ceil(p.hotness.hot_threshold * aggr_s)))
+        min_regions = max(d.min_regions, MIN_REGIONS)
+        watched = sum(hi - lo for n in self.sources for lo, hi in self.ranges[n])
+        trusted = max(1 << 20, watched // min_regions)  # DAMON's merge limit: bigger regions are still initial ones
         quota = int(p.rate_limit.mb_per_s * (1 << 20) / 2)
         memcg = self.memcg(p)
-        hot = Scheme(
-            action="migrate_hot" if self.active["hot"] and not p.dry_run else "stat",
-            target_nid=self.fast[0],
-            nr_accesses=(hot_min, U32_MAX),
-            age=(1, U32_MAX),
-            quota_bytes=quota,
-            reset_interval_ms=1000,
-            memcg=memcg,
+        promote = self.active["hot"] and not p.dry_run
+        hot = tuple(
+            Scheme(
+                action="migrate_hot" if promote else "stat",
+                target_nid=self.fast[0],
+                sz=(PAGE, trusted),
+                nr_accesses=(hot_min(p), U32_MAX),
+                age=(1, U32_MAX),
+                quota_bytes=max(PAGE, quota // len(self.sources)),
+                reset_interval_ms=1000,
+                weights=(0, 1000, 500),
+                memcg=memcg,
+                young=True,
+                exclude=tuple(r for m in self.sources if m != n for r in self.ranges[m]),
+            )
+            for n in self.sources
         )
         cold = Scheme(
             action="migrate_cold" if self.active["cold"] and not p.dry_run else "stat",
@@ -93,37 +132,57 @@ class DamosEngine:
             age=(max(1, int(p.cooldown / aggr_s)), U32_MAX),
             quota_bytes=quota,
             reset_interval_ms=1000,
+            weights=(0, 1000, 500),
             memcg=memcg,
+            young=False,
         )
 
-        def ctx(nodes: tuple[int, ...], scheme: Scheme) -> Context:
+        prime = Scheme(
+            action="lru_deprio",  # never applied: every page is filtered out after the young check
+            nr_accesses=(1, U32_MAX),
+            memcg=memcg,
+            young=False,  # young pages are excluded (and aged); the two anon filters exclude the rest
+            anon_both=True,
+        )
+
+        def ctx(nodes: tuple[int, ...], schemes: tuple[Scheme, ...]) -> Context:
             regions = tuple(r for n in nodes for r in self.ranges.get(n, []))
             return Context(
                 operations="paddr",
                 targets=(Target(regions=regions),),
-                schemes=(Scheme(), scheme),
+                schemes=(Scheme(), *schemes),
                 sample_us=int(d.sample_interval * 1e6),
                 aggr_us=int(aggr_s * 1e6),
                 update_us=int(d.update_interval * 1e6),
-                min_regions=max(d.min_regions, 100),
-                max_regions=max(d.max_regions, 1000),
+                min_regions=min_regions,
+                max_regions=max(d.max_regions, MAX_REGIONS),
             )
 
-        return [ctx(self.slow, hot), ctx(self.fast, cold)]
+        return [ctx(self.sources, (*hot, prime)), ctx(self.fast, (cold,))]
 
     def configure(self, topology: Topology, policy: Any) -> None:
         self.policy = policy
         r = roles(topology, policy)
         if not r.fast or not r.slow:
             raise CxltierdError("damos engine: needs a fast and a slow tier")
-        self.fast, self.slow, self.kind = r.fast, r.slow, dict(r.kind)
-        self.ranges = {n: node_ranges(self.fs, n) for n in (*self.fast, *self.slow)}
+        ranges = {n: node_ranges(self.fs, n) for n in (*r.fast, *r.slow)}
+        sources = tuple(n for n in r.slow if ranges[n])
+        if not sources or not any(ranges[n] for n in r.fast):
+            raise CxltierdError("damos engine: no online memory blocks on the slow or the fast nodes")
+        if self.started:
+            self._harvest()  # what the old schemes moved, before their indexes may change meaning
+        self.fast, self.slow, self.kind, self.ranges, self.sources = r.fast, r.slow, dict(r.kind), ranges, sources
         if not self.started:
             self.kdamonds.start(self.contexts())
             self.started = True
+            self.applied = {}  # fresh schemes: everything they apply is new
         else:
-            for i, ctx in enumerate(self.contexts()):
-                self.kdamonds.commit(i, ctx)
+            self._commit()
+            self.applied = self._read_applied()
+
+    def _commit(self) -> None:
+        for i, ctx in enumerate(self.contexts()):
+            self.kdamonds.commit(i, ctx)
 
     def _gate(self, free: dict[int, int], total: dict[int, int]) -> None:
         """Switch promotion/demotion on or off by the fast node's marks; commit when that changes."""
@@ -136,8 +195,7 @@ class DamosEngine:
         want = {"hot": used_pct < mark.max_used_percent, "cold": used_pct > mark.max_used_percent}
         if want != self.active:
             self.active = want
-            for i, ctx in enumerate(self.contexts()):
-                self.kdamonds.commit(i, ctx)
+            self._commit()
 
     # ---- tracking and outcomes -------------------------------------------------------------------------------
     def sample(self, now: float) -> Sample:
@@ -145,7 +203,7 @@ class DamosEngine:
         free, total = node_memory(self.fs, [*self.fast, *self.slow])
         regions: list[RegionHeat] = []
         aggr_s = self.policy.damon.aggregation_interval
-        for i, nodes in enumerate((self.slow, self.fast)):
+        for i, nodes in ((HOT, self.sources), (COLD, self.fast)):
             try:
                 self.kdamonds.update(i, "update_schemes_tried_regions")
                 damon_regions = parse_regions(self.fs, i, scheme=0)
@@ -155,23 +213,45 @@ class DamosEngine:
                 node = next((n for n in nodes for lo, hi in self.ranges.get(n, []) if lo <= r.start < hi), nodes[0])
                 regions.append(RegionHeat(0, r.start, r.end - r.start, node, r.nr_accesses / aggr_s, r.age * aggr_s))
         self._gate(free, total)
-        return Sample(regions=tuple(regions), free_bytes=free, total_bytes=total)
+        return Sample(regions=tuple(regions), free_bytes=free, total_bytes=total, resolution=1.0 / aggr_s)
 
-    def apply(self, plan: Plan, now: float) -> Outcome:
-        transfers = []
-        for i, (kind, src, dst) in enumerate(
-            (("hot", self.slow[0], self.fast[0]), ("cold", self.fast[0], self.slow[0]))
-        ):
+    def _schemes(self) -> list[tuple[int, int, int, int]]:
+        """(kdamond, scheme, src, dst) of every migrate scheme, as programmed now."""
+        out = [(HOT, 1 + j, n, self.fast[0]) for j, n in enumerate(self.sources)]
+        return [*out, (COLD, 1, self.fast[0], self.slow[0])]
+
+    def _read_applied(self) -> dict[tuple[int, int], int]:
+        out: dict[tuple[int, int], int] = {}
+        for i in (HOT, COLD):
             try:
                 self.kdamonds.update(i, "update_schemes_stats")
-                applied = scheme_stats(self.fs, i, 1).get("sz_applied", self.applied[kind])
             except HostFSError:
                 continue
-            delta = max(0, applied - self.applied[kind])
-            self.applied[kind] = applied
-            if delta:
-                transfers.append(Transfer(src, dst, delta, delta // PAGE))
-        return Outcome(transfers=tuple(transfers))
+            for k, j, _, _ in self._schemes():
+                if k == i:
+                    applied = scheme_stats(self.fs, i, j).get("sz_applied")
+                    if applied is not None:
+                        out[(i, j)] = applied
+        return out
+
+    def _harvest(self) -> None:
+        """Bank what every migrate scheme moved since the last look (into pending transfers)."""
+        now = self._read_applied()
+        for i, j, src, dst in self._schemes():
+            if (i, j) not in now:
+                continue
+            delta = now[(i, j)] - self.applied.get((i, j), 0)
+            self.applied[(i, j)] = now[(i, j)]
+            if delta > 0:
+                self.pending.append(Transfer(src, dst, delta, delta // PAGE))
+
+    def apply(self, plan: Plan, now: float) -> Outcome:
+        self._harvest()
+        moved: dict[tuple[int, int], int] = {}
+        for t in self.pending:
+            moved[(t.src, t.dst)] = moved.get((t.src, t.dst), 0) + t.bytes
+        self.pending = []
+        return Outcome(transfers=tuple(Transfer(s, d, b, b // PAGE) for (s, d), b in sorted(moved.items())))
 
     def stop(self) -> None:
         self.kdamonds.cleanup()

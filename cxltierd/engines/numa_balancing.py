@@ -1,16 +1,27 @@
 """The NUMA-balancing engine: the kernel's own tiering mode, configured from the policy and watched.
 
 configure() sets kernel.numa_balancing to memory tiering (bit 2, keeping bit 1 if it was on),
-/sys/kernel/mm/numa/demotion_enabled to true and numa_balancing_promote_rate_limit_MBps to the policy's rate
-limit, remembering the previous values; stop() restores them. If tiering mode was already on before cxltierd
-started, somebody else owns it: the engine only watches (a conflict, reported), and never writes.
+/sys/kernel/mm/numa/demotion_enabled to true, numa_balancing_promote_rate_limit_MBps to the policy's rate limit and,
+when debugfs is mounted, sched/numa_balancing/hot_threshold_ms to 1000 / hotness.hot_threshold (a page counts as
+hot when its hint fault comes within that many ms of the scan that armed it, i.e. when it is accessed at least
+hot_threshold times a second; the policy's default 1/s is the kernel's default 1000 ms), remembering the previous
+values; stop() restores them. If tiering mode was already on before cxltierd started, somebody else owns it: the
+engine only watches (a conflict, reported), and never writes.
+
 apply() moves nothing itself: it reports what the kernel did since the last call, from the per-node
 pgpromote_success (counted on the node pages were promoted to) and pgdemote_* (counted on the node they left).
+The kernel does not count where a promoted page came from: the engine charges promotions to the slow nodes whose
+user pages (nr_anon_pages + nr_file_pages) dropped since the last call, the biggest drop first and at most the
+drop of each, and the rest to the node with the biggest drop (or the slowest node when none dropped). Free memory
+is no good for this: in the lab it moved by thousands of pages on a node nothing was promoted from. With one slow
+tier (the usual DDR + CXL host) the attribution is exact per tier; the totals always equal pgpromote_success.
+Demotions go to the next slower node, as the kernel's default demotion order does.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -27,9 +38,19 @@ from cxltierd.topology import Topology
 NUMA_BALANCING = "/proc/sys/kernel/numa_balancing"
 RATE_LIMIT = "/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps"
 DEMOTION = "/sys/kernel/mm/numa/demotion_enabled"
+HOT_THRESHOLD = "/sys/kernel/debug/sched/numa_balancing/hot_threshold_ms"
+MAX_HOT_THRESHOLD_MS = 60000
 TIERING = 2
+log = logging.getLogger("cxltierd")
 DEMOTE_COUNTERS = ("pgdemote_kswapd", "pgdemote_direct", "pgdemote_khugepaged", "pgdemote_proactive")
 PAGE = 4096
+
+
+def hot_threshold_ms(accesses_per_s: float) -> int:
+    """The kernel's hot_threshold_ms for a policy hot_threshold (accesses/s): 1000 / rate, within 1..60000."""
+    if accesses_per_s <= 0:
+        return MAX_HOT_THRESHOLD_MS
+    return max(1, min(MAX_HOT_THRESHOLD_MS, round(1000 / accesses_per_s)))
 
 
 def node_counters(fs: HostFS, node: int) -> dict[str, int]:
@@ -86,8 +107,13 @@ class NumaBalancingEngine:
             if self.conflict:
                 self.watch_only = True
             else:
-                for path in (NUMA_BALANCING, DEMOTION, RATE_LIMIT):
-                    value = self.fs.read_optional(path)
+                for path in (NUMA_BALANCING, DEMOTION, RATE_LIMIT, HOT_THRESHOLD):
+                    try:
+                        value = self.fs.read_optional(path)
+                    except HostFSError:
+                        if path == HOT_THRESHOLD:
+                            continue  # debugfs not readable here: the kernel's own threshold stays
+                        raise
                     if value is not None:
                         self.saved[path] = value
                 self._record()
@@ -98,6 +124,13 @@ class NumaBalancingEngine:
                 self.fs.write(DEMOTION, "true")
             if RATE_LIMIT in self.saved:
                 self.fs.write(RATE_LIMIT, str(max(1, int(policy.rate_limit.mb_per_s))))
+            if HOT_THRESHOLD in self.saved:
+                try:
+                    self.fs.write(HOT_THRESHOLD, str(hot_threshold_ms(policy.hotness.hot_threshold)))
+                except HostFSError as e:  # debugfs readable but not writable here: the kernel's threshold stays
+                    log.warning("numa_balancing engine: %s; hotness.hot_threshold not applied", e)
+                    del self.saved[HOT_THRESHOLD]
+                    self._record()
         self.topology = topology
         r = roles(topology, policy)
         self.fast, self.slow = r.fast, r.slow
@@ -109,16 +142,44 @@ class NumaBalancingEngine:
         free, total = node_memory(self.fs, nodes)
         return Sample(regions=(), free_bytes=free, total_bytes=total)
 
+    def sources(self, pages: int, drops: dict[int, int]) -> dict[int, int]:
+        """Promoted pages per slow node they are charged to; `drops` (pages each slow node lost) is used up."""
+        out: dict[int, int] = {}
+        order = sorted((n for n in drops if drops[n] > 0), key=lambda n: -drops[n])
+        left = pages
+        for n in order:
+            take = min(left, drops[n])
+            if take:
+                out[n] = take
+                drops[n] -= take
+                left -= take
+        if left:
+            n = order[0] if order else self.slow[-1]
+            out[n] = out.get(n, 0) + left
+        return out
+
     def apply(self, plan: Plan, now: float) -> Outcome:
         """What the kernel promoted and demoted since the last call (the plan is the kernel's business)."""
         moved: Counter[tuple[int, int]] = Counter()
-        for n in self.topology.node_ids if self.topology else ():
-            cur = node_counters(self.fs, n)
+        nodes = list(self.topology.node_ids) if self.topology else []
+        now_counters = {n: node_counters(self.fs, n) for n in nodes}
+
+        def user_pages(c: dict[str, int]) -> int:
+            return c.get("nr_anon_pages", 0) + c.get("nr_file_pages", 0)
+
+        drops = {
+            s: max(0, user_pages(self.last[s]) - user_pages(now_counters[s]))
+            for s in self.slow
+            if s in now_counters and s in self.last
+        }
+        for n in nodes:
+            cur = now_counters[n]
             prev = self.last.get(n, {})
             promoted = max(0, cur.get("pgpromote_success", 0) - prev.get("pgpromote_success", 0))
             demoted = sum(max(0, cur.get(k, 0) - prev.get(k, 0)) for k in DEMOTE_COUNTERS)
             if promoted and self.slow:
-                moved[(self.slow[0], n)] += promoted  # the source of a promotion is not counted: the first slow node
+                for src, pages in self.sources(promoted, drops).items():
+                    moved[(src, n)] += pages
             if demoted and self.slow:
                 dst = next((s for s in self.slow if s != n), self.slow[0])
                 moved[(n, dst)] += demoted

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from array import array
 from pathlib import Path
 
 import pytest
 
 from cxltierd.engines import syscalls
-from cxltierd.engines.damon import KDAMONDS, Context, DamonBusy, DamonRegion, Kdamonds, Scheme, Target, context_writes
+from cxltierd.engines.damon import (
+    KDAMONDS,
+    Context,
+    DamonBusy,
+    DamonRegion,
+    Kdamonds,
+    Scheme,
+    Target,
+    commit_writes,
+    context_writes,
+)
 from cxltierd.engines.damon_tracker import DamonTracker, chunk_nodes, chunks
 from cxltierd.engines.damos import DamosEngine, node_ranges
 from cxltierd.engines.numa_balancing import DEMOTION, NUMA_BALANCING, RATE_LIMIT, NumaBalancingEngine
 from cxltierd.engines.select import choose
-from cxltierd.errors import CxltierdError
+from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.facts import Damon, KernelFacts
 from cxltierd.hostfs import HostFS
 from cxltierd.policy.schema import build_policy
@@ -246,3 +257,169 @@ def test_tracker_selects_managed_processes_largest_first(tmp_path):
 
     picked = t.select(list_processes(fs))
     assert [p.pid for p in picked] == [11] and picked[0].cmdline == "big --flag" and picked[0].cgroup == "/ai"
+
+
+class BusyDamon(FakeDamon):
+    """DAMON sysfs whose mutex is taken for the first `busy` accesses to state/nr_* files (EBUSY, as on 6.12)."""
+
+    def __init__(self, root: Path, busy: int) -> None:
+        super().__init__(root)
+        self.busy = busy
+
+    def _maybe_busy(self, kpath: str) -> None:
+        name = kpath.rsplit("/", 1)[-1]
+        if self.busy > 0 and (name in ("state", "pid") or name.startswith("nr_")):
+            self.busy -= 1
+            raise HostFSError(str(self.path(kpath)), f"write failed ({os.strerror(errno.EBUSY)})")
+
+    def write(self, kpath: str, value: str, record: bool = True) -> None:  # type: ignore[override]
+        if record:
+            self._maybe_busy(kpath)
+        super().write(kpath, value, record)
+
+    def read(self, kpath: str) -> str:
+        self._maybe_busy(kpath)
+        return super().read(kpath)
+
+
+def test_kdamonds_retry_while_damon_sysfs_is_busy(tmp_path):
+    fs = BusyDamon(tmp_path, busy=5)
+    slept: list[float] = []
+    k = Kdamonds(fs, tmp_path / "run/k.json", sleep=slept.append)
+    k.start([ctx(7)])
+    assert k.state(0) == "on" and len(slept) == 5 and fs.busy == 0
+    # busy for longer than BUSY_RETRY_S: the error comes through
+    fs.busy = 10**6
+    clock = iter(range(0, 100))
+    k2 = Kdamonds(fs, tmp_path / "run/k.json", sleep=lambda s: None, clock=lambda: float(next(clock)))
+    with pytest.raises(HostFSError, match="Device or resource busy"):
+        k2.state(0)
+
+
+def test_commit_writes_only_what_changed_unless_the_structure_changed():
+    one = Context(operations="paddr", targets=(Target(regions=((0, 4096),)),), schemes=(Scheme(), Scheme("stat")))
+    hot = Context(operations="paddr", targets=one.targets, schemes=(Scheme(), Scheme("migrate_hot", target_nid=0)))
+    old, new = context_writes(0, one), context_writes(0, hot)
+    assert commit_writes(old, new) == [
+        (f"{KDAMONDS}/0/contexts/0/schemes/1/action", "migrate_hot"),
+        (f"{KDAMONDS}/0/contexts/0/schemes/1/target_nid", "0"),
+    ]
+    more = Context(operations="paddr", targets=one.targets, schemes=(Scheme(), Scheme(), Scheme()))
+    full = commit_writes(old, context_writes(0, more))
+    assert (f"{KDAMONDS}/0/contexts/0/schemes/nr_schemes", "3") in full
+    assert not any(p.endswith("/contexts/nr_contexts") for p, _ in full)  # never re-create the context
+    assert commit_writes(old, old) == []
+
+
+def test_scheme_filters_young_addr_and_prime():
+    s = Scheme("migrate_hot", memcg="/cg", young=True, exclude=((1 << 30, 2 << 30),))
+    w = context_writes(0, Context(operations="paddr", targets=(Target(regions=((0, 1),)),), schemes=(s,)))
+    f = f"{KDAMONDS}/0/contexts/0/schemes/0/filters"
+    d = dict(w)
+    assert d[f"{f}/nr_filters"] == "3"
+    assert (d[f"{f}/0/type"], d[f"{f}/1/type"], d[f"{f}/1/matching"]) == ("memcg", "young", "N")
+    assert (d[f"{f}/2/type"], d[f"{f}/2/addr_start"], d[f"{f}/2/addr_end"], d[f"{f}/2/matching"]) == (
+        "addr",
+        str(1 << 30),
+        str(2 << 30),
+        "Y",
+    )
+    prime = dict(context_writes(0, Context("paddr", (Target(),), (Scheme("lru_deprio", young=False, anon_both=True),))))
+    assert [prime[f"{f}/{i}/type"] for i in range(3)] == ["young", "anon", "anon"]
+    assert [prime[f"{f}/{i}/matching"] for i in range(3)] == ["Y", "Y", "N"]  # young excluded, then everything else
+
+
+def damos_host(tmp_path: Path) -> FakeDamon:
+    """Nodes 0, 1 (DDR), 2 (unknown) and 4 (CXL) with memory blocks of 128 MiB."""
+    fs = FakeDamon(tmp_path)
+    bs = 128 * MiB
+    fs.path("/sys/devices/system/memory").mkdir(parents=True, exist_ok=True)
+    fs.path("/sys/devices/system/memory/block_size_bytes").write_text("8000000\n")
+    for node, blocks in ((0, (0, 1, 2)), (1, (3, 4)), (2, (40,)), (4, (110, 111))):
+        d = fs.path(f"/sys/devices/system/node/node{node}")
+        d.mkdir(parents=True)
+        for b in blocks:
+            (d / f"memory{b}").mkdir()
+        total = len(blocks) * bs
+        (d / "meminfo").write_text(
+            f"Node {node} MemTotal: {total // 1024} kB\nNode {node} MemFree: {total // 2048} kB\n"
+        )
+    return fs
+
+
+TOPO3 = Topology(
+    nodes=(
+        Node(0, "ddr", "t", cpus=(0,)),
+        Node(1, "ddr", "t", cpus=(1,)),
+        Node(2, "unknown", "t"),
+        Node(4, "cxl", "t"),
+    ),
+    tiers=(Tier("ddr", 0, (0, 1)), Tier("unknown", 1, (2,)), Tier("cxl", 2, (4,))),
+)
+
+
+def test_damos_one_hot_scheme_per_slow_node_and_a_prime_pass(tmp_path):
+    fs = damos_host(tmp_path)
+    bs = 128 * MiB
+    e = DamosEngine(fs, Kdamonds(fs, tmp_path / "run/k.json"))
+    e.configure(TOPO3, build_policy({"rate_limit": {"mb_per_s": 100}, "hotness": {"hot_threshold": 50}}))
+    w = dict(fs.writes)
+    s = f"{KDAMONDS}/0/contexts/0/schemes"
+    assert w[f"{s}/nr_schemes"] == "4"  # stat, hot from node 2, hot from node 4, prime
+    assert [w[f"{s}/{i}/action"] for i in range(4)] == ["stat", "migrate_hot", "migrate_hot", "lru_deprio"]
+    # no memcg selector: young first, then node 2's scheme excludes node 4's range and the other way round
+    assert (w[f"{s}/1/filters/0/type"], w[f"{s}/1/filters/1/addr_start"]) == ("young", str(110 * bs))
+    assert w[f"{s}/2/filters/1/addr_start"] == str(40 * bs)
+    assert w[f"{s}/1/quotas/bytes"] == str(25 * MiB)  # half the rate limit, split between the two slow nodes
+    assert w[f"{s}/1/access_pattern/nr_accesses/min"] == "5"  # 50/s * 100 ms aggregation
+    assert w[f"{s}/1/access_pattern/age/min"] == "1"
+    assert w[f"{s}/1/access_pattern/sz/max"] == str(3 * bs // 100)  # regions DAMON has not split yet are not trusted
+    assert w[f"{KDAMONDS}/0/contexts/0/monitoring_attrs/nr_regions/min"] == "100"
+    # sz_applied of each hot scheme is charged to its own node (tiers told apart)
+    for i, applied in ((1, 4 * MiB), (2, 8 * MiB)):
+        fs.path(f"{s}/{i}/stats").mkdir(parents=True, exist_ok=True)
+        fs.path(f"{s}/{i}/stats/sz_applied").write_text(str(applied))
+    out = e.apply(None, 1.0)  # type: ignore[arg-type]
+    assert {(t.src, t.dst): t.pages for t in out.transfers} == {(2, 0): 1024, (4, 0): 2048}
+    assert e.apply(None, 2.0).transfers == ()  # type: ignore[arg-type]
+    # node 2 goes away: the schemes are re-laid, what moved before is still reported once
+    fs.path(f"{s}/2/stats/sz_applied").write_text(str(12 * MiB))
+    gone = Topology(nodes=TOPO3.nodes[:2] + TOPO3.nodes[3:], tiers=(TOPO3.tiers[0], TOPO3.tiers[2]))
+    fs.writes.clear()
+    e.configure(gone, e.policy)
+    assert dict(fs.writes)[f"{s}/nr_schemes"] == "3" and (f"{KDAMONDS}/0/state", "commit") in fs.writes
+    assert {(t.src, t.dst): t.pages for t in e.apply(None, 3.0).transfers} == {(4, 0): 1024}  # type: ignore[arg-type]
+    e.stop()
+
+
+def test_numa_balancing_hot_threshold_and_promotion_sources(tmp_path):
+    fs = HostFS(tmp_path)
+    hot = "/sys/kernel/debug/sched/numa_balancing/hot_threshold_ms"
+    for path, value in ((NUMA_BALANCING, "0"), (DEMOTION, "false"), (RATE_LIMIT, "65536"), (hot, "1000")):
+        fs.path(path).parent.mkdir(parents=True, exist_ok=True)
+        fs.path(path).write_text(value + "\n")
+    for n in (0, 1, 2, 4):
+        fs.path(f"/sys/devices/system/node/node{n}").mkdir(parents=True)
+        fs.path(f"/sys/devices/system/node/node{n}/vmstat").write_text(
+            "pgpromote_success 0\nnr_anon_pages 5000\nnr_file_pages 100\n"
+        )
+    e = NumaBalancingEngine(fs, tmp_path / "run/nb.json")
+    e.configure(TOPO3, build_policy({"hotness": {"hot_threshold": 0.25}}))
+    assert (fs.read(NUMA_BALANCING), fs.read(hot)) == ("2", "4000")
+    # 300 pages promoted to node 1: node 4 lost 250 user pages, node 2 lost 30 (noise elsewhere is not a source)
+    fs.path("/sys/devices/system/node/node1/vmstat").write_text("pgpromote_success 300\nnr_anon_pages 5300\n")
+    fs.path("/sys/devices/system/node/node4/vmstat").write_text("nr_anon_pages 4750\nnr_file_pages 100\n")
+    fs.path("/sys/devices/system/node/node2/vmstat").write_text("nr_anon_pages 4970\nnr_file_pages 100\n")
+    out = e.apply(None, 1.0)  # type: ignore[arg-type]
+    assert {(t.src, t.dst): t.pages for t in out.transfers} == {(4, 1): 270, (2, 1): 30}
+    assert sum(t.pages for t in out.transfers) == 300  # always the kernel's pgpromote_success
+    e.stop()
+    assert (fs.read(NUMA_BALANCING), fs.read(hot)) == ("0", "1000")
+
+
+def test_tracker_reports_damon_resolution_and_asks_for_fine_regions(tmp_path):
+    policy = build_policy({"damon": {"aggregation_interval": "200ms", "min_regions": 10}})
+    t = DamonTracker(FakeDamon(tmp_path), policy, Kdamonds(FakeDamon(tmp_path), tmp_path / "k.json"), [0, 4])
+    c = t.context(42)
+    assert (c.min_regions, c.max_regions) == (100, 1000)
+    assert t.sample(0.0).resolution == pytest.approx(5.0)  # one sampled access per 200 ms = 5 accesses/s
