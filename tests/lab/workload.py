@@ -1,6 +1,6 @@
 """A small victim process for lab tests: N MiB of anonymous memory bound to one NUMA node, with a hot prefix.
 
-usage: workload.py --node N --mib M [--hot-mib H] [--sleep-ms S] [--cpu C]
+usage: workload.py --node N --mib M [--hot-mib H] [--sleep-ms S] [--cpu C] [--cgroup PATH] [--unbind]
 
 Only the buffer is bound (mbind(2)), not the interpreter: its stack and heap stay on the CPU nodes, which keeps it
 clear of the QEMU 10.0 TCG crash where a wide store spans a RAM page and an emulated CXL page (tests/lab/README.md).
@@ -8,6 +8,11 @@ Transparent huge pages are disabled on the buffer, so every count below is in ba
 buffer the program prints one JSON line {"pid", "addr", "length", "page_size", "node", "hot_length"} and then
 re-touches the first H MiB (one byte per page) forever, sleeping S ms between passes. The sleep matters: under TCG
 DAMON only sees accessed bits when the CPU context-switches. Stop it with SIGKILL.
+
+--cgroup PATH moves the process into the cgroup v2 group PATH (relative to /sys/fs/cgroup) before the buffer is
+allocated, so the buffer is charged to that memory cgroup (a DAMOS memcg filter matches it; charges do not follow a
+process that changes cgroup later). --unbind drops the buffer's MPOL_BIND once it is touched (MPOL_DEFAULT): the
+pages stay where they are, but NUMA balancing may now migrate them (it skips VMAs with a strict bind policy).
 """
 
 from __future__ import annotations
@@ -21,24 +26,29 @@ import sys
 import time
 
 SYS_MBIND = 237
+MPOL_DEFAULT = 0
 MPOL_BIND = 2
 MPOL_MF_STRICT = 1
 
 
-def mbind(addr: int, length: int, node: int) -> None:
-    """Bind [addr, addr + length) to `node` (MPOL_BIND); raises OSError."""
+def mbind(addr: int, length: int, node: int | None) -> None:
+    """Bind [addr, addr + length) to `node` (MPOL_BIND), or reset it to MPOL_DEFAULT (node None); raises OSError."""
     libc = ctypes.CDLL(None, use_errno=True)
-    words = node // 64 + 1
-    mask = (ctypes.c_ulong * words)()
-    mask[node // 64] = 1 << (node % 64)
+    if node is None:
+        mode, mask, maxnode, flags = MPOL_DEFAULT, None, 0, 0
+    else:
+        words = node // 64 + 1
+        mask = (ctypes.c_ulong * words)()
+        mask[node // 64] = 1 << (node % 64)
+        mode, maxnode, flags = MPOL_BIND, words * 64 + 1, MPOL_MF_STRICT
     rc = libc.syscall(
         ctypes.c_long(SYS_MBIND),
         ctypes.c_void_p(addr),
         ctypes.c_ulong(length),
-        ctypes.c_long(MPOL_BIND),
+        ctypes.c_long(mode),
         mask,
-        ctypes.c_ulong(words * 64 + 1),
-        ctypes.c_uint(MPOL_MF_STRICT),
+        ctypes.c_ulong(maxnode),
+        ctypes.c_uint(flags),
     )
     if rc != 0:
         err = ctypes.get_errno()
@@ -59,11 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hot-mib", type=int, default=0, help="size of the hot prefix in MiB (default 0: nothing hot)")
     ap.add_argument("--sleep-ms", type=float, default=1.0, help="sleep between passes over the hot prefix")
     ap.add_argument("--cpu", type=int, help="pin to this CPU")
+    ap.add_argument("--cgroup", help="join this cgroup v2 group (path below /sys/fs/cgroup) before allocating")
+    ap.add_argument("--unbind", action="store_true", help="reset the buffer to MPOL_DEFAULT once it is touched")
     args = ap.parse_args(argv)
     if args.hot_mib > args.mib:
         ap.error("--hot-mib must not exceed --mib")
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    if args.cgroup:
+        with open(f"/sys/fs/cgroup/{args.cgroup.strip('/')}/cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
 
     page = mmap.PAGESIZE
     length = args.mib << 20
@@ -74,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     mbind(addr, length, args.node)
     view = memoryview(buf)
     touch(view, length, page)
+    if args.unbind:
+        mbind(addr, length, None)
     info = {
         "pid": os.getpid(),
         "addr": addr,

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Pages per second moved by cxltierd's move_pages engine vs numactl's `migratepages`, in the QEMU lab guest.
+
+    bash tests/lab/run.sh benchmarks/lab_migration.py -q -s -p no:hypothesispytest   # from the host, as root
+    python benchmarks/lab_migration.py [--mib 256] [--rounds 3]                       # inside the guest
+
+Two workload processes (tests/lab/workload.py: an anonymous buffer bound to node 0, MADV_NOHUGEPAGE, so 4 KiB
+pages) are started side by side. One is moved back and forth between plain-RAM nodes 0 and 1 by
+MovePagesEngine.apply() on a plan of 2 MiB regions covering its buffer (what the daemon's loop hands it: one query
+call and one batched move call per process); the other by `migratepages PID FROM TO` (numactl, the migrate_pages(2)
+syscall: the kernel walks the whole process, interpreter included). A third row moves the buffer with
+tests/lab/conftest.py's move_pages helper (batches of 65536 pages, no query, but its page list is built page by
+page in Python): it shows what per-page Python work costs next to the kernel's migration. Pages are counted by the
+kernel (pgmigrate_success deltas; NUMA balancing and proactive compaction are off), time by the wall clock around
+the call; the median over --rounds moves in each direction is reported. Target: engine / migratepages >= 0.9.
+The table is printed and written to $CXLTIERD_LAB_SHARE/benchmarks/lab_migration.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import select
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cxltierd.engines.base import Move, Plan  # noqa: E402
+from cxltierd.engines.move_pages import MovePagesEngine  # noqa: E402
+
+REGION = 2 << 20
+KNOBS = {"/proc/sys/kernel/numa_balancing": "0", "/proc/sys/vm/compaction_proactiveness": "0"}
+
+
+def lab() -> ModuleType:
+    """tests/lab/conftest.py as a plain module (its helpers: move_pages, pages_on_nodes, vmstat)."""
+    spec = importlib.util.spec_from_file_location("lab_conftest", REPO / "tests/lab/conftest.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def start_workload(node: int, mib: int) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    cmd = [sys.executable, str(REPO / "tests/lab/workload.py"), "--node", str(node), "--mib", str(mib)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "LD_BIND_NOW": "1"})
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 300)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        proc.kill()
+        raise RuntimeError(f"workload {cmd[2:]} did not start")
+    info: dict[str, Any] = json.loads(line)
+    return proc, info
+
+
+def timed(fn: Callable[[], Any], vmstat: Callable[[], dict[str, int]]) -> tuple[int, float, Any]:
+    """(pages the kernel migrated, seconds, what fn returned) for one call."""
+    before = vmstat()["pgmigrate_success"]
+    t0 = time.perf_counter()
+    value = fn()
+    seconds = time.perf_counter() - t0
+    return vmstat()["pgmigrate_success"] - before, seconds, value
+
+
+def run(mib: int, rounds: int) -> str:
+    kit = lab()
+    saved = {p: Path(p).read_text().strip() for p in KNOBS}
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for p, v in KNOBS.items():
+            Path(p).write_text(v)
+        a_proc, a = start_workload(0, mib)
+        b_proc, b = start_workload(0, mib)
+        procs += [a_proc, b_proc]
+        pages = a["length"] // a["page_size"]
+        engine = MovePagesEngine()
+
+        def plan(src: int, dst: int) -> Plan:
+            moves = tuple(
+                Move(a["pid"], a["addr"] + off, REGION, src, dst, "bench") for off in range(0, a["length"], REGION)
+            )
+            return Plan(moves=moves)
+
+        results: dict[str, list[tuple[int, float]]] = {"engine": [], "migratepages": [], "move_pages(2)": []}
+        reported: list[int] = []
+        for r in range(2 * rounds):
+            src, dst = (0, 1) if r % 2 == 0 else (1, 0)
+            n, secs, outcome = timed(partial(engine.apply, plan(src, dst), 0), kit.vmstat)
+            results["engine"].append((n, secs))
+            reported.append(sum(t.pages for t in outcome.transfers))
+            assert kit.pages_on_nodes(a["pid"], a["addr"], a["length"]) == {dst: pages}
+            cmd = ["migratepages", str(b["pid"]), str(src), str(dst)]
+            n, secs, _ = timed(partial(subprocess.run, cmd, check=True), kit.vmstat)
+            results["migratepages"].append((n, secs))
+            assert kit.pages_on_nodes(b["pid"], b["addr"], b["length"]) == {dst: pages}
+        for r in range(2 * rounds):  # the floor: the buffer alone, no query, one node for all pages
+            dst = 1 if r % 2 == 0 else 0
+            n, secs, _ = timed(partial(kit.move_pages, a["pid"], a["addr"], a["length"], dst), kit.vmstat)
+            results["move_pages(2)"].append((n, secs))
+        assert reported == [n for n, _ in results["engine"]], (reported, results["engine"])
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        for p, v in saved.items():
+            Path(p).write_text(v)
+
+    rate = {k: statistics.median(n / s for n, s in v) for k, v in results.items()}
+    lines = [
+        f"Migration throughput, {mib} MiB buffer, 4 KiB pages, nodes 0 <-> 1 (plain RAM), median of {2 * rounds} moves",
+        "",
+        "| mover | pages per move (kernel) | seconds per move | pages/s | vs migratepages |",
+        "|---|---|---|---|---|",
+    ]
+    names = {
+        "engine": "cxltierd MovePagesEngine.apply (query + move)",
+        "migratepages": "numactl migratepages (migrate_pages(2), whole process)",
+        "move_pages(2)": "move_pages(2) alone, no query (lab helper: page list built page by page in Python)",
+    }
+    for k in ("engine", "migratepages", "move_pages(2)"):
+        runs = results[k]
+        lines.append(
+            f"| {names[k]} | {statistics.median(n for n, _ in runs):.0f} | {statistics.median(t for _, t in runs):.2f} "
+            f"| {rate[k]:,.0f} | {rate[k] / rate['migratepages']:.2f} |"
+        )
+    lines += ["", f"engine / migratepages = {rate['engine'] / rate['migratepages']:.2f} (target >= 0.9)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mib", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3, help="moves in each direction per mover")
+    args = ap.parse_args(argv)
+    table = run(args.mib, args.rounds)
+    print(table)
+    share = os.environ.get("CXLTIERD_LAB_SHARE")
+    if share:
+        out = Path(share) / "benchmarks"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "lab_migration.md").write_text(table + "\n")
+    return 0
+
+
+def test_lab_migration() -> None:
+    """pytest entry, so tests/lab/run.sh can run it in the guest (skipped elsewhere)."""
+    import pytest
+
+    if os.environ.get("CXLTIERD_LAB") != "1":
+        pytest.skip("needs the QEMU lab guest: bash tests/lab/run.sh benchmarks/lab_migration.py -s")
+    main([])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

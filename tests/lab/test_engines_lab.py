@@ -1,0 +1,337 @@
+"""The real engines on the lab's real 6.12 kernel: `cxltierd run --backend host` with each engine forced, against a
+workload whose 64 MiB buffer starts on the CXL node with its first 16 MiB kept hot.
+
+Every verdict comes from the kernel's own view: where the buffer's pages are (move_pages(2) queries, the same
+numbers /proc/PID/numa_maps shows), /proc/vmstat counters, DAMON's sysfs and the sysctls. Each test ends with
+SIGTERM and checks that the daemon left the kernel as it found it (no kdamond, knobs restored).
+
+Counter agreement: the daemon's `status` reply carries its migrated pages and the /proc/vmstat counters it read in
+the same tick, so the two are compared without a race. pgpromote_success counts NUMA-balancing promotions only, and
+must equal the numa_balancing engine's count within AGREE_PAGES. pgmigrate_success counts every migration in the
+guest: NUMA balancing and proactive compaction are switched off first and only the test's cgroup is managed, but
+the kernel still compacts on its own when a high-order allocation (a THP for some other process) finds no free
+block, and that moves pages too (one lab run: 75 pages). So for move_pages and DAMOS the daemon may never claim
+more than the kernel moved (AGREE_PAGES of slack for pages in flight), and the kernel may exceed the daemon by at
+most AGREE_PAGES plus the pages compaction isolated meanwhile (compact_isolated, an upper bound of what it migrated).
+The exact check is against the kernel's page placement: the daemon's count must equal the buffer pages now on DDR.
+A systematic error (counting planned pages instead of moved ones, moving pages twice) would be hundreds or
+thousands of pages.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # conftest is not imported at run time: its module name is not unique across test folders
+    from conftest import DaemonFactory, LabDaemon, Workload
+
+MIB, HOT_MIB = 64, 16
+DDR = (0, 1)
+AGREE_PAGES = 16
+MAX_TICKS = 20  # ticks (1 s apart) from the daemon's first tick until 90% of the hot set is on DDR
+KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
+NB = "/proc/sys/kernel/numa_balancing"
+DEMOTION = "/sys/kernel/mm/numa/demotion_enabled"
+RATE = "/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps"
+DEBUGFS_NB = "/sys/kernel/debug/sched/numa_balancing"
+
+
+def read(path: str | Path) -> str:
+    """A sysfs value; DAMON's files answer EBUSY while the daemon holds DAMON's sysfs mutex: retried."""
+    for _ in range(100):
+        try:
+            return Path(path).read_text().strip()
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+            time.sleep(0.05)
+    return Path(path).read_text().strip()
+
+
+def ddr(counts: dict[int, int]) -> int:
+    return sum(v for n, v in counts.items() if n in DDR)
+
+
+def numa_maps(pid: int, addr: int) -> dict[int, int]:
+    """{node: pages} of the VMA starting at `addr`, from /proc/PID/numa_maps (the N<node>=<pages> fields)."""
+    for line in Path(f"/proc/{pid}/numa_maps").read_text().splitlines():
+        fields = line.split()
+        if int(fields[0], 16) == addr:
+            return {
+                int(f[1 : f.index("=")]): int(f[f.index("=") + 1 :]) for f in fields if re.fullmatch(r"N\d+=\d+", f)
+            }
+    raise AssertionError(f"no VMA at {addr:#x} in /proc/{pid}/numa_maps")
+
+
+@dataclass
+class Promotion:
+    """What one engine run did to the workload, as the kernel reports it."""
+
+    engine: str
+    seconds: float  # from the daemon's launch until >= 90% of the hot pages sat on DDR
+    first_tick_s: float  # from the launch until the first tick (start-up under TCG)
+    ticks: int  # the daemon's tick count at that moment
+    hot_on_ddr: float  # shares of the hot / cold pages on DDR at the end
+    cold_on_ddr: float
+    migrated_pages: int  # the daemon's count (status), and the kernel's delta in the same snapshot
+    kernel_pages: int
+    counter: str
+
+    def report(self) -> str:
+        line = (
+            f"{self.engine}: 90% of the hot set on DDR after {self.seconds:.1f}s (first tick after "
+            f"{self.first_tick_s:.1f}s, {self.ticks} ticks); at the end hot {100 * self.hot_on_ddr:.1f}% / cold "
+            f"{100 * self.cold_on_ddr:.1f}% on DDR; daemon {self.migrated_pages} pages, kernel {self.counter} "
+            f"{self.kernel_pages} pages"
+        )
+        share = os.environ.get("CXLTIERD_LAB_SHARE")
+        if share:
+            out = Path(share) / "results"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"engine-{self.engine}.json").write_text(json.dumps(self.__dict__, indent=2))
+        return line
+
+
+def policy(engine: str, cgroup: str, **extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "engine": engine,
+        "interval": "1s",
+        "cooldown": "30s",
+        "processes": {"manage": [{"cgroup": cgroup}], "min_rss": "1MiB"},
+    }
+    doc.update(extra)
+    return doc
+
+
+def migrated(status: dict[str, Any]) -> int:
+    return sum(status["counters"]["migrated_pages"].values())
+
+
+def assert_agrees(ours: int, kernel: int, compacted: int) -> None:
+    """The daemon's pages vs the pgmigrate_success delta, with compaction's isolated pages as the only excuse."""
+    assert ours <= kernel + AGREE_PAGES, f"the daemon counts {ours} pages, the kernel migrated {kernel}"
+    assert kernel - ours <= AGREE_PAGES + compacted, (
+        f"kernel {kernel} vs daemon {ours} (compaction isolated {compacted})"
+    )
+
+
+def settle(d: LabDaemon, ticks: int = 3, timeout: float = 90.0) -> dict[str, Any]:
+    """The status once the daemon's migrated-page count stayed the same for `ticks` ticks (the kernel is done)."""
+    deadline = time.monotonic() + timeout
+    last = d.status()
+    same_since = last["ticks"]
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        st = d.status()
+        if migrated(st) != migrated(last):
+            same_since = st["ticks"]
+        elif st["ticks"] - same_since >= ticks:
+            return st
+        last = st
+    raise AssertionError(f"migrations did not settle within {timeout:g}s:\n{d.tail()}")
+
+
+def promote(
+    engine: str,
+    d: LabDaemon,
+    w: Workload,
+    pages_on_nodes: Callable[[int, int, int], dict[int, int]],
+    launched: float,
+    timeout: float = 150.0,
+) -> tuple[float, float, int]:
+    """Wait until >= 90% of the hot pages are on DDR: (seconds since launch, seconds to the first tick, ticks)."""
+    hot_pages = w.hot_length // w.page_size
+    first_tick: float | None = None
+    while True:
+        if first_tick is None and d.ticks() >= 1:
+            first_tick = time.monotonic() - launched
+        hot = pages_on_nodes(w.pid, w.addr, w.hot_length)
+        if ddr(hot) >= 0.9 * hot_pages:
+            seconds = time.monotonic() - launched
+            return seconds, first_tick if first_tick is not None else seconds, d.ticks()
+        assert w.proc.poll() is None, "the workload died"
+        if time.monotonic() - launched > timeout:
+            raise AssertionError(f"{engine}: hot pages after {timeout:g}s: {hot} (need 90% on {DDR}):\n{d.tail()}")
+        d.alive()
+        time.sleep(1.0)
+
+
+def shares(w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]]) -> tuple[float, float, int]:
+    """(hot share on DDR, cold share on DDR, buffer pages on DDR)."""
+    hot = pages_on_nodes(w.pid, w.addr, w.hot_length)
+    cold = pages_on_nodes(w.pid, w.addr + w.hot_length, w.length - w.hot_length)
+    hot_pages, cold_pages = w.hot_length // w.page_size, (w.length - w.hot_length) // w.page_size
+    return ddr(hot) / hot_pages, ddr(cold) / cold_pages, ddr(hot) + ddr(cold)
+
+
+def metric_pages(d: LabDaemon, pair: tuple[str, str]) -> float:
+    m = d.metrics()
+    return sum(
+        v
+        for labels, v in m.get("cxltierd_migrated_pages_total", [])
+        if (labels["from_tier"], labels["to_tier"]) == pair
+    )
+
+
+def stop_and_check_clean(d: LabDaemon) -> None:
+    """SIGTERM: exit 0, and not one kdamond left behind."""
+    assert d.stop() == 0, d.tail()
+    assert read(KDAMONDS / "nr_kdamonds") == "0", "the daemon left kdamonds behind"
+    assert "stopping" in d.log()
+
+
+def test_move_pages_engine_promotes_the_hot_set(
+    cxl_node: int,
+    workload: Callable[..., Workload],
+    test_cgroup: str,
+    lab_daemon: DaemonFactory,
+    pages_on_nodes: Callable[[int, int, int], dict[int, int]],
+    vmstat: Callable[[], dict[str, int]],
+    knob: Callable[[str, str], None],
+) -> None:
+    """DAMON vaddr tracking + batched move_pages(2) by cxltierd.
+
+    Kernel view: the buffer's pages (move_pages queries) move from node 4 to DDR for the hot 16 MiB and stay on node 4
+    for the cold 48 MiB; pgmigrate_success rises by exactly the pages the daemon says it moved, and those are exactly
+    the buffer pages now on DDR (nothing else of the workload moved). While it runs, one vaddr kdamond watches the one
+    managed process; after SIGTERM none is left. The workload's companion (conftest) makes accesses visible to
+    DAMON under TCG.
+    """
+    knob(NB, "0")
+    knob("/proc/sys/vm/compaction_proactiveness", "0")
+    w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, companion=True)
+    assert w.placement() == {cxl_node: w.pages}
+    v0 = vmstat()
+    launched = time.monotonic()
+    d = lab_daemon(policy("move_pages", test_cgroup))
+    seconds, first_tick, ticks = promote("move_pages", d, w, pages_on_nodes, launched)
+    st = settle(d)
+    compacted = vmstat()["compact_isolated"] - v0["compact_isolated"]
+    assert read(KDAMONDS / "nr_kdamonds") == "1" and read(KDAMONDS / "0/state") == "on"
+    assert read(KDAMONDS / "0/contexts/0/targets/0/pid_target") == str(w.pid)
+    hot, cold, on_ddr = shares(w, pages_on_nodes)
+    ours, kernel = migrated(st), st["kernel_counters"]["pgmigrate_success"] - v0["pgmigrate_success"]
+    print(Promotion("move_pages", seconds, first_tick, ticks, hot, cold, ours, kernel, "pgmigrate_success").report())
+
+    assert hot >= 0.9 and ticks <= MAX_TICKS
+    assert cold <= 0.15, f"{100 * cold:.0f}% of the cold pages were promoted"
+    assert numa_maps(w.pid, w.addr) == w.placement()
+    assert ours == on_ddr, (ours, on_ddr)
+    assert_agrees(ours, kernel, compacted)
+    assert set(st["counters"]["migrated_pages"]) == {"cxl->ddr"}
+    assert metric_pages(d, ("cxl", "ddr")) == st["counters"]["migrated_pages"]["cxl->ddr"]
+    assert st["counters"]["failures"] == {}
+    stop_and_check_clean(d)
+
+
+def test_damos_engine_promotes_the_hot_set(
+    cxl_node: int,
+    workload: Callable[..., Workload],
+    test_cgroup: str,
+    lab_daemon: DaemonFactory,
+    pages_on_nodes: Callable[[int, int, int], dict[int, int]],
+    vmstat: Callable[[], dict[str, int]],
+    knob: Callable[[str, str], None],
+) -> None:
+    """DAMOS migrate_hot on paddr, programmed by cxltierd; the kernel moves the pages.
+
+    Kernel view: two paddr kdamonds run (hot: the slow nodes' physical ranges, one migrate_hot scheme per slow node
+    with memcg + young + addr filters and a last `prime` scheme; cold: the DDR ranges); the hot pages leave node 4
+    for DDR and the cold pages stay; the daemon's migrated pages (the schemes' sz_applied deltas) equal the
+    pgmigrate_success delta and the buffer pages now on DDR. After SIGTERM no kdamond and no scheme is left.
+    Without the young filter, its `prime` pass and the region-size guard, the same run promoted 20-25% of the cold
+    pages along with the hot ones (DAMON's regions at the hot/cold boundary mix both).
+    """
+    knob(NB, "0")
+    knob("/proc/sys/vm/compaction_proactiveness", "0")
+    w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, companion=True)
+    v0 = vmstat()
+    launched = time.monotonic()
+    d = lab_daemon(policy("damos", test_cgroup))
+    seconds, first_tick, ticks = promote("damos", d, w, pages_on_nodes, launched)
+    st = settle(d)
+    compacted = vmstat()["compact_isolated"] - v0["compact_isolated"]
+    assert read(KDAMONDS / "nr_kdamonds") == "2"
+    hot_ctx = KDAMONDS / "0/contexts/0"
+    assert read(hot_ctx / "operations") == "paddr"
+    actions = [read(s / "action") for s in sorted((hot_ctx / "schemes").glob("[0-9]*"))]
+    # stat (heat), migrate_hot per slow node (2 and 4), then `prime` (a young-filter pass that moves nothing)
+    assert actions == ["stat", "migrate_hot", "migrate_hot", "lru_deprio"], actions
+    hot, cold, on_ddr = shares(w, pages_on_nodes)
+    ours, kernel = migrated(st), st["kernel_counters"]["pgmigrate_success"] - v0["pgmigrate_success"]
+    print(Promotion("damos", seconds, first_tick, ticks, hot, cold, ours, kernel, "pgmigrate_success").report())
+
+    assert hot >= 0.9 and ticks <= MAX_TICKS
+    assert cold <= 0.15, f"{100 * cold:.0f}% of the cold pages were promoted"
+    assert numa_maps(w.pid, w.addr) == w.placement()
+    assert ours == on_ddr, (ours, on_ddr)  # the memcg filter: nothing but the workload moved
+    assert_agrees(ours, kernel, compacted)
+    assert set(st["counters"]["migrated_pages"]) == {"cxl->ddr"}
+    assert metric_pages(d, ("cxl", "ddr")) == st["counters"]["migrated_pages"]["cxl->ddr"]
+    stop_and_check_clean(d)
+
+
+def test_numa_balancing_engine_promotes_the_hot_set(
+    cxl_node: int,
+    workload: Callable[..., Workload],
+    test_cgroup: str,
+    lab_daemon: DaemonFactory,
+    pages_on_nodes: Callable[[int, int, int], dict[int, int]],
+    vmstat: Callable[[], dict[str, int]],
+    knob: Callable[[str, str], None],
+) -> None:
+    """The kernel's NUMA-balancing tiering, switched on and watched by cxltierd.
+
+    Kernel view: while the daemon runs, kernel.numa_balancing is 2 (it was 0: bit 1 stays off), demotion_enabled
+    true, the promote rate limit the policy's 256 MB/s and hot_threshold_ms 1000 / 0.25 = 4000; hint faults promote
+    the hot pages from node 4 to DDR (the CPU's node) and leave the never-touched cold pages alone; the daemon's
+    migrated pages equal the pgpromote_success delta. After SIGTERM every knob has its old value back.
+
+    Lab settings, both because TCG is slow: the test lowers debugfs scan_delay_ms and scan_period_min_ms to 100 ms
+    (the kernel scans a task's memory only every scan period of the task's CPU time), and the policy's hot_threshold
+    is 0.25/s: one pass of the workload over 4096 pages that all hint-fault takes more than the kernel's default
+    1000 ms under TCG, so most pages would miss the default threshold (measured: about 1000 pages per scan). The
+    workload drops its MPOL_BIND once its buffer is on node 4: NUMA balancing never scans a VMA with a strict bind.
+    """
+    knob(NB, "0")
+    knob("/proc/sys/vm/compaction_proactiveness", "0")
+    knob(f"{DEBUGFS_NB}/scan_delay_ms", "100")
+    knob(f"{DEBUGFS_NB}/scan_period_min_ms", "100")
+    old = {p: read(p) for p in (NB, DEMOTION, RATE, f"{DEBUGFS_NB}/hot_threshold_ms")}
+    w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, unbind=True)
+    before = vmstat()
+    launched = time.monotonic()
+    d = lab_daemon(policy("numa_balancing", test_cgroup, hotness={"hot_threshold": 0.25}, rate_limit={"mb_per_s": 256}))
+    d.wait_ticks(1, 120)
+    assert (read(NB), read(DEMOTION), read(RATE), read(f"{DEBUGFS_NB}/hot_threshold_ms")) == (
+        "2",
+        "true",
+        "256",
+        "4000",
+    )
+    seconds, first_tick, ticks = promote("numa_balancing", d, w, pages_on_nodes, launched)
+    st = settle(d)
+    hot, cold, _ = shares(w, pages_on_nodes)
+    after = st["kernel_counters"]
+    ours, kernel = migrated(st), after["pgpromote_success"] - before["pgpromote_success"]
+    print(
+        Promotion("numa_balancing", seconds, first_tick, ticks, hot, cold, ours, kernel, "pgpromote_success").report()
+    )
+
+    assert hot >= 0.9 and ticks <= MAX_TICKS
+    assert cold <= 0.05, f"{100 * cold:.0f}% of the cold pages were promoted"  # never touched: never hint-faulted
+    assert numa_maps(w.pid, w.addr) == w.placement()
+    assert abs(ours - kernel) <= AGREE_PAGES, (ours, kernel)
+    assert after["numa_pages_migrated"] - before["numa_pages_migrated"] >= kernel  # mode 2: NUMA balancing = promotion
+    assert st["counters"]["migrated_pages"].get("cxl->ddr", 0) >= hot * w.hot_length // w.page_size - AGREE_PAGES
+    assert metric_pages(d, ("cxl", "ddr")) == st["counters"]["migrated_pages"]["cxl->ddr"]
+    assert d.stop() == 0, d.tail()
+    assert {p: read(p) for p in old} == old, "knobs not restored"
