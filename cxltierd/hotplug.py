@@ -63,7 +63,7 @@ class UdevEvents:
         try:
             import pyudev
 
-            self.monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+            self.monitor: Any = pyudev.Monitor.from_netlink(pyudev.Context())
             for subsystem in SUBSYSTEMS:
                 self.monitor.filter_by(subsystem)
             self.monitor.start()
@@ -82,7 +82,5 @@ class UdevEvents:
         return out
 
     def close(self) -> None:
-        try:
-            self.monitor.stop()
-        except Exception as e:
-            log.debug("udev monitor stop: %s", e)
+        """pyudev's Monitor has no stop(): dropping it closes its netlink socket."""
+        self.monitor = None
