@@ -237,7 +237,10 @@ cxl_node_online() { # prints the target node of a kmem-bound dax device under a 
 
 mkdir -p /lib/modules /dev/pts /dev/shm /sys/fs/cgroup /tmp
 ln -sfn "$LAB/kernel/lib/modules/$KV" "/lib/modules/$KV"
-mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm; mount -t tmpfs tmpfs /tmp
+mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
+# A fresh /tmp, unless the checkout or the lab dir live there (CI may clone into /tmp): a tmpfs would hide them. The
+# root is a tmpfs overlay anyway, so writes to the host's /tmp stay in the guest either way.
+if [[ "$CHECKOUT/" != /tmp/* && "$LAB/" != /tmp/* ]]; then mount -t tmpfs tmpfs /tmp; fi
 mount -t cgroup2 none /sys/fs/cgroup; mount -t debugfs none /sys/kernel/debug; mount -t tracefs none /sys/kernel/tracing
 stamp init
 /lib/systemd/systemd-udevd --daemon >/dev/null 2>&1 || fail 107 "guest udev: systemd-udevd did not start"
