@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from typing import Any
 
 import pytest
 import yaml
+from labfs import damon_io
 
 LAB_DIR = Path(__file__).resolve().parent
 IN_LAB = os.environ.get("CXLTIERD_LAB") == "1"
@@ -297,21 +297,6 @@ def test_cgroup() -> Iterator[str]:
             break
         except OSError:  # EBUSY while the last charges drain
             time.sleep(0.1)
-
-
-def damon_io(path: Path, value: str | None = None) -> str:
-    """Read (or write) a DAMON sysfs file, retrying the EBUSY it answers while someone holds DAMON's sysfs mutex."""
-    for attempt in range(100):
-        try:
-            if value is None:
-                return path.read_text().strip()
-            path.write_text(value)
-            return value
-        except OSError as e:
-            if e.errno != errno.EBUSY or attempt == 99:
-                raise
-            time.sleep(0.05)
-    raise AssertionError("unreachable")
 
 
 def read_kdamonds() -> list[tuple[str, str]]:

@@ -4,7 +4,6 @@ kdamond's state, pid and target regions), the sysctls, /sys/devices/system/node,
 
 from __future__ import annotations
 
-import errno
 import json
 import re
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from labfs import read
 
 if TYPE_CHECKING:  # conftest is not imported at run time: its module name is not unique across test folders
     from conftest import CxlHotplug, DaemonFactory, Workload
@@ -29,18 +29,6 @@ EXPECTED_WARNINGS = {
     "demotion_enabled": "the guest boots with demotion_enabled false",
     "numa_balancing": "the guest boots with kernel.numa_balancing 1 (no tiering mode)",
 }
-
-
-def read(path: str | Path) -> str:
-    """A sysfs value; DAMON's files answer EBUSY while the daemon holds DAMON's sysfs mutex: retried."""
-    for _ in range(100):
-        try:
-            return Path(path).read_text().strip()
-        except OSError as e:
-            if e.errno != errno.EBUSY:
-                raise
-            time.sleep(0.05)
-    return Path(path).read_text().strip()
 
 
 def kdamonds() -> list[tuple[str, str]]:

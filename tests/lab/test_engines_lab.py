@@ -20,7 +20,6 @@ thousands of pages.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -29,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from labfs import read
 
 if TYPE_CHECKING:  # conftest is not imported at run time: its module name is not unique across test folders
     from conftest import DaemonFactory, LabDaemon, Workload
@@ -42,18 +43,6 @@ NB = "/proc/sys/kernel/numa_balancing"
 DEMOTION = "/sys/kernel/mm/numa/demotion_enabled"
 RATE = "/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps"
 DEBUGFS_NB = "/sys/kernel/debug/sched/numa_balancing"
-
-
-def read(path: str | Path) -> str:
-    """A sysfs value; DAMON's files answer EBUSY while the daemon holds DAMON's sysfs mutex: retried."""
-    for _ in range(100):
-        try:
-            return Path(path).read_text().strip()
-        except OSError as e:
-            if e.errno != errno.EBUSY:
-                raise
-            time.sleep(0.05)
-    return Path(path).read_text().strip()
 
 
 def ddr(counts: dict[int, int]) -> int:
