@@ -177,12 +177,16 @@ class DamosEngine:
             self.started = True
             self.applied = {}  # fresh schemes: everything they apply is new
         else:
-            self._commit()
-            self.applied = self._read_applied()
+            self._commit(harvested=True)
 
-    def _commit(self) -> None:
+    def _commit(self, harvested: bool = False) -> None:
+        """Program the current contexts into the running kdamonds. A commit may reset the schemes' stats: bank what
+        they moved first, and take the counters after it as the new baseline, so no migration goes uncounted."""
+        if not harvested:
+            self._harvest()
         for i, ctx in enumerate(self.contexts()):
             self.kdamonds.commit(i, ctx)
+        self.applied = self._read_applied()
 
     def _gate(self, free: dict[int, int], total: dict[int, int]) -> None:
         """Switch promotion/demotion on or off by the fast node's marks; commit when that changes."""
