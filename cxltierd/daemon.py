@@ -146,7 +146,9 @@ class Daemon:
             try:
                 self.metrics = MetricsServer(host, port, registry_for(lambda: self.snapshot), self.healthy)
             except OSError as e:
-                log.error("cannot listen on %s:%d for /metrics (%s): running without metrics", host, port, e.strerror or e)
+                log.error(
+                    "cannot listen on %s:%d for /metrics (%s): running without metrics", host, port, e.strerror or e
+                )
             else:
                 self.metrics.start()
                 log.info("metrics on http://%s:%d/metrics", host, self.metrics.port)

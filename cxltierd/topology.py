@@ -251,9 +251,7 @@ def _kernel_disagreements(nodes: list[Node], tiers: tuple[Tier, ...]) -> list[st
                 f"{name[r]} node(s) {','.join(str(n.node) for n in nodes if n.kernel_tier == kt and rank[n.node] == r)}"
                 for r in sorted(ranks)
             ]
-            out.append(
-                f"kernel memory_tier{kt} holds {' and '.join(groups)}: the kernel will not demote between them"
-            )
+            out.append(f"kernel memory_tier{kt} holds {' and '.join(groups)}: the kernel will not demote between them")
     kernel_tiers = sorted(ours_by_kernel)
     for i, a in enumerate(kernel_tiers):
         for b in kernel_tiers[i + 1 :]:

@@ -156,9 +156,6 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-
-
-
 def read_memory_tiers(r: Reader) -> dict[int, tuple[int, ...]]:
     """/sys/devices/virtual/memory_tiering/memory_tierN/nodelist -> {N: nodes}."""
     base = "/sys/devices/virtual/memory_tiering"
