@@ -171,22 +171,24 @@ class DamosEngine:
             raise CxltierdError("damos engine: no online memory blocks on the slow or the fast nodes")
         if self.started:
             self._harvest()  # what the old schemes moved, before their indexes may change meaning
+        kept = set(self._keys()) if self.started else set()
         self.fast, self.slow, self.kind, self.ranges, self.sources = r.fast, r.slow, dict(r.kind), ranges, sources
         if not self.started:
             self.kdamonds.start(self.contexts())
             self.started = True
             self.applied = {}  # fresh schemes: everything they apply is new
-        else:
-            self._commit(harvested=True)
+            return
+        self._commit()
+        # A commit keeps the stats of the schemes it updates in place (same index) and creates the others anew:
+        # count the kept ones from where they were, the others from what they hold now.
+        fresh = self._read_applied()
+        self.applied = {k: self.applied.get(k, v) if k in kept else v for k, v in fresh.items()}
 
-    def _commit(self, harvested: bool = False) -> None:
-        """Program the current contexts into the running kdamonds. A commit may reset the schemes' stats: bank what
-        they moved first, and take the counters after it as the new baseline, so no migration goes uncounted."""
-        if not harvested:
-            self._harvest()
+    def _commit(self) -> None:
+        """Program the current contexts into the running kdamonds. The kernel updates each scheme in place
+        (damos_commit leaves its stats alone), so the counters go on and no migration is lost."""
         for i, ctx in enumerate(self.contexts()):
             self.kdamonds.commit(i, ctx)
-        self.applied = self._read_applied()
 
     def _gate(self, free: dict[int, int], total: dict[int, int]) -> None:
         """Switch promotion/demotion on or off by the fast node's marks; commit when that changes."""
@@ -224,6 +226,9 @@ class DamosEngine:
         out = [(HOT, 1 + j, n, self.fast[0]) for j, n in enumerate(self.sources)]
         return [*out, (COLD, 1, self.fast[0], self.slow[0])]
 
+    def _keys(self) -> list[tuple[int, int]]:
+        return [(i, j) for i, j, _, _ in self._schemes()]
+
     def _read_applied(self) -> dict[tuple[int, int], int]:
         out: dict[tuple[int, int], int] = {}
         for i in (HOT, COLD):
@@ -244,7 +249,8 @@ class DamosEngine:
         for i, j, src, dst in self._schemes():
             if (i, j) not in now:
                 continue
-            delta = now[(i, j)] - self.applied.get((i, j), 0)
+            before = self.applied.get((i, j), 0)
+            delta = now[(i, j)] - before if now[(i, j)] >= before else now[(i, j)]  # lower: reset, all is new
             self.applied[(i, j)] = now[(i, j)]
             if delta > 0:
                 self.pending.append(Transfer(src, dst, delta, delta // PAGE))

@@ -329,9 +329,9 @@ def test_scheme_filters_young_addr_and_prime():
     assert [prime[f"{f}/{i}/matching"] for i in range(3)] == ["Y", "Y", "N"]  # young excluded, then everything else
 
 
-def damos_host(tmp_path: Path) -> FakeDamon:
+def damos_host(tmp_path: Path, kind: type[FakeDamon] = FakeDamon) -> FakeDamon:
     """Nodes 0, 1 (DDR), 2 (unknown) and 4 (CXL) with memory blocks of 128 MiB."""
-    fs = FakeDamon(tmp_path)
+    fs = kind(tmp_path)
     bs = 128 * MiB
     fs.path("/sys/devices/system/memory").mkdir(parents=True, exist_ok=True)
     fs.path("/sys/devices/system/memory/block_size_bytes").write_text("8000000\n")
@@ -389,6 +389,34 @@ def test_damos_one_hot_scheme_per_slow_node_and_a_prime_pass(tmp_path):
     e.configure(gone, e.policy)
     assert dict(fs.writes)[f"{s}/nr_schemes"] == "3" and (f"{KDAMONDS}/0/state", "commit") in fs.writes
     assert {(t.src, t.dst): t.pages for t in e.apply(None, 3.0).transfers} == {(4, 0): 1024}  # type: ignore[arg-type]
+    e.stop()
+
+
+class MigratingDamon(FakeDamon):
+    """DAMON whose hot scheme goes on migrating while a commit is written (its stats survive the commit)."""
+
+    def write(self, kpath: str, value: str, record: bool = True) -> None:  # type: ignore[override]
+        super().write(kpath, value, record)
+        if kpath == f"{KDAMONDS}/0/state" and value == "commit":
+            stat = self.path(f"{KDAMONDS}/0/contexts/0/schemes/1/stats/sz_applied")
+            stat.write_text(str(int(stat.read_text()) + MiB))
+
+
+def test_damos_counts_what_moves_around_a_commit(tmp_path):
+    busy = damos_host(tmp_path, MigratingDamon)
+    e = DamosEngine(busy, Kdamonds(busy, tmp_path / "run/k.json"))
+    e.configure(TOPO3, build_policy({}))
+    stats = busy.path(f"{KDAMONDS}/0/contexts/0/schemes/1/stats")
+    stats.mkdir(parents=True, exist_ok=True)
+    (stats / "sz_applied").write_text(str(4 * MiB))
+    busy.path("/sys/devices/system/node/node0/meminfo").write_text(
+        f"Node 0 MemTotal: {3 * 128 * MiB // 1024} kB\nNode 0 MemFree: 1024 kB\n"
+    )
+    e.sample(1.0)  # node 0 is full: promotion off, committed while 1 MiB more moves
+    assert (f"{KDAMONDS}/0/state", "commit") in busy.writes
+    assert {(t.src, t.dst): t.pages for t in e.apply(None, 1.0).transfers} == {(2, 0): 1280}  # type: ignore[arg-type]
+    e.configure(TOPO3, build_policy({"rate_limit": {"mb_per_s": 50}}))  # a reload: new quotas, a commit, 1 MiB more
+    assert {(t.src, t.dst): t.pages for t in e.apply(None, 2.0).transfers} == {(2, 0): 256}  # type: ignore[arg-type]
     e.stop()
 
 
