@@ -8,13 +8,13 @@ SIGTERM and checks that the daemon left the kernel as it found it (no kdamond, k
 Counter agreement: the daemon's `status` reply carries its migrated pages and the /proc/vmstat counters it read in
 the same tick, so the two are compared without a race. pgpromote_success counts NUMA-balancing promotions only, and
 must equal the numa_balancing engine's count within AGREE_PAGES. pgmigrate_success counts every migration in the
-guest: NUMA balancing and proactive compaction are switched off first and only the test's cgroup is managed, but
-the kernel still compacts on its own when a high-order allocation (a THP for some other process) finds no free
-block, and that moves pages too (one lab run: 75 pages). So for move_pages and DAMOS the daemon may never claim
-more than the kernel moved (AGREE_PAGES of slack for pages in flight), and the kernel may exceed the daemon by at
-most AGREE_PAGES plus the pages compaction isolated meanwhile (compact_isolated, an upper bound of what it migrated).
-The exact check is against the kernel's page placement: the daemon's count must equal the buffer pages now on DDR.
-A systematic error (counting planned pages instead of moved ones, moving pages twice) would be hundreds or
+guest, whoever caused it: NUMA balancing and proactive compaction are switched off first and only the test's cgroup
+is managed, but the kernel still compacts when a high-order allocation finds no free block (one lab run: 75 pages),
+and PTEs an earlier NUMA-balancing scan left PROT_NONE still migrate when touched. So for move_pages and DAMOS the
+daemon may never claim more than the kernel moved (AGREE_PAGES of slack for pages in flight), and the kernel may
+exceed the daemon by at most AGREE_PAGES plus what /proc/vmstat attributes to those other causes meanwhile
+(OTHER_CAUSES). The exact check is against the kernel's page placement: the daemon's count must equal the buffer
+pages now on DDR. A systematic error (counting planned pages instead of moved ones, moving pages twice) would be hundreds or
 thousands of pages.
 """
 
@@ -104,11 +104,20 @@ def migrated(status: dict[str, Any]) -> int:
     return sum(status["counters"]["migrated_pages"].values())
 
 
-def assert_agrees(ours: int, kernel: int, compacted: int) -> None:
-    """The daemon's pages vs the pgmigrate_success delta, with compaction's isolated pages as the only excuse."""
+# Migrations the kernel counts in pgmigrate_success and attributes to a cause other than the daemon: NUMA-balancing
+# hinting faults (numa_balancing is off during the engine tests, but PTEs an earlier scan made PROT_NONE still
+# migrate when touched), demotion in reclaim, and compaction (compact_isolated: an upper bound of what it migrated).
+OTHER_CAUSES = ("numa_pages_migrated", "pgdemote_kswapd", "pgdemote_direct", "pgdemote_khugepaged", "compact_isolated")
+
+
+def assert_agrees(ours: int, kernel: int, v0: dict[str, int], v1: dict[str, int]) -> None:
+    """The daemon's pages vs the pgmigrate_success delta; the kernel may exceed the daemon only by AGREE_PAGES plus
+    what it attributes to other causes between v0 and v1 (two /proc/vmstat snapshots around the daemon's reading)."""
+    others = {k: v1.get(k, 0) - v0.get(k, 0) for k in OTHER_CAUSES}
+    print(f"pgmigrate_success {kernel}, daemon {ours}, other causes {others}")
     assert ours <= kernel + AGREE_PAGES, f"the daemon counts {ours} pages, the kernel migrated {kernel}"
-    assert kernel - ours <= AGREE_PAGES + compacted, (
-        f"kernel {kernel} vs daemon {ours} (compaction isolated {compacted})"
+    assert kernel - ours <= AGREE_PAGES + sum(others.values()), (
+        f"kernel {kernel} vs daemon {ours}, other causes {others}"
     )
 
 
@@ -221,7 +230,6 @@ def test_move_pages_engine_promotes_the_hot_set(
     d = lab_daemon(policy("move_pages", test_cgroup))
     seconds, first_tick, ticks = promote("move_pages", d, w, pages_on_nodes, launched)
     st = settle(d)
-    compacted = vmstat()["compact_isolated"] - v0["compact_isolated"]
     assert read(KDAMONDS / "nr_kdamonds") == "1" and read(KDAMONDS / "0/state") == "on"
     assert read(KDAMONDS / "0/contexts/0/targets/0/pid_target") == str(w.pid)
     st, (hot, cold, on_ddr) = steady(d, w, pages_on_nodes)
@@ -232,7 +240,7 @@ def test_move_pages_engine_promotes_the_hot_set(
     assert cold <= 0.15, f"{100 * cold:.0f}% of the cold pages were promoted"
     assert numa_maps(w.pid, w.addr) == w.placement()
     assert ours == on_ddr, (ours, on_ddr)
-    assert_agrees(ours, kernel, compacted)
+    assert_agrees(ours, kernel, v0, vmstat())
     assert set(st["counters"]["migrated_pages"]) == {"cxl->ddr"}
     assert metric_pages(d, ("cxl", "ddr")) == st["counters"]["migrated_pages"]["cxl->ddr"]
     assert st["counters"]["failures"] == {}
@@ -266,7 +274,6 @@ def test_damos_engine_promotes_the_hot_set(
     d = lab_daemon(policy("damos", test_cgroup))
     seconds, first_tick, ticks = promote("damos", d, w, pages_on_nodes, launched)
     st = settle(d)
-    compacted = vmstat()["compact_isolated"] - v0["compact_isolated"]
     assert read(KDAMONDS / "nr_kdamonds") == "2"
     hot_ctx = KDAMONDS / "0/contexts/0"
     assert read(hot_ctx / "operations") == "paddr"
@@ -281,7 +288,7 @@ def test_damos_engine_promotes_the_hot_set(
     assert cold <= 0.15, f"{100 * cold:.0f}% of the cold pages were promoted"
     assert numa_maps(w.pid, w.addr) == w.placement()
     assert ours == on_ddr - start_ddr, (ours, on_ddr, start_ddr)  # the memcg filter: nothing but the workload moved
-    assert_agrees(ours, kernel, compacted)
+    assert_agrees(ours, kernel, v0, vmstat())
     assert set(st["counters"]["migrated_pages"]) == {"cxl->ddr"}
     assert metric_pages(d, ("cxl", "ddr")) == st["counters"]["migrated_pages"]["cxl->ddr"]
     stop_and_check_clean(d)
