@@ -92,9 +92,10 @@ def _hmat(nf: NodeFacts) -> Hmat | None:
 
 
 def _memory_nodes(facts: HostFacts) -> list[NodeFacts]:
-    """Nodes that hold memory: in has_memory, or online with a MemTotal above zero."""
+    """Nodes that hold memory: in has_memory, or with a MemTotal above zero (the kernel keeps the two in step; either
+    is enough, so a damaged has_memory mask cannot hide a node whose meminfo shows memory)."""
     has_mem = set(facts.has_memory)
-    return [n for n in facts.nodes if n.node in has_mem or (not facts.has_memory and (n.total_bytes or 0) > 0)]
+    return [n for n in facts.nodes if n.node in has_mem or (n.total_bytes or 0) > 0]
 
 
 def _cxl_evidence(facts: HostFacts) -> dict[int, tuple[str, str, str]]:

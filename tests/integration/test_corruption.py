@@ -169,3 +169,17 @@ def test_unreadable_root_attributes_are_warnings_not_errors(hosts):
         assert facts.regions[0].size is None and facts.memdevs[0].memdev == "mem0"
     finally:
         size.write_text(text)
+
+
+def test_a_truncated_has_memory_mask_hides_no_node(hosts):
+    """Found by the corruption test: has_memory "0-2,4" cut to "0-2" still parses; node 4's meminfo keeps it listed."""
+    root, _, baseline = hosts["qemu-cxl-node4"]
+    mask = root / "sys/devices/system/node/has_memory"
+    text = mask.read_text()
+    try:
+        mask.write_text("0-2\n")
+        doc = snapshot(root)
+        assert by(doc["nodes"], "node")[4] == by(baseline["nodes"], "node")[4]
+        assert doc["tiers"] == baseline["tiers"]
+    finally:
+        mask.write_text(text)
