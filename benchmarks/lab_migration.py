@@ -19,10 +19,6 @@ The table is printed and written to $CXLTIERD_LAB_SHARE/benchmarks/lab_migration
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-import os
-import select
 import statistics
 import subprocess
 import sys
@@ -30,40 +26,17 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from labkit import REPO, in_guest, lab, publish, start_workload
+
 sys.path.insert(0, str(REPO))
 
-from cxltierd.engines.base import Move, Plan  # noqa: E402
-from cxltierd.engines.move_pages import MovePagesEngine  # noqa: E402
+from cxltierd.engines.base import Move, Plan
+from cxltierd.engines.move_pages import MovePagesEngine
 
 REGION = 2 << 20
 KNOBS = {"/proc/sys/kernel/numa_balancing": "0", "/proc/sys/vm/compaction_proactiveness": "0"}
-
-
-def lab() -> ModuleType:
-    """tests/lab/conftest.py as a plain module (its helpers: move_pages, pages_on_nodes, vmstat)."""
-    spec = importlib.util.spec_from_file_location("lab_conftest", REPO / "tests/lab/conftest.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def start_workload(node: int, mib: int) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    cmd = [sys.executable, str(REPO / "tests/lab/workload.py"), "--node", str(node), "--mib", str(mib)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "LD_BIND_NOW": "1"})
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 300)
-    line = proc.stdout.readline() if ready else ""
-    if not line:
-        proc.kill()
-        raise RuntimeError(f"workload {cmd[2:]} did not start")
-    info: dict[str, Any] = json.loads(line)
-    return proc, info
 
 
 def timed(fn: Callable[[], Any], vmstat: Callable[[], dict[str, int]]) -> tuple[int, float, Any]:
@@ -82,8 +55,8 @@ def run(mib: int, rounds: int) -> str:
     try:
         for p, v in KNOBS.items():
             Path(p).write_text(v)
-        a_proc, a = start_workload(0, mib)
-        b_proc, b = start_workload(0, mib)
+        a_proc, a = start_workload(["--node", "0", "--mib", str(mib)])
+        b_proc, b = start_workload(["--node", "0", "--mib", str(mib)])
         procs += [a_proc, b_proc]
         pages = a["length"] // a["page_size"]
         engine = MovePagesEngine()
@@ -145,23 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3, help="moves in each direction per mover")
     args = ap.parse_args(argv)
-    table = run(args.mib, args.rounds)
-    print(table)
-    share = os.environ.get("CXLTIERD_LAB_SHARE")
-    if share:
-        out = Path(share) / "benchmarks"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "lab_migration.md").write_text(table + "\n")
+    publish(run(args.mib, args.rounds), "lab_migration")
     return 0
 
 
 def test_lab_migration() -> None:
-    """pytest entry, so tests/lab/run.sh can run it in the guest (skipped elsewhere)."""
-    import pytest
-
-    if os.environ.get("CXLTIERD_LAB") != "1":
-        pytest.skip("needs the QEMU lab guest: bash tests/lab/run.sh benchmarks/lab_migration.py -s")
-    main([])
+    in_guest("lab_migration.py", main)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
-import json
-import os
-import select
 import subprocess
 import sys
 import tempfile
@@ -41,7 +37,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from labkit import in_guest, lab, publish, start_workload
+
 MIB, HOT_MIB, CPU = 64, 16, 1
 CGROUP = "/cxltierd-bench"
 DDR = (0, 1)
@@ -57,16 +54,6 @@ ROWS = (
     "cxltierd move_pages",
     "cxltierd damos",
 )
-
-
-def lab() -> ModuleType:
-    """tests/lab/conftest.py as a plain module (LabDaemon, pages_on_nodes, COMPANION, ...)."""
-    spec = importlib.util.spec_from_file_location("lab_conftest", REPO / "tests/lab/conftest.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @dataclass
@@ -97,15 +84,9 @@ class Bench:
 
     def workload(self, node: int) -> dict[str, Any]:
         self.procs.append(subprocess.Popen([sys.executable, "-c", self.kit.COMPANION.format(cpu=CPU)], text=True))
-        cmd = [sys.executable, str(REPO / "tests/lab/workload.py"), "--node", str(node), "--mib", str(MIB)]
-        cmd += ["--hot-mib", str(HOT_MIB), "--cpu", str(CPU), "--cgroup", CGROUP, "--unbind"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "LD_BIND_NOW": "1"})
+        args = ["--node", str(node), "--mib", str(MIB), "--hot-mib", str(HOT_MIB), "--cpu", str(CPU)]
+        proc, info = start_workload([*args, "--cgroup", CGROUP, "--unbind"])
         self.procs.append(proc)
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 300)
-        line = proc.stdout.readline() if ready else ""
-        assert line, f"workload {cmd[2:]} did not start"
-        info: dict[str, Any] = json.loads(line)
         return info
 
     def shares(self, w: dict[str, Any]) -> tuple[float, float]:
@@ -212,23 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cap", type=float, default=120.0, help="seconds per row before 'not reached'")
     ap.add_argument("--only", nargs="*", default=[], choices=ROWS, help="run only these rows")
     args = ap.parse_args(argv)
-    table = run(args.cap, args.only)
-    print(table)
-    share = os.environ.get("CXLTIERD_LAB_SHARE")
-    if share:
-        out = Path(share) / "benchmarks"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "lab_promotion.md").write_text(table + "\n")
+    publish(run(args.cap, args.only), "lab_promotion")
     return 0
 
 
 def test_lab_promotion() -> None:
-    """pytest entry, so tests/lab/run.sh can run it in the guest (skipped elsewhere)."""
-    import pytest
-
-    if os.environ.get("CXLTIERD_LAB") != "1":
-        pytest.skip("needs the QEMU lab guest: bash tests/lab/run.sh benchmarks/lab_promotion.py -s")
-    main([])
+    in_guest("lab_promotion.py", main)
 
 
 if __name__ == "__main__":
