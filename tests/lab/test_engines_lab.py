@@ -204,6 +204,34 @@ def stop_and_check_clean(d: LabDaemon) -> None:
     assert "stopping" in d.log()
 
 
+def assert_promoted(
+    engine: str,
+    d: LabDaemon,
+    w: Workload,
+    pages_on_nodes: Callable[[int, int, int], dict[int, int]],
+    timing: tuple[float, float, int],
+    vmstat: Callable[[], dict[str, int]],
+    v0: dict[str, int],
+    start_ddr: int = 0,
+) -> dict[str, Any]:
+    """What move_pages and DAMOS both must show once settled: most of the hot set and little of the cold part on DDR
+    within MAX_TICKS, numa_maps agreeing, the daemon's count equal to the buffer pages moved to DDR since the start
+    (nothing but the workload moved) and to pgmigrate_success, all of it cxl->ddr in status and metrics. Returns the
+    status."""
+    st, (hot, cold, on_ddr) = steady(d, w, pages_on_nodes)
+    ours, kernel = migrated(st), st["kernel_counters"]["pgmigrate_success"] - v0["pgmigrate_success"]
+    seconds, first_tick, ticks = timing
+    print(Promotion(engine, seconds, first_tick, ticks, hot, cold, ours, kernel, "pgmigrate_success").report())
+    assert hot >= 0.9 and ticks <= MAX_TICKS
+    assert cold <= 0.15, f"{100 * cold:.0f}% of the cold pages were promoted"
+    assert numa_maps(w.pid, w.addr) == w.placement()
+    assert ours == on_ddr - start_ddr, (ours, on_ddr, start_ddr)
+    assert_agrees(ours, kernel, v0, vmstat())
+    assert set(st["counters"]["migrated_pages"]) == {"cxl->ddr"}
+    assert metric_pages(d, ("cxl", "ddr")) == st["counters"]["migrated_pages"]["cxl->ddr"]
+    return st
+
+
 def test_move_pages_engine_promotes_the_hot_set(
     cxl_node: int,
     workload: Callable[..., Workload],
@@ -228,21 +256,11 @@ def test_move_pages_engine_promotes_the_hot_set(
     v0 = vmstat()
     launched = time.monotonic()
     d = lab_daemon(policy("move_pages", test_cgroup))
-    seconds, first_tick, ticks = promote("move_pages", d, w, pages_on_nodes, launched)
-    st = settle(d)
+    timing = promote("move_pages", d, w, pages_on_nodes, launched)
+    settle(d)
     assert read(KDAMONDS / "nr_kdamonds") == "1" and read(KDAMONDS / "0/state") == "on"
     assert read(KDAMONDS / "0/contexts/0/targets/0/pid_target") == str(w.pid)
-    st, (hot, cold, on_ddr) = steady(d, w, pages_on_nodes)
-    ours, kernel = migrated(st), st["kernel_counters"]["pgmigrate_success"] - v0["pgmigrate_success"]
-    print(Promotion("move_pages", seconds, first_tick, ticks, hot, cold, ours, kernel, "pgmigrate_success").report())
-
-    assert hot >= 0.9 and ticks <= MAX_TICKS
-    assert cold <= 0.15, f"{100 * cold:.0f}% of the cold pages were promoted"
-    assert numa_maps(w.pid, w.addr) == w.placement()
-    assert ours == on_ddr, (ours, on_ddr)
-    assert_agrees(ours, kernel, v0, vmstat())
-    assert set(st["counters"]["migrated_pages"]) == {"cxl->ddr"}
-    assert metric_pages(d, ("cxl", "ddr")) == st["counters"]["migrated_pages"]["cxl->ddr"]
+    st = assert_promoted("move_pages", d, w, pages_on_nodes, timing, vmstat, v0)
     assert st["counters"]["failures"] == {}
     stop_and_check_clean(d)
 
@@ -272,25 +290,17 @@ def test_damos_engine_promotes_the_hot_set(
     v0 = vmstat()
     launched = time.monotonic()
     d = lab_daemon(policy("damos", test_cgroup))
-    seconds, first_tick, ticks = promote("damos", d, w, pages_on_nodes, launched)
-    st = settle(d)
+    timing = promote("damos", d, w, pages_on_nodes, launched)
+    settle(d)
     assert read(KDAMONDS / "nr_kdamonds") == "2"
     hot_ctx = KDAMONDS / "0/contexts/0"
     assert read(hot_ctx / "operations") == "paddr"
     actions = [read(s / "action") for s in sorted((hot_ctx / "schemes").glob("[0-9]*"))]
     # stat (heat), migrate_hot per slow node (2 and 4), then `prime` (a young-filter pass that moves nothing)
     assert actions == ["stat", "migrate_hot", "migrate_hot", "lru_deprio"], actions
-    st, (hot, cold, on_ddr) = steady(d, w, pages_on_nodes)
-    ours, kernel = migrated(st), st["kernel_counters"]["pgmigrate_success"] - v0["pgmigrate_success"]
-    print(Promotion("damos", seconds, first_tick, ticks, hot, cold, ours, kernel, "pgmigrate_success").report())
-
-    assert hot >= 0.9 and ticks <= MAX_TICKS
-    assert cold <= 0.15, f"{100 * cold:.0f}% of the cold pages were promoted"
-    assert numa_maps(w.pid, w.addr) == w.placement()
-    assert ours == on_ddr - start_ddr, (ours, on_ddr, start_ddr)  # the memcg filter: nothing but the workload moved
-    assert_agrees(ours, kernel, v0, vmstat())
-    assert set(st["counters"]["migrated_pages"]) == {"cxl->ddr"}
-    assert metric_pages(d, ("cxl", "ddr")) == st["counters"]["migrated_pages"]["cxl->ddr"]
+    assert_promoted(
+        "damos", d, w, pages_on_nodes, timing, vmstat, v0, start_ddr
+    )  # equal counts: the memcg filter works
     stop_and_check_clean(d)
 
 
