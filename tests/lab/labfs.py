@@ -1,4 +1,5 @@
-"""DAMON sysfs access for lab tests, shared by conftest and the test modules (which cannot import conftest)."""
+"""Helpers shared by the lab conftest and test modules (which cannot import conftest): DAMON sysfs access and
+the check of a migrated-page count against the kernel pgmigrate_success counter."""
 
 from __future__ import annotations
 
@@ -25,3 +26,22 @@ def damon_io(path: Path, value: str | None = None) -> str:
 def read(path: str | Path) -> str:
     """A sysfs value, retried while DAMON answers EBUSY."""
     return damon_io(Path(path))
+
+
+AGREE_PAGES = 16  # slack for pages in flight between the daemon's count and the kernel's counter
+
+# Migrations the kernel counts in pgmigrate_success and attributes to a cause other than the daemon: NUMA-balancing
+# hinting faults (numa_balancing is off during the engine tests, but PTEs an earlier scan made PROT_NONE still
+# migrate when touched), demotion in reclaim, and compaction (compact_isolated: an upper bound of what it migrated).
+OTHER_CAUSES = ("numa_pages_migrated", "pgdemote_kswapd", "pgdemote_direct", "pgdemote_khugepaged", "compact_isolated")
+
+
+def assert_agrees(ours: int, kernel: int, v0: dict[str, int], v1: dict[str, int]) -> None:
+    """The daemon's pages vs the pgmigrate_success delta; the kernel may exceed the daemon only by AGREE_PAGES plus
+    what it attributes to other causes between v0 and v1 (two /proc/vmstat snapshots around the daemon's reading)."""
+    others = {k: v1.get(k, 0) - v0.get(k, 0) for k in OTHER_CAUSES}
+    print(f"pgmigrate_success {kernel}, daemon {ours}, other causes {others}")
+    assert ours <= kernel + AGREE_PAGES, f"the daemon counts {ours} pages, the kernel migrated {kernel}"
+    assert kernel - ours <= AGREE_PAGES + sum(others.values()), (
+        f"kernel {kernel} vs daemon {ours}, other causes {others}"
+    )

@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labfs import read
+from labfs import AGREE_PAGES, assert_agrees, read
 
 if TYPE_CHECKING:  # conftest is not imported at run time: its module name is not unique across test folders
     from conftest import DaemonFactory, LabDaemon, Workload
 
 MIB, HOT_MIB = 64, 16
 DDR = (0, 1)
-AGREE_PAGES = 16
 MAX_TICKS = 20  # ticks (1 s apart) from the daemon's first tick until 90% of the hot set is on DDR
 KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
 NB = "/proc/sys/kernel/numa_balancing"
@@ -102,23 +101,6 @@ def policy(engine: str, cgroup: str, **extra: Any) -> dict[str, Any]:
 
 def migrated(status: dict[str, Any]) -> int:
     return sum(status["counters"]["migrated_pages"].values())
-
-
-# Migrations the kernel counts in pgmigrate_success and attributes to a cause other than the daemon: NUMA-balancing
-# hinting faults (numa_balancing is off during the engine tests, but PTEs an earlier scan made PROT_NONE still
-# migrate when touched), demotion in reclaim, and compaction (compact_isolated: an upper bound of what it migrated).
-OTHER_CAUSES = ("numa_pages_migrated", "pgdemote_kswapd", "pgdemote_direct", "pgdemote_khugepaged", "compact_isolated")
-
-
-def assert_agrees(ours: int, kernel: int, v0: dict[str, int], v1: dict[str, int]) -> None:
-    """The daemon's pages vs the pgmigrate_success delta; the kernel may exceed the daemon only by AGREE_PAGES plus
-    what it attributes to other causes between v0 and v1 (two /proc/vmstat snapshots around the daemon's reading)."""
-    others = {k: v1.get(k, 0) - v0.get(k, 0) for k in OTHER_CAUSES}
-    print(f"pgmigrate_success {kernel}, daemon {ours}, other causes {others}")
-    assert ours <= kernel + AGREE_PAGES, f"the daemon counts {ours} pages, the kernel migrated {kernel}"
-    assert kernel - ours <= AGREE_PAGES + sum(others.values()), (
-        f"kernel {kernel} vs daemon {ours}, other causes {others}"
-    )
 
 
 def settle(d: LabDaemon, ticks: int = 3, timeout: float = 90.0) -> dict[str, Any]:

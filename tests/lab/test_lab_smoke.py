@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from labfs import assert_agrees
+
 if TYPE_CHECKING:  # conftest is not imported at run time: its module name is not unique across test folders
     from conftest import Workload
 
@@ -91,15 +93,18 @@ def test_workload_lands_on_the_cxl_node_and_moves_to_node0(
     w = workload(node=cxl_node, mib=8)
     assert w.placement() == {cxl_node: w.pages}
 
-    before = vmstat()["pgmigrate_success"]
+    v0 = vmstat()
     t0 = time.monotonic()
     status = move_pages(w.pid, w.addr, w.length, 0)
     seconds = time.monotonic() - t0
-    delta = vmstat()["pgmigrate_success"] - before
+    v1 = vmstat()
+    delta = v1["pgmigrate_success"] - v0["pgmigrate_success"]
 
     assert status == {0: w.pages}
     assert w.placement() == {0: w.pages}
-    assert delta == w.pages
+    # Every page moved is counted; anything more is some other migration in the guest meanwhile (one CI run: 1 page).
+    assert delta >= w.pages
+    assert_agrees(w.pages, delta, v0, v1)
     print(f"moved {w.pages} pages node{cxl_node}->node0 in {seconds:.2f}s ({w.pages / seconds:.0f} pages/s)")
 
 
