@@ -170,13 +170,21 @@ def shares(w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]
     return ddr(hot) / hot_pages, ddr(cold) / cold_pages, ddr(hot) + ddr(cold)
 
 
-def metric_pages(d: LabDaemon, pair: tuple[str, str]) -> float:
-    m = d.metrics()
-    return sum(
-        v
-        for labels, v in m.get("cxltierd_migrated_pages_total", [])
-        if (labels["from_tier"], labels["to_tier"]) == pair
-    )
+def assert_metric_agrees(d: LabDaemon, pair: tuple[str, str], tries: int = 10) -> None:
+    """cxltierd_migrated_pages_total for the tier pair equals the status count, read between two status replies with
+    the same count (a move between the two reads would otherwise look like a disagreement)."""
+    key = "->".join(pair)
+    for _ in range(tries):
+        before = d.status()["counters"]["migrated_pages"].get(key, 0)
+        scraped = sum(
+            v
+            for labels, v in d.metrics().get("cxltierd_migrated_pages_total", [])
+            if (labels["from_tier"], labels["to_tier"]) == pair
+        )
+        if d.status()["counters"]["migrated_pages"].get(key, 0) == before:
+            assert scraped == before, (key, scraped, before)
+            return
+    raise AssertionError(f"{key} kept changing across {tries} scrapes:\n{d.tail()}")
 
 
 def stop_and_check_clean(d: LabDaemon) -> None:
@@ -210,7 +218,7 @@ def assert_promoted(
     assert ours == on_ddr - start_ddr, (ours, on_ddr, start_ddr)
     assert_agrees(ours, kernel, v0, vmstat())
     assert set(st["counters"]["migrated_pages"]) == {"cxl->ddr"}
-    assert metric_pages(d, ("cxl", "ddr")) == st["counters"]["migrated_pages"]["cxl->ddr"]
+    assert_metric_agrees(d, ("cxl", "ddr"))
     return st
 
 
@@ -339,6 +347,6 @@ def test_numa_balancing_engine_promotes_the_hot_set(
     assert abs(ours - kernel) <= AGREE_PAGES, (ours, kernel)
     assert after["numa_pages_migrated"] - before["numa_pages_migrated"] >= kernel  # mode 2: NUMA balancing = promotion
     assert st["counters"]["migrated_pages"].get("cxl->ddr", 0) >= hot * w.hot_length // w.page_size - AGREE_PAGES
-    assert metric_pages(d, ("cxl", "ddr")) == st["counters"]["migrated_pages"]["cxl->ddr"]
+    assert_metric_agrees(d, ("cxl", "ddr"))
     assert d.stop() == 0, d.tail()
     assert {p: read(p) for p in old} == old, "knobs not restored"
