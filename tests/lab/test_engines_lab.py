@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # conftest is not imported at run time: its module name is no
 
 MIB, HOT_MIB = 64, 16
 DDR = (0, 1)
+EDGE_MIB = 4  # DAMON's precision at the hot set's edge: cold memory this close to it may move along
 MAX_TICKS = 20  # ticks (1 s apart) from the daemon's first tick until 90% of the hot set is on DDR
 KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
 NB = "/proc/sys/kernel/numa_balancing"
@@ -170,6 +171,16 @@ def shares(w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]
     return ddr(hot) / hot_pages, ddr(cold) / cold_pages, ddr(hot) + ddr(cold)
 
 
+def cold_on_ddr(w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]]) -> list[int]:
+    """Offsets (MiB past the hot part) of the cold part's 2 MiB chunks that have pages on DDR."""
+    chunk = 2 << 20
+    return [
+        off >> 20
+        for off in range(0, w.length - w.hot_length, chunk)
+        if ddr(pages_on_nodes(w.pid, w.addr + w.hot_length + off, chunk))
+    ]
+
+
 def assert_metric_agrees(d: LabDaemon, pair: tuple[str, str], tries: int = 10) -> None:
     """cxltierd_migrated_pages_total for the tier pair equals the status count, read between two status replies with
     the same count (a move between the two reads would otherwise look like a disagreement)."""
@@ -203,17 +214,19 @@ def assert_promoted(
     vmstat: Callable[[], dict[str, int]],
     v0: dict[str, int],
     start_ddr: int = 0,
+    start_cold: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """What move_pages and DAMOS both must show once settled: most of the hot set and little of the cold part on DDR
-    within MAX_TICKS, numa_maps agreeing, the daemon's count equal to the buffer pages moved to DDR since the start
-    (nothing but the workload moved) and to pgmigrate_success, all of it cxl->ddr in status and metrics. Returns the
-    status."""
+    """What move_pages and DAMOS both must show once settled: most of the hot set on DDR within MAX_TICKS, no cold
+    memory moved but within EDGE_MIB of the hot set, numa_maps agreeing, the daemon's count equal to the buffer pages
+    moved to DDR since the start (nothing but the workload moved) and to pgmigrate_success, all of it cxl->ddr in
+    status and metrics. Returns the status."""
     st, (hot, cold, on_ddr) = steady(d, w, pages_on_nodes)
     ours, kernel = migrated(st), st["kernel_counters"]["pgmigrate_success"] - v0["pgmigrate_success"]
     seconds, first_tick, ticks = timing
     print(Promotion(engine, seconds, first_tick, ticks, hot, cold, ours, kernel, "pgmigrate_success").report())
     assert hot >= 0.9 and ticks <= MAX_TICKS
-    assert cold <= 0.15, f"{100 * cold:.0f}% of the cold pages were promoted"
+    edge = [mib for mib in cold_on_ddr(w, pages_on_nodes) if mib not in start_cold]
+    assert all(mib < EDGE_MIB for mib in edge), f"cold chunks at MiB {edge} past the hot part moved to DDR"
     assert numa_maps(w.pid, w.addr) == w.placement()
     assert ours == on_ddr - start_ddr, (ours, on_ddr, start_ddr)
     assert_agrees(ours, kernel, v0, vmstat())
@@ -277,6 +290,7 @@ def test_damos_engine_promotes_the_hot_set(
     knob("/proc/sys/vm/compaction_proactiveness", "0")
     w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, companion=True)
     start_ddr = shares(w, pages_on_nodes)[2]  # normally 0; counted, so only what moved since is compared
+    start_cold = tuple(cold_on_ddr(w, pages_on_nodes))
     v0 = vmstat()
     launched = time.monotonic()
     d = lab_daemon(policy("damos", test_cgroup))
@@ -288,9 +302,8 @@ def test_damos_engine_promotes_the_hot_set(
     actions = [read(s / "action") for s in sorted((hot_ctx / "schemes").glob("[0-9]*"))]
     # stat (heat), migrate_hot per slow node (2 and 4), then `prime` (a young-filter pass that moves nothing)
     assert actions == ["stat", "migrate_hot", "migrate_hot", "lru_deprio"], actions
-    assert_promoted(
-        "damos", d, w, pages_on_nodes, timing, vmstat, v0, start_ddr
-    )  # equal counts: the memcg filter works
+    # equal counts: the memcg filter works
+    assert_promoted("damos", d, w, pages_on_nodes, timing, vmstat, v0, start_ddr, start_cold)
     stop_and_check_clean(d)
 
 

@@ -239,6 +239,14 @@ def test_tracker_chunks_and_nodes():
     assert nodes[0x200000] == 4 and nodes[0x400000] in (0, 4) and 0x600000 not in nodes
 
 
+def add_process(fs: HostFS, pid: int, name: str, rss_kb: int, cgroup: str) -> None:
+    d = fs.path(f"/proc/{pid}")
+    d.mkdir(parents=True)
+    (d / "status").write_text(f"Name:\t{name}\nVmRSS:\t{rss_kb} kB\n")
+    (d / "cmdline").write_text(f"{name}\0--flag")
+    (d / "cgroup").write_text(f"0::{cgroup}\n")
+
+
 def test_tracker_selects_managed_processes_largest_first(tmp_path):
     fs = FakeDamon(tmp_path)
     for pid, name, rss_kb, cg in (
@@ -246,17 +254,34 @@ def test_tracker_selects_managed_processes_largest_first(tmp_path):
         (11, "big", 900000, "/ai"),
         (12, "sshd", 800000, "/system.slice/ssh"),
     ):
-        d = fs.path(f"/proc/{pid}")
-        d.mkdir(parents=True)
-        (d / "status").write_text(f"Name:\t{name}\nVmRSS:\t{rss_kb} kB\n")
-        (d / "cmdline").write_text(f"{name}\0--flag")
-        (d / "cgroup").write_text(f"0::{cg}\n")
+        add_process(fs, pid, name, rss_kb, cg)
     policy = build_policy({"processes": {"exclude": [{"cgroup": "/system.slice"}], "min_rss": "64MiB"}})
     t = DamonTracker(fs, policy, Kdamonds(fs, tmp_path / "run/k.json"), [0, 4])
     from cxltierd.procs import list_processes
 
     picked = t.select(list_processes(fs))
     assert [p.pid for p in picked] == [11] and picked[0].cmdline == "big --flag" and picked[0].cgroup == "/ai"
+
+
+def test_tracker_reads_a_new_kdamond_only_after_its_warm_up(tmp_path):
+    class OnNode4:
+        def query(self, pid, addrs):
+            return array("i", [4] * len(addrs))
+
+    fs = FakeDamon(tmp_path)
+    add_process(fs, 77, "train", 900000, "/ai")
+    policy = build_policy({"processes": {"min_rss": "1MiB"}})  # 100 ms aggregations: warm after 2 s
+    t = DamonTracker(fs, policy, Kdamonds(fs, tmp_path / "k.json"), [0, 4], pages=OnNode4())
+    assert t.sample(10.0).regions == () and t.targets == [77]  # starts the kdamond
+    tried = f"{KDAMONDS}/0/contexts/0/schemes/0/tried_regions/0"
+    for name, value in (("start", 0x200000), ("end", 0x600000), ("nr_accesses", 5), ("age", 3)):
+        fs.write(f"{tried}/{name}", str(value), record=False)
+    assert t.sample(11.9).regions == ()  # its regions still straddle edges they have not found
+    heat = [(r.pid, r.start, r.node, r.accesses) for r in t.sample(12.5).regions]
+    assert heat == [(77, 0x200000, 4, 50.0), (77, 0x400000, 4, 50.0)]
+    add_process(fs, 78, "serve", 800000, "/ai")  # a new managed process restarts the kdamonds: warm-up again
+    assert t.sample(13.0).regions == () and t.targets == [77, 78]
+    assert len(t.sample(15.5).regions) == 2
 
 
 class BusyDamon(FakeDamon):
