@@ -32,8 +32,8 @@ from labkit import REPO, in_guest, lab, publish, start_workload
 
 sys.path.insert(0, str(REPO))
 
-from cxltierd.engines.base import Move, Plan
 from cxltierd.engines.move_pages import MovePagesEngine
+from cxltierd.model import Move, Plan
 
 REGION = 2 << 20
 KNOBS = {"/proc/sys/kernel/numa_balancing": "0", "/proc/sys/vm/compaction_proactiveness": "0"}

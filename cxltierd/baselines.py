@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from cxltierd.engines.base import Plan, RegionHeat
 from cxltierd.loop import Decide
-from cxltierd.policy.decide import Key, PlacementState, Planner, roles
+from cxltierd.model import Plan, RegionHeat
+from cxltierd.policy.decide import Key, PlacementState, Planner
+from cxltierd.policy.roles import roles
 from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
 

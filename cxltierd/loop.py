@@ -13,8 +13,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from cxltierd.engines.base import Migrator, Move, Outcome, Plan, RegionHeat, Sample, Tracker, Transfer
-from cxltierd.policy.decide import Key, PlacementState, decide, roles
+from cxltierd.engines.base import Migrator, Tracker
+from cxltierd.model import Move, Outcome, Plan, RegionHeat, Sample, Transfer
+from cxltierd.policy.decide import Key, PlacementState, decide
+from cxltierd.policy.roles import roles
 from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
 

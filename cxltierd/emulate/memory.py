@@ -23,7 +23,7 @@ from typing import Any
 
 from cxltierd.emulate.scenario import PAGE_SIZE, Placement, Scenario, check_nodes, simulated_topology
 from cxltierd.emulate.workload import ProcessWorkload
-from cxltierd.engines.base import Move, Outcome, Plan, Process, RegionHeat, Sample, Transfer
+from cxltierd.model import Move, Outcome, Plan, Process, RegionHeat, Sample, Transfer
 from cxltierd.topology import Tier, Topology
 from cxltierd.units import format_size
 

@@ -25,11 +25,11 @@ from collections import Counter
 from typing import Any
 
 from cxltierd.engines import syscalls
-from cxltierd.engines.base import Process, RegionHeat, Sample
 from cxltierd.engines.damon import Context, DamonRegion, Kdamonds, Target, parse_regions
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
-from cxltierd.policy.decide import is_managed, pinned_tier
+from cxltierd.model import Process, RegionHeat, Sample
+from cxltierd.policy.roles import is_managed, pinned_tier
 from cxltierd.policy.schema import Policy
 from cxltierd.procs import ProcInfo, list_processes, node_memory
 from cxltierd.topology import Topology

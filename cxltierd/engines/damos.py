@@ -33,11 +33,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cxltierd.engines.base import Outcome, Plan, RegionHeat, Sample, Transfer
 from cxltierd.engines.damon import U32_MAX, Context, Kdamonds, Scheme, Target, parse_regions, scheme_stats
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
-from cxltierd.policy.decide import roles
+from cxltierd.model import Outcome, Plan, RegionHeat, Sample, Transfer
+from cxltierd.policy.roles import roles
 from cxltierd.policy.schema import Policy
 from cxltierd.procs import node_memory
 from cxltierd.topology import Topology

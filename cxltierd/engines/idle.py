@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cxltierd.engines.base import Outcome, Plan, Sample
 from cxltierd.hostfs import HostFS
+from cxltierd.model import Outcome, Plan, Sample
 from cxltierd.procs import node_memory
 from cxltierd.topology import Topology
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from cxltierd.engines import syscalls
-from cxltierd.engines.base import Move, Outcome, Plan, Transfer
+from cxltierd.model import Move, Outcome, Plan, Transfer
 from cxltierd.topology import Topology
 
 

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from cxltierd.discovery.parse import parse_keyvals
-from cxltierd.engines.base import Outcome, Plan, Sample, Transfer
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
-from cxltierd.policy.decide import roles
+from cxltierd.model import Outcome, Plan, Sample, Transfer
+from cxltierd.policy.roles import roles
 from cxltierd.procs import node_memory
 from cxltierd.topology import Topology
 

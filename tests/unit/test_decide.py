@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from cxltierd.engines.base import Process, RegionHeat
-from cxltierd.policy.decide import PlacementState, decide, roles
+from cxltierd.model import Process, RegionHeat
+from cxltierd.policy.decide import PlacementState, decide
+from cxltierd.policy.roles import roles
 from cxltierd.policy.schema import build_policy
 from cxltierd.topology import Node, Tier, Topology
 

@@ -3,8 +3,8 @@ ping-pong accounting, and outcome recording per tier pair."""
 
 from __future__ import annotations
 
-from cxltierd.engines.base import Move, Outcome, Plan, RegionHeat, Sample, Transfer
 from cxltierd.loop import BATCH_BYTES, Loop, merge
+from cxltierd.model import Move, Outcome, Plan, RegionHeat, Sample, Transfer
 from cxltierd.policy.schema import build_policy
 from cxltierd.topology import Node, Tier, Topology
 

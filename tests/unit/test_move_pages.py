@@ -9,8 +9,8 @@ import os
 from array import array
 
 from cxltierd.engines import syscalls
-from cxltierd.engines.base import Move, Plan
 from cxltierd.engines.move_pages import MovePagesEngine
+from cxltierd.model import Move, Plan
 
 P = 4096
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from cxltierd.emulate import VBASE, SimulatedMemory, parse_scenario, read_scenario
 from cxltierd.emulate.scenario import PAGE_SIZE, Scenario
 from cxltierd.emulate.workload import ProcessWorkload
-from cxltierd.engines.base import FAILURE_REASONS, Move, Plan
+from cxltierd.model import FAILURE_REASONS, Move, Plan
 from cxltierd.topology import Node, Tier, Topology
 
 MiB = 1 << 20
