@@ -8,10 +8,11 @@ class CxltierdError(Exception):
 class HostFSError(CxltierdError):
     """A kernel file (or fixture file) was missing, unreadable or malformed."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, errno: int | None = None) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.errno = errno  # the OS error number behind it, when there was one (EBUSY from DAMON's mutex, ...)
 
 
 class RootError(CxltierdError):

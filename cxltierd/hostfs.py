@@ -87,7 +87,7 @@ class HostFS:
         except IsADirectoryError:
             raise HostFSError(str(self.path(kpath)), "is a directory, expected an attribute file") from None
         except OSError as e:
-            raise HostFSError(str(self.path(kpath)), f"unreadable ({e.strerror or e})") from None
+            raise HostFSError(str(self.path(kpath)), f"unreadable ({e.strerror or e})", e.errno) from None
         if len(data) > MAX_ATTR_BYTES:
             raise HostFSError(str(self.path(kpath)), f"larger than {MAX_ATTR_BYTES} bytes")
         try:
@@ -149,7 +149,7 @@ class HostFS:
             with open(p, "w") as f:
                 f.write(value)
         except OSError as e:
-            raise HostFSError(str(p), f"write {value!r} failed ({e.strerror or e})") from None
+            raise HostFSError(str(p), f"write {value!r} failed ({e.strerror or e})", e.errno) from None
 
 
 class RecordingHostFS(HostFS):

@@ -12,6 +12,7 @@ from cxltierd.discovery.parse import (
 )
 from cxltierd.discovery.reader import Reader
 from cxltierd.facts import Access, MemoryBlock, MemSideCache, NodeFacts
+from cxltierd.model import PAGE_SIZE
 
 NODE = "/sys/devices/system/node"
 MEMORY = "/sys/devices/system/memory"
@@ -114,7 +115,7 @@ def read_blocks(
         populated = [z for z, (_, managed) in zones.items() if managed]
         if len(populated) == 1:
             only_zone[n] = populated[0]
-        present[n] = sum(p for p, _ in zones.values()) * 4096
+        present[n] = sum(p for p, _ in zones.values()) * PAGE_SIZE
     fed: dict[int, int] = {}
     for lo, hi, n in kmem_ranges or []:
         fed[n] = fed.get(n, 0) + hi - lo

@@ -166,3 +166,23 @@ def indexes(names: list[str], prefix: str) -> list[int]:
     """All N of entries named prefix + N ("memory110"), sorted; one pass for directories of thousands."""
     n = len(prefix)
     return sorted(int(e[n:]) for e in names if e.startswith(prefix) and e[n:].isdigit())
+
+
+def parse_status(text: str) -> tuple[str, int | None]:
+    """Name and VmRSS (bytes; None for kernel threads) from /proc/PID/status."""
+    name, rss = "", None
+    for line in text.splitlines():
+        if line.startswith("Name:"):
+            name = line.split(None, 1)[1].strip() if len(line.split(None, 1)) > 1 else ""
+        elif line.startswith("VmRSS:"):
+            parts = line.split()
+            rss = int(parts[1]) * 1024 if len(parts) >= 2 and parts[1].isdigit() else None
+    return name, rss
+
+
+def parse_cgroup(text: str) -> str:
+    """The cgroup v2 path ("0::/system.slice/x.service"); "/" when there is none."""
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            return line[3:].strip() or "/"
+    return "/"

@@ -41,7 +41,7 @@ ADMIN = "/sys/kernel/mm/damon/admin"
 KDAMONDS = f"{ADMIN}/kdamonds"
 U32_MAX = 4294967295
 SIZE_MAX = (1 << 64) - 1
-BUSY = os.strerror(errno.EBUSY)  # how HostFSError words an EBUSY from DAMON's sysfs mutex
+MIN_REGIONS = 100  # fewer DAMON regions average a hot set with its cold neighbours for many seconds
 BUSY_RETRY_S = 3.0  # give up retrying an EBUSY access after this long
 
 T = TypeVar("T")
@@ -196,7 +196,8 @@ def scheme_stats(fs: HostFS, kdamond: int, scheme: int) -> dict[str, int]:
 
 
 def busy(e: HostFSError) -> bool:
-    return BUSY in e.reason
+    """Did DAMON's sysfs mutex (or a kdamond stopping meanwhile) refuse the access?"""
+    return e.errno == errno.EBUSY
 
 
 class Kdamonds:

@@ -24,18 +24,17 @@ from array import array
 from collections import Counter
 from typing import Any
 
+from cxltierd.discovery.live import ProcInfo, list_processes, node_memory
 from cxltierd.engines import syscalls
-from cxltierd.engines.damon import Context, DamonRegion, Kdamonds, Target, parse_regions
+from cxltierd.engines.damon import MIN_REGIONS, Context, DamonRegion, Kdamonds, Target, parse_regions
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
 from cxltierd.model import Process, RegionHeat, Sample
 from cxltierd.policy.roles import is_managed, pinned_tier
 from cxltierd.policy.schema import Policy
-from cxltierd.procs import ProcInfo, list_processes, node_memory
 from cxltierd.topology import Topology
 
 PROBES = 8  # pages queried per chunk to find its node
-MIN_REGIONS = 100  # fewer initial DAMON regions average a hot set with its cold neighbours for many seconds
 WARMUP = 20  # aggregation intervals a new kdamond runs before its regions are read (they split meanwhile)
 
 

@@ -33,38 +33,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cxltierd.engines.damon import U32_MAX, Context, Kdamonds, Scheme, Target, parse_regions, scheme_stats
+from cxltierd.discovery.live import node_memory, node_ranges
+from cxltierd.engines.damon import MIN_REGIONS, U32_MAX, Context, Kdamonds, Scheme, Target, parse_regions, scheme_stats
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
-from cxltierd.model import Outcome, Plan, RegionHeat, Sample, Transfer
+from cxltierd.model import PAGE_SIZE, Outcome, Plan, RegionHeat, Sample, Transfer
 from cxltierd.policy.roles import roles
 from cxltierd.policy.schema import Policy
-from cxltierd.procs import node_memory
 from cxltierd.topology import Topology
 
-PAGE = 4096
 HOT, COLD = 0, 1  # kdamond indexes
-MIN_REGIONS = 100  # damon.min_regions below this leaves regions too coarse to tell a hot set from its neighbours
 MAX_REGIONS = 1000
-
-
-def node_ranges(fs: HostFS, node: int) -> list[tuple[int, int]]:
-    """Physical [start, end) ranges of a node's online memory blocks, merged."""
-    bs = fs.read_int("/sys/devices/system/memory/block_size_bytes", 16)
-    base = f"/sys/devices/system/node/node{node}"
-    blocks = sorted(
-        int(e[6:])
-        for e in fs.listdir(base)
-        if e.startswith("memory") and e[6:].isdigit() and fs.read_optional(f"{base}/{e}/state") in (None, "online")
-    )
-    out: list[tuple[int, int]] = []
-    for b in blocks:
-        start, end = b * bs, (b + 1) * bs
-        if out and out[-1][1] == start:
-            out[-1] = (out[-1][0], end)
-        else:
-            out.append((start, end))
-    return out
 
 
 def hot_min(policy: Policy) -> int:
@@ -113,10 +92,10 @@ class DamosEngine:
             Scheme(
                 action="migrate_hot" if promote else "stat",
                 target_nid=self.fast[0],
-                sz=(PAGE, trusted),
+                sz=(PAGE_SIZE, trusted),
                 nr_accesses=(hot_min(p), U32_MAX),
                 age=(1, U32_MAX),
-                quota_bytes=max(PAGE, quota // len(self.sources)),
+                quota_bytes=max(PAGE_SIZE, quota // len(self.sources)),
                 reset_interval_ms=1000,
                 weights=(0, 1000, 500),
                 memcg=memcg,
@@ -253,7 +232,7 @@ class DamosEngine:
             delta = now[(i, j)] - before if now[(i, j)] >= before else now[(i, j)]  # lower: reset, all is new
             self.applied[(i, j)] = now[(i, j)]
             if delta > 0:
-                self.pending.append(Transfer(src, dst, delta, delta // PAGE))
+                self.pending.append(Transfer(src, dst, delta, delta // PAGE_SIZE))
 
     def apply(self, plan: Plan, now: float) -> Outcome:
         self._harvest()
@@ -261,7 +240,7 @@ class DamosEngine:
         for t in self.pending:
             moved[(t.src, t.dst)] = moved.get((t.src, t.dst), 0) + t.bytes
         self.pending = []
-        return Outcome(transfers=tuple(Transfer(s, d, b, b // PAGE) for (s, d), b in sorted(moved.items())))
+        return Outcome(transfers=tuple(Transfer(s, d, b, b // PAGE_SIZE) for (s, d), b in sorted(moved.items())))
 
     def stop(self) -> None:
         self.kdamonds.cleanup()

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxltierd.discovery.live import node_memory
 from cxltierd.hostfs import HostFS
 from cxltierd.model import Outcome, Plan, Sample
-from cxltierd.procs import node_memory
 from cxltierd.topology import Topology
 
 

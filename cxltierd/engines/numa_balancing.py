@@ -27,12 +27,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cxltierd.discovery.parse import parse_keyvals
+from cxltierd.discovery.live import node_counters, node_memory
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
-from cxltierd.model import Outcome, Plan, Sample, Transfer
+from cxltierd.model import PAGE_SIZE, Outcome, Plan, Sample, Transfer
 from cxltierd.policy.roles import roles
-from cxltierd.procs import node_memory
 from cxltierd.topology import Topology
 
 NUMA_BALANCING = "/proc/sys/kernel/numa_balancing"
@@ -43,7 +42,6 @@ MAX_HOT_THRESHOLD_MS = 60000
 TIERING = 2
 log = logging.getLogger("cxltierd")
 DEMOTE_COUNTERS = ("pgdemote_kswapd", "pgdemote_direct", "pgdemote_khugepaged", "pgdemote_proactive")
-PAGE = 4096
 
 
 def hot_threshold_ms(accesses_per_s: float) -> int:
@@ -51,13 +49,6 @@ def hot_threshold_ms(accesses_per_s: float) -> int:
     if accesses_per_s <= 0:
         return MAX_HOT_THRESHOLD_MS
     return max(1, min(MAX_HOT_THRESHOLD_MS, round(1000 / accesses_per_s)))
-
-
-def node_counters(fs: HostFS, node: int) -> dict[str, int]:
-    try:
-        return parse_keyvals(fs.read(f"/sys/devices/system/node/node{node}/vmstat"))
-    except (HostFSError, ValueError):
-        return {}
 
 
 class NumaBalancingEngine:
@@ -184,7 +175,7 @@ class NumaBalancingEngine:
                 dst = next((s for s in self.slow if s != n), self.slow[0])
                 moved[(n, dst)] += demoted
             self.last[n] = cur
-        return Outcome(transfers=tuple(Transfer(s, d, p * PAGE, p) for (s, d), p in sorted(moved.items())))
+        return Outcome(transfers=tuple(Transfer(s, d, p * PAGE_SIZE, p) for (s, d), p in sorted(moved.items())))
 
     def stop(self) -> None:
         errors = []

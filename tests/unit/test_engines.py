@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cxltierd.discovery.live import node_ranges
 from cxltierd.engines import syscalls
 from cxltierd.engines.damon import (
     KDAMONDS,
@@ -23,7 +24,7 @@ from cxltierd.engines.damon import (
     context_writes,
 )
 from cxltierd.engines.damon_tracker import DamonTracker, chunk_nodes, chunks
-from cxltierd.engines.damos import DamosEngine, node_ranges
+from cxltierd.engines.damos import DamosEngine
 from cxltierd.engines.numa_balancing import DEMOTION, NUMA_BALANCING, RATE_LIMIT, NumaBalancingEngine
 from cxltierd.engines.select import choose
 from cxltierd.errors import CxltierdError, HostFSError
@@ -257,7 +258,7 @@ def test_tracker_selects_managed_processes_largest_first(tmp_path):
         add_process(fs, pid, name, rss_kb, cg)
     policy = build_policy({"processes": {"exclude": [{"cgroup": "/system.slice"}], "min_rss": "64MiB"}})
     t = DamonTracker(fs, policy, Kdamonds(fs, tmp_path / "run/k.json"), [0, 4])
-    from cxltierd.procs import list_processes
+    from cxltierd.discovery.live import list_processes
 
     picked = t.select(list_processes(fs))
     assert [p.pid for p in picked] == [11] and picked[0].cmdline == "big --flag" and picked[0].cgroup == "/ai"
@@ -295,7 +296,7 @@ class BusyDamon(FakeDamon):
         name = kpath.rsplit("/", 1)[-1]
         if self.busy > 0 and (name in ("state", "pid") or name.startswith("nr_")):
             self.busy -= 1
-            raise HostFSError(str(self.path(kpath)), f"write failed ({os.strerror(errno.EBUSY)})")
+            raise HostFSError(str(self.path(kpath)), f"write failed ({os.strerror(errno.EBUSY)})", errno.EBUSY)
 
     def write(self, kpath: str, value: str, record: bool = True) -> None:  # type: ignore[override]
         if record:

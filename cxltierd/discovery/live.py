@@ -1,41 +1,29 @@
-"""Processes and per-node memory of the live host, read through HostFS (so fixture trees work too)."""
+"""Per-tick readers of the live host: node memory, node counters, node physical ranges, processes.
+
+Discovery (cxltierd.discovery) reads the topology once and again on hotplug; the engines read these figures every
+tick. Both go through HostFS, so fixture trees work for either; parsing is in cxltierd.discovery.parse.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cxltierd.discovery.parse import parse_meminfo
+from cxltierd.discovery.parse import parse_cgroup, parse_keyvals, parse_meminfo, parse_status
 from cxltierd.errors import HostFSError
 from cxltierd.hostfs import HostFS
+
+NODE = "/sys/devices/system/node/node{}"
 
 
 @dataclass(frozen=True)
 class ProcInfo:
+    """A user process as /proc shows it: what the policy's selectors match on, and its resident size."""
+
     pid: int
     name: str
     cmdline: str
     cgroup: str
     rss: int  # bytes
-
-
-def parse_status(text: str) -> tuple[str, int | None]:
-    """Name and VmRSS (bytes; None for kernel threads) from /proc/PID/status."""
-    name, rss = "", None
-    for line in text.splitlines():
-        if line.startswith("Name:"):
-            name = line.split(None, 1)[1].strip() if len(line.split(None, 1)) > 1 else ""
-        elif line.startswith("VmRSS:"):
-            parts = line.split()
-            rss = int(parts[1]) * 1024 if len(parts) >= 2 and parts[1].isdigit() else None
-    return name, rss
-
-
-def parse_cgroup(text: str) -> str:
-    """The cgroup v2 path ("0::/system.slice/x.service"); "/" when there is none."""
-    for line in text.splitlines():
-        if line.startswith("0::"):
-            return line[3:].strip() or "/"
-    return "/"
 
 
 def read_process(fs: HostFS, pid: int) -> ProcInfo | None:
@@ -68,9 +56,36 @@ def node_memory(fs: HostFS, nodes: list[int]) -> tuple[dict[int, int], dict[int,
     free, total = {}, {}
     for n in nodes:
         try:
-            info = parse_meminfo(fs.read(f"/sys/devices/system/node/node{n}/meminfo"))
+            info = parse_meminfo(fs.read(NODE.format(n) + "/meminfo"))
         except (HostFSError, ValueError):
             continue
         if "MemTotal" in info and "MemFree" in info:
             total[n], free[n] = info["MemTotal"], info["MemFree"]
     return free, total
+
+
+def node_counters(fs: HostFS, node: int) -> dict[str, int]:
+    """nodeN/vmstat (pgpromote_success, pgdemote_*, ...); empty when the node is gone or the file malformed."""
+    try:
+        return parse_keyvals(fs.read(NODE.format(node) + "/vmstat"))
+    except (HostFSError, ValueError):
+        return {}
+
+
+def node_ranges(fs: HostFS, node: int) -> list[tuple[int, int]]:
+    """Physical [start, end) ranges of a node's online memory blocks, merged, in ascending address order."""
+    bs = fs.read_int("/sys/devices/system/memory/block_size_bytes", 16)
+    base = NODE.format(node)
+    blocks = sorted(
+        int(e[6:])
+        for e in fs.listdir(base)
+        if e.startswith("memory") and e[6:].isdigit() and fs.read_optional(f"{base}/{e}/state") in (None, "online")
+    )
+    out: list[tuple[int, int]] = []
+    for b in blocks:
+        start, end = b * bs, (b + 1) * bs
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
