@@ -1,9 +1,13 @@
-"""The one place that wires cxltierd together: settings -> Runtime (topology, engine, event source, policy).
+"""The one place that wires cxltierd together: settings -> (Runtime, Loop).
 
+The Runtime is the wiring, fixed for the daemon's life (host filesystem, classification, engine factory, event
+sources); the Loop owns the live state (policy, topology, engines) and takes new state whole through swap().
 Backends:
-- `host`: HostFS over the real root, the engine chosen by cxltierd.engines.select, udev events for hotplug;
+- `host`: HostFS over the real root, the engine chosen by the registry's probes (cxltierd.engines.select), udev
+  events for hotplug;
 - `emulated`: HostFS over a private copy of a fixture host, the simulated memory system as tracker and migrator,
-  scripted hotplug from the scenario applied to that copy (so re-discovery is the same code as on a host);
+  its scripted hotplug applied to that copy and delivered as an event source like udev (so re-discovery is the same
+  code as on a host);
 - `auto`: the host when it has more than one memory tier, else the emulated host, saying so in the log.
 """
 
@@ -14,18 +18,20 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from cxltierd.discovery import discover, read_vmstat
-from cxltierd.engines.base import Migrator, Tracker
-from cxltierd.errors import ConfigError, CxltierdError
+from cxltierd.discovery.hotplug import EventSource
+from cxltierd.engines import registry
+from cxltierd.engines.base import Engines
+from cxltierd.engines.registry import Wiring
+from cxltierd.engines.select import choose
+from cxltierd.errors import CxltierdError
 from cxltierd.facts import HostFacts
 from cxltierd.hostfs import HostFS
-from cxltierd.hotplug import EventSource
+from cxltierd.loop import Loop
 from cxltierd.policy.schema import DEFAULT_PATH, Policy, load_policy
-from cxltierd.render import memdev_json, region_json
 from cxltierd.topology import Topology, classify
 
 log = logging.getLogger("cxltierd")
@@ -45,69 +51,47 @@ class Settings:
     state_dir: str = STATE_DIR  # where engines record what they own (kdamonds, saved sysctls)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
-    """Everything the daemon drives, built by build()."""
+    """The wiring, fixed for the daemon's life: the host filesystem, how facts become a topology and a topology
+    becomes engines, the event sources and the kernel counters. The live state (policy, topology, engines) is the
+    loop's (cxltierd.loop.Loop)."""
 
     backend: str
     fs: HostFS
-    facts: HostFacts
-    topology: Topology
-    policy: Policy
     policy_path: str | None
-    tracker: Tracker
-    migrator: Migrator
-    engine: str
-    engine_reason: str
-    conflicts: list[str] = field(default_factory=list)
-    events: EventSource | None = None  # udev (host backend)
-    scripted: Callable[[float], list[str]] | None = None  # emulated backend: hotplug events due by now
+    dry_run: bool
+    classify: Callable[[HostFacts, Policy], Topology]
+    engines_for: Callable[[HostFacts, Topology, Policy], Engines]
+    events: tuple[EventSource, ...] = ()
     counters: Callable[[], dict[str, int]] | None = None
-    cleanup: list[Callable[[], None]] = field(default_factory=list)
-    dry_run: bool = False
-    sim: Any = None  # the SimulatedMemory of the emulated backend
-    state_dir: str = STATE_DIR
+    cleanup: tuple[Callable[[], None], ...] = ()
 
     def load_policy(self) -> Policy:
+        """The policy file read again (reload). Raises ConfigError."""
         return read_policy(self.policy_path, self.dry_run)
 
-    def classify(self, facts: HostFacts) -> Topology:
-        topo = classify(facts, self.policy.tiers.overrides)
-        if self.sim is not None:
-            from cxltierd.emulate import simulated_topology
-
-            topo = simulated_topology(self.sim.scenario, topo)
-        return topo
-
-    def rediscover(self) -> Topology:
-        self.facts = discover(self.fs)
-        for w in self.facts.warnings:
+    def discover(self) -> HostFacts:
+        """A fresh discovery of the host, its warnings logged. Raises CxltierdError."""
+        facts = discover(self.fs)
+        for w in facts.warnings:
             log.warning("discovery: %s", w)
-        self.topology = self.classify(self.facts)
-        return self.topology
+        return facts
 
-    def pick_engine(self) -> bool:
-        """Host backend on the idle engine: choose a real one now that there is a second tier. True if swapped."""
-        if self.backend != "host" or self.engine != "none" or len(self.topology.tiers) < 2:
-            return False
-        tracker, migrator, choice = host_engine(self.fs, self.facts, self.topology, self.policy, Path(self.state_dir))
-        self.tracker, self.migrator = tracker, migrator
-        self.engine, self.engine_reason, self.conflicts = choice.engine, choice.reason, list(choice.conflicts)
-        return True
+    def idle(self, topology: Topology, policy: Policy, reason: str) -> Engines:
+        """The idle engine (reports node memory, moves nothing) for when no real engine can run."""
+        return registry.build("none", Wiring(self.fs, topology, policy, Path(STATE_DIR)), reason)
 
     def kernel_counters(self) -> dict[str, int]:
+        """/proc/vmstat counters (plus the simulator's, on the emulated host)."""
         return self.counters() if self.counters else read_vmstat(self.fs)
 
-    def memdevs(self) -> list[dict[str, Any]]:
-        return [memdev_json(m) for m in self.facts.memdevs]
-
-    def regions(self) -> list[dict[str, Any]]:
-        return [region_json(g, self.facts.dax) for g in self.facts.regions]
-
     def close(self) -> None:
+        """Close the event sources and remove what the backend made (the emulated tree copy)."""
+        for source in self.events:
+            source.close()
         for fn in self.cleanup:
             fn()
-        self.cleanup = []
 
 
 def read_policy(path: str | None, dry_run: bool = False) -> Policy:
@@ -121,8 +105,8 @@ def read_policy(path: str | None, dry_run: bool = False) -> Policy:
     return policy
 
 
-def build(settings: Settings) -> Runtime:
-    """Resolve the backend and build its runtime. Raises CxltierdError (one line) when it cannot."""
+def build(settings: Settings) -> tuple[Runtime, Loop]:
+    """Resolve the backend and build its wiring and its loop. Raises CxltierdError (one line) when it cannot."""
     policy = read_policy(settings.config, settings.dry_run)
     path = settings.config if settings.config is not None else (DEFAULT_PATH if os.path.exists(DEFAULT_PATH) else None)
     backend = settings.backend
@@ -147,15 +131,14 @@ def build(settings: Settings) -> Runtime:
             )
             backend = "emulated"
             settings = replace(settings, root=None)  # --root named the real host, not an emulated host tree
-    rt = _host(settings, policy) if backend == "host" else _emulated(settings, policy)
-    rt.policy_path = path
-    rt.dry_run = settings.dry_run
-    return rt
+    wiring = _host if backend == "host" else _emulated
+    return wiring(settings, policy, path)
 
 
-def _emulated(settings: Settings, policy: Policy) -> Runtime:
-    from cxltierd.emulate import SimulatedMemory, host_root, read_scenario
-    from cxltierd.emulate.tree import add_node, copy_tree, remove_node
+def _emulated(settings: Settings, policy: Policy, path: str | None) -> tuple[Runtime, Loop]:
+    from cxltierd.emulate import SimulatedMemory, host_root, read_scenario, simulated_topology
+    from cxltierd.emulate.events import ScriptedEvents
+    from cxltierd.emulate.tree import copy_tree
 
     scenario = read_scenario(settings.scenario or DEFAULT_SCENARIO)
     tmp = Path(tempfile.mkdtemp(prefix="cxltierd-emulated-"))
@@ -163,23 +146,11 @@ def _emulated(settings: Settings, policy: Policy) -> Runtime:
         root = copy_tree(Path(settings.root) if settings.root else host_root(scenario), tmp / "root")
         fs = HostFS(root)
         facts = discover(fs)
-        host_topo = classify(facts, policy.tiers.overrides)
-        sim = SimulatedMemory(scenario, host_topo, seed=settings.seed)
+        sim = SimulatedMemory(scenario, classify(facts, policy.tiers.overrides), seed=settings.seed)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    seen = [0]
-
-    def scripted(now: float) -> list[str]:
-        """Hotplug the simulator did since the last call, applied to the tree copy."""
-        events: list[str] = []
-        for rec in sim.hotplug_log[seen[0] :]:
-            if rec.ok:
-                events += remove_node(root, rec.node) if rec.action == "remove" else add_node(root, rec.node)
-            else:
-                log.warning("scripted hotplug at %gs: %s", rec.at, rec.message)
-        seen[0] = len(sim.hotplug_log)
-        return events
+    engines = Engines("simulated", sim, sim, f"emulated host, scenario {scenario.name}")
 
     def counters() -> dict[str, int]:
         base = read_vmstat(fs)
@@ -192,85 +163,49 @@ def _emulated(settings: Settings, policy: Policy) -> Runtime:
     rt = Runtime(
         backend="emulated",
         fs=fs,
-        facts=facts,
-        topology=sim.topology,
-        policy=policy,
-        policy_path=None,
-        tracker=sim,
-        migrator=sim,
-        engine="simulated",
-        engine_reason=f"emulated host, scenario {scenario.name}",
-        scripted=scripted,
+        policy_path=path,
+        dry_run=settings.dry_run,
+        classify=lambda f, p: simulated_topology(scenario, classify(f, p.tiers.overrides)),
+        engines_for=lambda f, t, p: engines,  # the simulator follows every topology itself
+        events=(ScriptedEvents(sim, root),),
         counters=counters,
-        cleanup=[lambda: shutil.rmtree(tmp, ignore_errors=True)],
-        sim=sim,
+        cleanup=(lambda: shutil.rmtree(tmp, ignore_errors=True),),
     )
-    return rt
+    return rt, Loop(sim.topology, engines, policy, facts)
 
 
-def _host(settings: Settings, policy: Policy) -> Runtime:
+def _host(settings: Settings, policy: Policy, path: str | None) -> tuple[Runtime, Loop]:
     fs = HostFS(settings.root or "/")
-    facts = discover(fs)
-    for w in facts.warnings:
-        log.warning("discovery: %s", w)
-    topology = classify(facts, policy.tiers.overrides)
-    tracker, migrator, choice = host_engine(fs, facts, topology, policy, Path(settings.state_dir))
-    events: EventSource | None = None
+    state_dir = Path(settings.state_dir)
+    events: tuple[EventSource, ...] = ()
     if fs.root == Path("/"):
-        from cxltierd.hotplug import UdevEvents
+        from cxltierd.discovery.hotplug import UdevEvents
 
         try:
-            events = UdevEvents()
+            events = (UdevEvents(),)
         except CxltierdError as e:
             log.warning("%s", e)
-    return Runtime(
+    rt = Runtime(
         backend="host",
         fs=fs,
-        facts=facts,
-        topology=topology,
-        policy=policy,
-        policy_path=None,
-        tracker=tracker,
-        migrator=migrator,
-        engine=choice.engine,
-        engine_reason=choice.reason,
-        conflicts=list(choice.conflicts),
+        policy_path=path,
+        dry_run=settings.dry_run,
+        classify=lambda f, p: classify(f, p.tiers.overrides),
+        engines_for=lambda f, t, p: host_engines(fs, f, t, p, state_dir),
         events=events,
-        state_dir=settings.state_dir,
     )
+    facts = rt.discover()
+    topology = rt.classify(facts, policy)
+    return rt, Loop(topology, rt.engines_for(facts, topology, policy), policy, facts)
 
 
-def host_engine(fs: HostFS, facts: HostFacts, topology: Topology, policy: Policy, state: Path) -> tuple[Any, Any, Any]:
-    """(tracker, migrator, Choice) for the real host: the idle engine while there is one memory tier."""
-    from cxltierd.engines.damon import Kdamonds
-    from cxltierd.engines.numa_balancing import NumaBalancingEngine
-    from cxltierd.engines.select import Choice, choose
-
+def host_engines(fs: HostFS, facts: HostFacts, topology: Topology, policy: Policy, state_dir: Path) -> Engines:
+    """The engine for a real host, chosen by the registry's probes; the idle engine while there is one tier."""
+    wiring = Wiring(fs, topology, policy, state_dir)
     if len(topology.tiers) < 2:
-        from cxltierd.engines.idle import IdleEngine
-
         names = ", ".join(t.name for t in topology.tiers) or "none"
-        idle = IdleEngine(fs, list(topology.node_ids))
-        return idle, idle, Choice("none", f"one memory tier ({names}): nothing to place until a slower tier appears")
-    kdamonds = Kdamonds(fs, state / "kdamonds.json")
-    nb = NumaBalancingEngine(fs, state / "numa_balancing.json")
-    foreign = kdamonds.foreign() if kdamonds.available() else []
-    tiering = nb.check() if facts.kernel.numa_balancing is not None else None
-    choice = choose(policy.engine, facts.kernel, foreign, tiering)
-    tracker: Any
-    migrator: Any
-    if choice.engine == "numa_balancing":
-        tracker = migrator = nb
-    elif choice.engine == "damos":
-        from cxltierd.engines.damos import DamosEngine
-
-        tracker = migrator = DamosEngine(fs, kdamonds)
-    elif choice.engine == "move_pages":
-        from cxltierd.engines.damon_tracker import DamonTracker
-        from cxltierd.engines.move_pages import MovePagesEngine
-
-        tracker = DamonTracker(fs, policy, kdamonds, list(topology.node_ids))
-        migrator = MovePagesEngine()
-    else:
-        raise ConfigError(f"engine {choice.engine} needs --backend emulated")
-    return tracker, migrator, choice
+        return registry.build(
+            "none", wiring, f"one memory tier ({names}): nothing to place until a slower tier appears"
+        )
+    choice = choose(policy.engine, registry.probe_env(fs, facts, state_dir))
+    return registry.build(choice.engine, wiring, choice.reason, choice.conflicts)

@@ -7,16 +7,18 @@ import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from cxltierd import __version__, doctor, logs, render
-from cxltierd.control import DEFAULT_SOCKET, ControlError, request
+from cxltierd import __version__, logs
 from cxltierd.discovery import discover
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.facts import HostFacts
 from cxltierd.hostfs import HostFS
+from cxltierd.report import doctor, render
+from cxltierd.service.control import DEFAULT_SOCKET, ControlError, request
 from cxltierd.topology import Topology, classify
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -131,7 +133,10 @@ def doctor_cmd(root: str, as_json: bool) -> None:
         cap_eff = doctor.parse_cap_eff(HostFS("/").read("/proc/self/status"))
     except (HostFSError, ValueError):
         cap_eff = None
-    checks = doctor.run_checks(facts, topo, cap_eff)
+    from cxltierd.app import STATE_DIR
+    from cxltierd.engines.registry import probe_env, probes
+
+    checks = doctor.run_checks(facts, topo, cap_eff, probes(probe_env(HostFS(root), facts, Path(STATE_DIR))))
     if as_json:
         click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
     else:
@@ -193,8 +198,8 @@ def run(
 ) -> None:
     """Run the daemon: discover, classify, and keep memory on the right tier."""
     from cxltierd.app import Settings, build
-    from cxltierd.daemon import Daemon, FakeClock, Options
-    from cxltierd.metrics import parse_listen
+    from cxltierd.service.daemon import Daemon, FakeClock, Options
+    from cxltierd.service.metrics import parse_listen
 
     logs.setup(log_level)
     try:
@@ -204,9 +209,9 @@ def run(
     settings = Settings(
         backend=backend, config=config, scenario=scenario, root=root, seed=seed, dry_run=dry_run, state_dir=state_dir
     )
-    rt = build(settings)
+    rt, loop = build(settings)
     opts = Options(listen=address, socket=None if socket_path in ("off", "") else socket_path, once=once, ticks=ticks)
-    code = Daemon(rt, opts, clock=FakeClock() if fake_clock else None).run()
+    code = Daemon(rt, loop, opts, clock=FakeClock() if fake_clock else None).run()
     sys.exit(code)
 
 

@@ -193,4 +193,13 @@ class HostFacts:
     warnings: tuple[str, ...] = ()
 
     def node(self, n: int) -> NodeFacts | None:
+        """The facts of node n, or None."""
         return next((x for x in self.nodes if x.node == n), None)
+
+    def region_dax(self, region: str) -> tuple[DaxDevice, ...]:
+        """The dax devices carved out of a region."""
+        return tuple(d for d in self.dax if d.region == region)
+
+    def region_node(self, region: str) -> int | None:
+        """The NUMA node a region's memory is onlined as (through its kmem dax device), or None."""
+        return next((d.target_node for d in self.region_dax(region) if d.target_node is not None), None)

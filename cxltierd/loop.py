@@ -1,9 +1,11 @@
-"""The placement loop: sample heat -> decide a plan -> apply it -> record outcomes. Time is passed in.
+"""The placement loop: sample heat -> decide a plan (or gate the kernel) -> apply it -> record outcomes.
 
-`Loop.tick(now)` is the whole cycle; the daemon calls it every policy interval with the real clock, `simulate`
-and the tests call it with simulated time. Heat is smoothed per region with an exponential decay of
-`hotness.half_life`; regions that moved are remembered for the cooldown and for counting ping-pong (a region
-sent back to the node it left less than two cooldowns earlier).
+The loop is the one owner of live state: the policy, the topology (and the facts it came from) and the engines.
+`swap()` replaces any of them at a tick boundary, all or nothing: the engines are configured for the new set first,
+and when that fails nothing changes. `tick(now)` is the whole cycle, time passed in: the daemon calls it every
+policy interval with the real clock, `simulate` and the tests with simulated time. Heat is smoothed per region with
+an exponential decay of `hotness.half_life`; regions that moved are remembered for the cooldown and for counting
+ping-pong (a region sent back to the node it left less than two cooldowns earlier).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from cxltierd.engines.base import Migrator, Tracker
-from cxltierd.model import Move, Outcome, Plan, RegionHeat, Sample, Transfer
+from cxltierd.engines.base import Engines
+from cxltierd.facts import HostFacts
+from cxltierd.model import Gates, Move, Outcome, Plan, RegionHeat, Sample, Transfer
 from cxltierd.policy.decide import Key, PlacementState, decide
+from cxltierd.policy.gates import kernel_gates
 from cxltierd.policy.roles import roles
 from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
@@ -58,6 +62,7 @@ class TickReport:
     regions: int
     dry_run: bool = False
     process_bytes: dict[tuple[int, str, str], int] = field(default_factory=dict)  # (pid, comm, tier) -> bytes
+    gates: Gates | None = None  # what a kernel-executed engine was allowed this tick (None: cxltierd moves)
 
     @property
     def moved_bytes(self) -> int:
@@ -77,42 +82,67 @@ class Totals:
 
 
 class Loop:
-    """One placement loop over a tracker and a migrator."""
+    """One placement loop: owns the policy, the topology and the engines, and runs the cycle over them."""
 
     def __init__(
         self,
         topology: Topology,
-        tracker: Tracker,
-        migrator: Migrator,
+        engines: Engines,
         policy: Policy,
+        facts: HostFacts | None = None,
         decide: Decide = decide,
     ) -> None:
         self.topology = topology
-        self.tracker = tracker
-        self.migrator = migrator
+        self.engines = engines
         self.policy = policy
+        self.facts = facts
         self.decide = decide
         self.heat: dict[Key, float] = {}
         self.last_seen: float | None = None
         self.moved_at: dict[Key, tuple[float, int, int]] = {}  # key -> (time, src, dst) of its last move
+        self.gates = Gates()
         self.totals = Totals()
         self.last: TickReport | None = None
-        self._configure()
+        self.started = False
 
-    def _configure(self) -> None:
-        self.migrator.configure(self.topology, self.policy)
-        if self.tracker is not self.migrator:
-            self.tracker.configure(self.topology, self.policy)
+    def start(self) -> None:
+        """Configure the engines for the current state (kdamonds started, knobs set). The first tick calls it if
+        nobody did; the daemon calls it before anything else, so a host it cannot run on fails at start."""
+        if not self.started:
+            self.engines.configure(self.topology, self.policy)
+            self.started = True
 
-    def set_policy(self, policy: Policy) -> None:
-        """Swap the policy (at a tick boundary: the daemon calls this between ticks)."""
-        self.policy = policy
-        self._configure()
+    def swap(
+        self,
+        *,
+        policy: Policy | None = None,
+        topology: Topology | None = None,
+        facts: HostFacts | None = None,
+        engines: Engines | None = None,
+    ) -> None:
+        """Replace live state between ticks. The engines (new or current) are configured for the new set first;
+        if that raises, nothing changes (new engines are stopped again). Replaced engines are stopped."""
+        new_policy = policy or self.policy
+        new_topology = topology or self.topology
+        new_engines = engines or self.engines
+        try:
+            if self.started:
+                new_engines.configure(new_topology, new_policy)
+        except BaseException:
+            if engines is not None and engines is not self.engines:
+                engines.stop()
+            raise
+        old = self.engines
+        self.policy, self.topology, self.engines = new_policy, new_topology, new_engines
+        if facts is not None:
+            self.facts = facts
+        if new_engines is not old:
+            old.stop()
 
-    def set_topology(self, topology: Topology) -> None:
-        """A node or region came or went: later plans use only what the new topology holds."""
-        self.topology = topology
-        self._configure()
+    def stop(self) -> None:
+        """Stop the engines (kdamonds removed, knobs restored)."""
+        self.engines.stop()
+        self.started = False
 
     def tier_name(self, node: int) -> str:
         try:
@@ -141,7 +171,9 @@ class Loop:
 
     def tick(self, now: float, stop: Callable[[], bool] | None = None) -> TickReport:
         """One cycle at time `now` (seconds). `stop()` true abandons the plan's remaining batches."""
-        sample = self.tracker.sample(now)
+        self.start()
+        migrator = self.engines.migrator
+        sample = self.engines.tracker.sample(now)
         first = self.last_seen is None  # no heat history yet: observe only
         smoothed = self.smooth(sample, now)
         horizon = 2 * self.policy.cooldown
@@ -154,10 +186,14 @@ class Loop:
             resolution=sample.resolution,
         )
         dry = self.policy.dry_run
-        if getattr(self.migrator, "kernel_executed", False):
-            # DAMOS / NUMA-balancing tiering: the kernel moves memory; apply() reports what it did.
-            plan = Plan(notes=(f"the kernel moves memory ({self.migrator.name} engine)",))
-            outcome = self.migrator.apply(plan, now)
+        gates = None
+        if migrator.kernel_executed:
+            # DAMOS / NUMA-balancing tiering: the kernel moves memory within the gates; apply() reports what it did.
+            r = roles(self.topology, self.policy)
+            gates = self.gates = kernel_gates(r, self.policy, sample.free_bytes, sample.total_bytes, self.gates)
+            migrator.gate(gates)
+            plan = Plan(notes=(f"the kernel moves memory ({migrator.name} engine)",))
+            outcome = migrator.apply(plan, now)
         elif first:
             plan, outcome = Plan(notes=("first sample: collecting heat before moving anything",)), Outcome()
         else:
@@ -174,6 +210,7 @@ class Loop:
             regions=len(smoothed),
             dry_run=dry,
             process_bytes=self._process_bytes(smoothed, sample) if self.policy.metrics.process_labels else {},
+            gates=gates,
         )
         self.last = report
         return report
@@ -191,7 +228,7 @@ class Loop:
                     skipped = len(plan.moves) - i - 1 + len(batch)
                     outcomes.append(Outcome(errors=(f"stopping: abandoned {skipped} planned moves",)))
                     break
-                outcomes.append(self.migrator.apply(Plan(moves=tuple(batch)), now))
+                outcomes.append(self.engines.migrator.apply(Plan(moves=tuple(batch)), now))
                 batch, size = [], 0
         return merge(outcomes)
 

@@ -107,3 +107,11 @@ class Outcome:
     seconds: float = 0.0  # time the moves took (real or simulated)
     moved: tuple[tuple[int, int], ...] = ()  # keys (pid, start) of the regions that did move (all or most pages)
     errors: tuple[str, ...] = ()  # one line each: "pid 4242 exited during migration", never fatal
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Whether a kernel-executed engine may promote (into the fast tier) and demote (out of it) right now."""
+
+    promote: bool = True
+    demote: bool = False

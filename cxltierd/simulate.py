@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cxltierd import baselines
 from cxltierd.emulate import Scenario, SimulatedMemory, host_topology, read_scenario
+from cxltierd.engines.base import Engines
 from cxltierd.loop import Decide, Loop
 from cxltierd.policy.decide import decide as cxltierd_decide
 from cxltierd.policy.schema import Policy
@@ -73,7 +74,7 @@ def run(
             "age": baselines.age,
             "oracle": lambda: baselines.oracle(sim.mean_rates),
         }[placer]()
-    loop = Loop(sim.topology, sim, sim, pol, decide=decide)
+    loop = Loop(sim.topology, Engines("simulated", sim, sim), pol, decide=decide)
     end = duration if duration is not None else sc.duration
     result = RunResult(placer=placer, share=0.0)
     t = 0.0

@@ -107,3 +107,14 @@ def format_size(n: int) -> str:
             value = n / factor
             return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
     return f"{n}B"
+
+
+def cpulist(values: tuple[int, ...]) -> str:
+    """(0, 1, 2, 3, 8) -> "0-3,8", the kernel's cpulist format."""
+    out: list[str] = []
+    for v in sorted(values):
+        if out and v == int(out[-1].split("-")[-1]) + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        else:
+            out.append(str(v))
+    return ",".join(out)

@@ -17,13 +17,13 @@ import heapq
 import math
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cxltierd.emulate.scenario import PAGE_SIZE, Placement, Scenario, check_nodes, simulated_topology
 from cxltierd.emulate.workload import ProcessWorkload
-from cxltierd.model import Move, Outcome, Plan, Process, RegionHeat, Sample, Transfer
+from cxltierd.model import Gates, Move, Outcome, Plan, Process, RegionHeat, Sample, Transfer
 from cxltierd.topology import Tier, Topology
 from cxltierd.units import format_size
 
@@ -98,6 +98,7 @@ class SimulatedMemory:
     """A simulated memory system: implements both Tracker (sample) and Migrator (configure, apply)."""
 
     name = "simulated"
+    kernel_executed = False
 
     def __init__(self, scenario: Scenario, topology: Topology, seed: int | None = None, start: float = 0.0) -> None:
         """`topology`: the scenario's host (its nodes are cut down to the scenario's); `start`: the caller's clock
@@ -144,6 +145,7 @@ class SimulatedMemory:
         self._last_share: float | None = None
         self._resolution = 0.0
         self.hotplug_log: list[HotplugRecord] = []
+        self.on_hotplug: list[Callable[[], None]] = []  # called after each new hotplug_log record
         self._advance(0.0)
 
     # -------------------------------------------------------------------------------------------------------
@@ -195,6 +197,9 @@ class SimulatedMemory:
             fast_share=self._last_share,
             resolution=self._resolution,
         )
+
+    def gate(self, gates: Gates) -> None:
+        """Only kernel-executed engines are gated."""
 
     def configure(self, topology: Topology, policy: Any) -> None:
         """Nothing to configure: the simulator takes its plans through apply()."""
@@ -490,7 +495,7 @@ class SimulatedMemory:
             if dst is None:
                 need = format_size(sum(q.work.sizes[k] for q, k in victims))
                 why = f"offline of node {node} failed: no room elsewhere for its {need} of process memory"
-                self.hotplug_log.append(HotplugRecord(self.start + t, node, "remove", False, message=why))
+                self._log_hotplug(HotplugRecord(self.start + t, node, "remove", False, message=why))
                 return
             free[dst] -= size
             plan.append(dst)
@@ -509,17 +514,22 @@ class SimulatedMemory:
             moved[dst] += size
             self._evacuated[(node, dst)] += size
         self._live_nodes.discard(node)
-        self.hotplug_log.append(HotplugRecord(self.start + t, node, "remove", True, dict(moved)))
+        self._log_hotplug(HotplugRecord(self.start + t, node, "remove", True, dict(moved)))
 
     def _add_node(self, node: int, t: float) -> None:
         if node in self._live_nodes:
             return
         self._live_nodes.add(node)
         self._unmanaged[node] = 0
-        self.hotplug_log.append(HotplugRecord(self.start + t, node, "add", True))
+        self._log_hotplug(HotplugRecord(self.start + t, node, "add", True))
 
     # -------------------------------------------------------------------------------------------------------
     # Placement and checks.
+
+    def _log_hotplug(self, rec: HotplugRecord) -> None:
+        self.hotplug_log.append(rec)
+        for listener in self.on_hotplug:
+            listener()
 
     def _free(self, n: int) -> int:
         return self._capacity[n] - self._unmanaged[n] - self._used[n]

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from cxltierd.discovery.parse import parse_cpulist
-from cxltierd.render import cpulist
+from cxltierd.units import cpulist
 
 NODE = "sys/devices/system/node"
 MASKS = ("online", "has_memory", "has_normal_memory", "has_high_memory", "has_cpu")

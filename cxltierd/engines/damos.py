@@ -37,7 +37,7 @@ from cxltierd.discovery.live import node_memory, node_ranges
 from cxltierd.engines.damon import MIN_REGIONS, U32_MAX, Context, Kdamonds, Scheme, Target, parse_regions, scheme_stats
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
-from cxltierd.model import PAGE_SIZE, Outcome, Plan, RegionHeat, Sample, Transfer
+from cxltierd.model import PAGE_SIZE, Gates, Outcome, Plan, RegionHeat, Sample, Transfer
 from cxltierd.policy.roles import roles
 from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
@@ -67,7 +67,7 @@ class DamosEngine:
         self.sources: tuple[int, ...] = ()  # slow nodes with memory: one migrate_hot scheme each
         self.ranges: dict[int, list[tuple[int, int]]] = {}
         self.kind: dict[int, str] = {}
-        self.active = {"hot": True, "cold": False}
+        self.gates = Gates()  # promotion on, demotion off until the loop says otherwise
         self.started = False
         self.applied: dict[tuple[int, int], int] = {}  # (kdamond, scheme) -> sz_applied seen last
         self.pending: list[Transfer] = []  # moved before a re-programming, not reported yet
@@ -87,7 +87,7 @@ class DamosEngine:
         trusted = max(1 << 20, watched // min_regions)  # DAMON's merge limit: bigger regions are still initial ones
         quota = int(p.rate_limit.mb_per_s * (1 << 20) / 2)
         memcg = self.memcg(p)
-        promote = self.active["hot"] and not p.dry_run
+        promote = self.gates.promote and not p.dry_run
         hot = tuple(
             Scheme(
                 action="migrate_hot" if promote else "stat",
@@ -105,7 +105,7 @@ class DamosEngine:
             for n in self.sources
         )
         cold = Scheme(
-            action="migrate_cold" if self.active["cold"] and not p.dry_run else "stat",
+            action="migrate_cold" if self.gates.demote and not p.dry_run else "stat",
             target_nid=self.slow[0],
             nr_accesses=(0, 0),
             age=(max(1, int(p.cooldown / aggr_s)), U32_MAX),
@@ -169,18 +169,12 @@ class DamosEngine:
         for i, ctx in enumerate(self.contexts()):
             self.kdamonds.commit(i, ctx)
 
-    def _gate(self, free: dict[int, int], total: dict[int, int]) -> None:
-        """Switch promotion/demotion on or off by the fast node's marks; commit when that changes."""
-        assert self.policy is not None
-        node = self.fast[0]
-        if node not in free or not total.get(node):
-            return
-        mark = self.policy.watermark(self.kind.get(node, "unknown"))
-        used_pct = 100 * (total[node] - free[node]) / total[node]
-        want = {"hot": used_pct < mark.max_used_percent, "cold": used_pct > mark.max_used_percent}
-        if want != self.active:
-            self.active = want
-            self._commit()
+    def gate(self, gates: Gates) -> None:
+        """Switch the migrate schemes on or off (a scheme that is off is committed as `stat`)."""
+        if gates != self.gates:
+            self.gates = gates
+            if self.started:
+                self._commit()
 
     # ---- tracking and outcomes -------------------------------------------------------------------------------
     def sample(self, now: float) -> Sample:
@@ -197,7 +191,6 @@ class DamosEngine:
             for r in damon_regions:
                 node = next((n for n in nodes for lo, hi in self.ranges.get(n, []) if lo <= r.start < hi), nodes[0])
                 regions.append(RegionHeat(0, r.start, r.end - r.start, node, r.nr_accesses / aggr_s, r.age * aggr_s))
-        self._gate(free, total)
         return Sample(regions=tuple(regions), free_bytes=free, total_bytes=total, resolution=1.0 / aggr_s)
 
     def _schemes(self) -> list[tuple[int, int, int, int]]:

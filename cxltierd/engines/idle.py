@@ -9,16 +9,20 @@ from typing import Any
 
 from cxltierd.discovery.live import node_memory
 from cxltierd.hostfs import HostFS
-from cxltierd.model import Outcome, Plan, Sample
+from cxltierd.model import Gates, Outcome, Plan, Sample
 from cxltierd.topology import Topology
 
 
 class IdleEngine:
     name = "none"
+    kernel_executed = False
 
     def __init__(self, fs: HostFS, nodes: list[int]) -> None:
         self.fs = fs
         self.nodes = nodes
+
+    def gate(self, gates: Gates) -> None:
+        """Only kernel-executed engines are gated."""
 
     def configure(self, topology: Topology, policy: Any) -> None:
         self.nodes = list(topology.node_ids)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from cxltierd.engines import syscalls
-from cxltierd.model import Move, Outcome, Plan, Transfer
+from cxltierd.model import Gates, Move, Outcome, Plan, Transfer
 from cxltierd.topology import Topology
 
 
@@ -31,6 +31,7 @@ class Pages(Protocol):
 
 class MovePagesEngine:
     name = "move_pages"
+    kernel_executed = False
 
     def __init__(
         self, pages: Pages | None = None, flags: int = syscalls.MPOL_MF_MOVE, page_size: int = syscalls.PAGE_SIZE
@@ -38,6 +39,9 @@ class MovePagesEngine:
         self.pages: Any = pages if pages is not None else syscalls
         self.flags = flags
         self.page_size = page_size
+
+    def gate(self, gates: Gates) -> None:
+        """Only kernel-executed engines are gated."""
 
     def configure(self, topology: Topology, policy: Any) -> None:
         pass

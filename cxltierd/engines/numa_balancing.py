@@ -30,7 +30,7 @@ from typing import Any
 from cxltierd.discovery.live import node_counters, node_memory
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
-from cxltierd.model import PAGE_SIZE, Outcome, Plan, Sample, Transfer
+from cxltierd.model import PAGE_SIZE, Gates, Outcome, Plan, Sample, Transfer
 from cxltierd.policy.roles import roles
 from cxltierd.topology import Topology
 
@@ -127,6 +127,9 @@ class NumaBalancingEngine:
         self.fast, self.slow = r.fast, r.slow
         if not self.last:
             self.last = {n: node_counters(self.fs, n) for n in topology.node_ids}
+
+    def gate(self, gates: Gates) -> None:
+        """The kernel applies its own watermarks to NUMA-balancing promotion and to demotion: nothing to switch."""
 
     def sample(self, now: float) -> Sample:
         nodes = list(self.topology.node_ids) if self.topology else []

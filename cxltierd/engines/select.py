@@ -1,11 +1,10 @@
-"""`engine: auto`: pick the engine by what the kernel offers, and report conflicts instead of fighting them.
+"""`engine: auto`: pick the engine by the registry's probes, and report conflicts instead of fighting them.
 
-Pure: `choose(requested, kernel facts, conflicts)` -> Choice. Order for auto, kernel mechanisms first and
-move_pages where it must:
+Pure: `choose(requested, env)` -> Choice. Order for auto, kernel mechanisms first and move_pages where it must:
 1. the kernel's NUMA-balancing tiering is already on (set by someone else): `numa_balancing`, watching only;
-2. DAMON sysfs free for us and a kernel >= 6.11 (DAMOS migrate_hot/migrate_cold): `damos`;
-3. DAMON sysfs free for us on an older kernel: `move_pages` (DAMON vaddr tracking + batched move_pages(2));
-4. kernel.numa_balancing present: `numa_balancing`;
+2. `damos` (DAMON sysfs free for us, kernel >= 6.11);
+3. `move_pages` (DAMON sysfs free for us on an older kernel: DAMON vaddr tracking + batched move_pages(2));
+4. `numa_balancing` (kernel.numa_balancing present);
 otherwise there is no engine. An engine asked for by name that this kernel cannot run is an error.
 """
 
@@ -13,56 +12,48 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cxltierd.engines.registry import Env, probes
 from cxltierd.errors import CxltierdError
-from cxltierd.facts import KernelFacts
-
-DAMOS_MIN = (6, 11)
 
 
 @dataclass(frozen=True)
 class Choice:
+    """The engine to run, why, and what else is going on that cxltierd leaves alone."""
+
     engine: str
     reason: str
     conflicts: tuple[str, ...] = ()
 
 
-def choose(requested: str, k: KernelFacts, foreign_kdamonds: list[str], tiering_by_other: str | None) -> Choice:
-    conflicts = []
-    if foreign_kdamonds:
-        conflicts.append(f"DAMON in use by another tool ({', '.join(foreign_kdamonds)}): cxltierd leaves it alone")
-    if tiering_by_other:
-        conflicts.append(tiering_by_other)
-    damon_free = k.damon.sysfs and not foreign_kdamonds
-    damos_ok = damon_free and k.version is not None and k.version >= DAMOS_MIN
-    nb_ok = k.numa_balancing is not None
-    release = k.release or "unknown"
-    why_not = {
-        "damos": None
-        if damos_ok
-        else "needs DAMON sysfs not in use by another tool and a kernel >= 6.11 "
-        f"(kernel {release}, DAMON {'busy' if foreign_kdamonds else 'present' if k.damon.sysfs else 'absent'})",
-        "move_pages": None if damon_free else "needs DAMON sysfs (vaddr tracking) not in use by another tool",
-        "numa_balancing": None if nb_ok else "needs the kernel.numa_balancing sysctl (CONFIG_NUMA_BALANCING)",
-        "simulated": "is the emulated backend's engine (--backend emulated)",
-    }
+def conflicts(env: Env) -> tuple[str, ...]:
+    """Other tools' use of the kernel mechanisms, as sentences for the log, `status` and `doctor`."""
+    out = []
+    if env.foreign_kdamonds:
+        out.append(f"DAMON in use by another tool ({', '.join(env.foreign_kdamonds)}): cxltierd leaves it alone")
+    if env.tiering_by_other:
+        out.append(env.tiering_by_other)
+    return tuple(out)
+
+
+def choose(requested: str, env: Env) -> Choice:
+    """The engine for a policy's `engine:` value on this host. Raises CxltierdError when none can run."""
+    why_not = probes(env)
+    found = conflicts(env)
+    release = env.kernel.release or "unknown"
     if requested != "auto":
         if requested not in why_not:
             raise CxltierdError(f"unknown engine {requested!r}")
         problem = why_not[requested]
         if problem:
             raise CxltierdError(f"engine {requested} cannot run here: it {problem}")
-        return Choice(requested, "asked for in the policy", tuple(conflicts))
-    if tiering_by_other and nb_ok:
-        return Choice(
-            "numa_balancing", "the kernel's NUMA-balancing tiering is already on: watching it", tuple(conflicts)
-        )
-    if damos_ok:
-        return Choice("damos", f"DAMON sysfs with DAMOS migrate actions (kernel {release})", tuple(conflicts))
-    if damon_free:
-        return Choice(
-            "move_pages", f"DAMON sysfs without DAMOS migrate actions (kernel {release} < 6.11)", tuple(conflicts)
-        )
-    if nb_ok:
-        why = "DAMON in use by another tool" if foreign_kdamonds else "no DAMON sysfs"
-        return Choice("numa_balancing", f"{why}; the kernel's NUMA-balancing tiering", tuple(conflicts))
+        return Choice(requested, "asked for in the policy", found)
+    if env.tiering_by_other and why_not["numa_balancing"] is None:
+        return Choice("numa_balancing", "the kernel's NUMA-balancing tiering is already on: watching it", found)
+    if why_not["damos"] is None:
+        return Choice("damos", f"DAMON sysfs with DAMOS migrate actions (kernel {release})", found)
+    if why_not["move_pages"] is None:
+        return Choice("move_pages", f"DAMON sysfs without DAMOS migrate actions (kernel {release} < 6.11)", found)
+    if why_not["numa_balancing"] is None:
+        why = "DAMON in use by another tool" if env.foreign_kdamonds else "no DAMON sysfs"
+        return Choice("numa_balancing", f"{why}; the kernel's NUMA-balancing tiering", found)
     raise CxltierdError("no engine can run on this kernel: no DAMON sysfs and no kernel.numa_balancing sysctl")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cxltierd.control import request
+from cxltierd.service.control import request
 from tests.integration.daemon import Daemon
 
 GOOD = "interval: 300ms\nrate_limit: {mb_per_s: 2048}\n"
@@ -159,7 +159,7 @@ def _reload_refused_for_other_uids(d: Daemon) -> None:
     d.wait_message("READY=1")
     os.chmod(d.control, 0o666)
     code = (
-        "import os, sys, json, socket; from cxltierd.control import request;"  # import before dropping to nobody
+        "import os, sys, json, socket; from cxltierd.service.control import request;"  # import before dropping to nobody
         "os.setgid(65534); os.setuid(65534);"
         f"print(request({d.control!r}, 'reload')['error']); print(request({d.control!r}, 'status')['ok'])"
     )

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from cxltierd.control import request
+from cxltierd.service.control import request
 from tests.integration.daemon import Daemon
 
 

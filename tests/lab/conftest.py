@@ -396,7 +396,7 @@ class LabDaemon:
             return parse_metrics(r.read().decode())
 
     def status(self) -> dict[str, Any]:
-        from cxltierd.control import request
+        from cxltierd.service.control import request
 
         reply = request(str(self.socket), "status", timeout=30)
         assert reply.get("ok"), reply

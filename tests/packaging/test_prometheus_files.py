@@ -25,8 +25,9 @@ def exported_names() -> set[str]:
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from cxltierd.metrics import KERNEL_COUNTERS, registry_for
-    from cxltierd.state import TICK_BUCKETS, ReloadResult, Snapshot
+    from cxltierd.facts import DaxDevice, HostFacts, Memdev, Region
+    from cxltierd.service.metrics import KERNEL_COUNTERS, registry_for
+    from cxltierd.service.state import TICK_BUCKETS, ReloadResult, Snapshot
     from cxltierd.topology import Node, Tier, Topology
 
     topo = Topology(
@@ -44,8 +45,12 @@ def exported_names() -> set[str]:
         ticks=1,
         tick_bucket_counts=(1,) * len(TICK_BUCKETS),
         kernel_counters=dict.fromkeys(KERNEL_COUNTERS, 1),
-        memdevs=({"memdev": "mem0", "serial": 0, "host": "h", "firmware_version": "1"},),
-        regions=({"region": "region0", "type": "ram", "size": 1, "target_node": 2},),
+        facts=HostFacts(
+            root="/",
+            memdevs=(Memdev("mem0", "/m", host="h", serial=0, firmware_version="1"),),
+            regions=(Region("region0", "/r", mode="ram", size=1, dax_region="dax_region0"),),
+            dax=(DaxDevice("dax0.0", "/d", "cxl-ram", region="region0", target_node=2),),
+        ),
         last_reload=ReloadResult(ok=True, time=1.0),
     )
     text = generate_latest(registry_for(lambda: snap)).decode()

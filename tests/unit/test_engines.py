@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cxltierd.discovery.live import node_ranges
+from cxltierd.discovery.live import node_memory, node_ranges
 from cxltierd.engines import syscalls
 from cxltierd.engines.damon import (
     KDAMONDS,
@@ -26,11 +26,14 @@ from cxltierd.engines.damon import (
 from cxltierd.engines.damon_tracker import DamonTracker, chunk_nodes, chunks
 from cxltierd.engines.damos import DamosEngine
 from cxltierd.engines.numa_balancing import DEMOTION, NUMA_BALANCING, RATE_LIMIT, NumaBalancingEngine
+from cxltierd.engines.registry import Env, probes
 from cxltierd.engines.select import choose
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.facts import Damon, KernelFacts
 from cxltierd.hostfs import HostFS
-from cxltierd.policy.schema import build_policy
+from cxltierd.policy.gates import kernel_gates
+from cxltierd.policy.roles import roles
+from cxltierd.policy.schema import Policy, build_policy
 from cxltierd.topology import Node, Tier, Topology
 
 MiB = 1 << 20
@@ -159,22 +162,29 @@ def test_select_rules():
             release=f"{version[0]}.{version[1]}.0", version=version, numa_balancing=nb, damon=Damon(sysfs=damon)
         )
 
-    assert choose("auto", kernel(), [], None).engine == "damos"
-    assert choose("auto", kernel((6, 8)), [], None).engine == "move_pages"
-    c = choose("auto", kernel(), ["kdamond 0 (on, pid 9)"], None)
+    assert choose("auto", Env(kernel())).engine == "damos"
+    assert choose("auto", Env(kernel((6, 8)))).engine == "move_pages"
+    c = choose("auto", Env(kernel(), foreign_kdamonds=("kdamond 0 (on, pid 9)",)))
     assert c.engine == "numa_balancing" and "DAMON in use by another tool" in c.conflicts[0]
-    c = choose("auto", kernel(), [], "kernel.numa_balancing is already 2")
+    c = choose("auto", Env(kernel(), tiering_by_other="kernel.numa_balancing is already 2"))
     assert (
         c.engine == "numa_balancing"
         and "watching" in c.reason
         and c.conflicts == ("kernel.numa_balancing is already 2",)
     )
-    assert choose("auto", kernel(damon=False), [], None).engine == "numa_balancing"
+    assert choose("auto", Env(kernel(damon=False))).engine == "numa_balancing"
     with pytest.raises(CxltierdError, match="no engine can run"):
-        choose("auto", kernel(damon=False, nb=None), [], None)
+        choose("auto", Env(kernel(damon=False, nb=None)))
     with pytest.raises(CxltierdError, match=r"engine damos cannot run here: it needs .* kernel >= 6.11 \(kernel 6.8.0"):
-        choose("damos", kernel((6, 8)), [], None)
-    assert choose("move_pages", kernel(), [], None).reason == "asked for in the policy"
+        choose("damos", Env(kernel((6, 8))))
+    assert choose("move_pages", Env(kernel())).reason == "asked for in the policy"
+    # doctor reads the same probes: every selectable engine, None where it can run
+    assert probes(Env(kernel((6, 8)))) == {
+        "damos": "needs DAMON sysfs not in use by another tool and a kernel >= 6.11 (kernel 6.8.0, DAMON present)",
+        "move_pages": None,
+        "numa_balancing": None,
+        "simulated": "is the emulated backend's engine (--backend emulated)",
+    }
 
 
 def test_damos_programs_two_paddr_kdamonds_and_gates_by_marks(tmp_path):
@@ -196,7 +206,8 @@ def test_damos_programs_two_paddr_kdamonds_and_gates_by_marks(tmp_path):
         )
     assert node_ranges(fs, 0) == [(0, 3 * bs)] and node_ranges(fs, 4) == [(110 * bs, 112 * bs)]
     e = DamosEngine(fs, Kdamonds(fs, tmp_path / "run/k.json"))
-    e.configure(TOPO, build_policy({"processes": {"manage": [{"cgroup": "/ai"}]}, "rate_limit": {"mb_per_s": 100}}))
+    pol = build_policy({"processes": {"manage": [{"cgroup": "/ai"}]}, "rate_limit": {"mb_per_s": 100}})
+    e.configure(TOPO, pol)
     w = dict(fs.writes)
     hot, cold = f"{KDAMONDS}/0/contexts/0", f"{KDAMONDS}/1/contexts/0"
     assert w[f"{hot}/operations"] == "paddr" and w[f"{hot}/targets/0/regions/0/start"] == str(110 * bs)
@@ -209,7 +220,7 @@ def test_damos_programs_two_paddr_kdamonds_and_gates_by_marks(tmp_path):
         f"Node 0 MemTotal: {3 * bs // 1024} kB\nNode 0 MemFree: 1024 kB\n"
     )
     fs.writes.clear()
-    e.sample(1.0)
+    gate_by_marks(e, fs, TOPO, pol)
     w = dict(fs.writes)
     assert w[f"{hot}/schemes/1/action"] == "stat" and w[f"{cold}/schemes/1/action"] == "migrate_cold"
     assert (f"{KDAMONDS}/0/state", "commit") in fs.writes
@@ -418,6 +429,12 @@ def test_damos_one_hot_scheme_per_slow_node_and_a_prime_pass(tmp_path):
     e.stop()
 
 
+def gate_by_marks(e: DamosEngine, fs: HostFS, topo: Topology, pol: Policy) -> None:
+    """What the loop does for a kernel-executed engine each tick: gates from the nodes' usage, handed to it."""
+    free, total = node_memory(fs, list(topo.node_ids))
+    e.gate(kernel_gates(roles(topo, pol), pol, free, total, e.gates))
+
+
 class MigratingDamon(FakeDamon):
     """DAMON whose hot scheme goes on migrating while a commit is written (its stats survive the commit)."""
 
@@ -431,14 +448,15 @@ class MigratingDamon(FakeDamon):
 def test_damos_counts_what_moves_around_a_commit(tmp_path):
     busy = damos_host(tmp_path, MigratingDamon)
     e = DamosEngine(busy, Kdamonds(busy, tmp_path / "run/k.json"))
-    e.configure(TOPO3, build_policy({}))
+    pol = build_policy({})
+    e.configure(TOPO3, pol)
     stats = busy.path(f"{KDAMONDS}/0/contexts/0/schemes/1/stats")
     stats.mkdir(parents=True, exist_ok=True)
     (stats / "sz_applied").write_text(str(4 * MiB))
     busy.path("/sys/devices/system/node/node0/meminfo").write_text(
         f"Node 0 MemTotal: {3 * 128 * MiB // 1024} kB\nNode 0 MemFree: 1024 kB\n"
     )
-    e.sample(1.0)  # node 0 is full: promotion off, committed while 1 MiB more moves
+    gate_by_marks(e, busy, TOPO3, pol)  # node 0 is full: promotion off, committed while 1 MiB more moves
     assert (f"{KDAMONDS}/0/state", "commit") in busy.writes
     assert {(t.src, t.dst): t.pages for t in e.apply(None, 1.0).transfers} == {(2, 0): 1280}  # type: ignore[arg-type]
     e.configure(TOPO3, build_policy({"rate_limit": {"mb_per_s": 50}}))  # a reload: new quotas, a commit, 1 MiB more

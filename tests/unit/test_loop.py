@@ -3,8 +3,12 @@ ping-pong accounting, and outcome recording per tier pair."""
 
 from __future__ import annotations
 
+import pytest
+
+from cxltierd.engines.base import Engines
+from cxltierd.errors import CxltierdError
 from cxltierd.loop import BATCH_BYTES, Loop, merge
-from cxltierd.model import Move, Outcome, Plan, RegionHeat, Sample, Transfer
+from cxltierd.model import Gates, Move, Outcome, Plan, RegionHeat, Sample, Transfer
 from cxltierd.policy.schema import build_policy
 from cxltierd.topology import Node, Tier, Topology
 
@@ -20,15 +24,24 @@ class Fake:
     """Tracker and migrator: regions with scripted heat; applies moves and records each apply call."""
 
     name = "fake"
+    kernel_executed = False
 
-    def __init__(self, heat: dict[int, float], node: int = 2) -> None:
+    def __init__(self, heat: dict[int, float], node: int = 2, fail_configure: bool = False) -> None:
         self.heat = heat
         self.node = dict.fromkeys(heat, node)
         self.calls: list[Plan] = []
+        self.gates: list[Gates] = []
         self.configured = 0
+        self.stopped = 0
+        self.fail_configure = fail_configure
 
     def configure(self, topology, policy) -> None:
+        if self.fail_configure and self.configured:
+            raise CxltierdError("fake: cannot follow")
         self.configured += 1
+
+    def gate(self, gates: Gates) -> None:
+        self.gates.append(gates)
 
     def sample(self, now: float) -> Sample:
         regions = tuple(RegionHeat(1, i * R, R, self.node[i], h) for i, h in self.heat.items())
@@ -52,12 +65,12 @@ class Fake:
         )
 
     def stop(self) -> None:
-        pass
+        self.stopped += 1
 
 
 def loop(fake: Fake, **policy) -> Loop:
     doc = {"interval": 1, "rate_limit": {"mb_per_s": 100000}, "hotness": {"half_life": 1}, **policy}
-    return Loop(TOPO, fake, fake, build_policy(doc))
+    return Loop(TOPO, Engines("fake", fake, fake), build_policy(doc))
 
 
 def test_first_tick_observes_only_then_promotes():
@@ -109,6 +122,27 @@ def test_kernel_executed_engine_reports_what_the_kernel_did():
     lp = loop(fake)
     r = lp.tick(0.0)
     assert r.plan.moves == () and "the kernel moves memory" in r.plan.notes[0] and len(fake.calls) == 1
+    assert r.gates == Gates(promote=True, demote=False) and fake.gates == [r.gates]
+    fake.node = dict.fromkeys(range(990), 0)  # node 0 99% used: past max_used_percent
+    assert lp.tick(1.0).gates == Gates(promote=False, demote=True) == fake.gates[-1]
+
+
+def test_swap_is_all_or_nothing_and_stops_replaced_engines():
+    fake = Fake({0: 1.0}, fail_configure=True)
+    lp = loop(fake)
+    lp.start()
+    old_policy = lp.policy
+    with pytest.raises(CxltierdError):
+        lp.swap(policy=build_policy({"interval": 7}), topology=TOPO)
+    assert lp.policy is old_policy and lp.engines.tracker is fake  # nothing changed
+    other = Fake({0: 1.0})
+    lp.swap(engines=Engines("other", other, other), policy=build_policy({"interval": 7}))
+    assert lp.engines.name == "other" and lp.policy.interval == 7 and other.configured == 1 and fake.stopped == 1
+    broken = Fake({0: 1.0})
+    broken.configure = lambda topology, policy: (_ for _ in ()).throw(CxltierdError("no"))  # type: ignore[method-assign]
+    with pytest.raises(CxltierdError):
+        lp.swap(engines=Engines("broken", broken, broken))
+    assert lp.engines.name == "other" and broken.stopped == 1 and other.stopped == 0
 
 
 def test_ping_pong_is_counted_when_a_region_goes_back_within_two_cooldowns():

@@ -10,9 +10,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from cxltierd import logs
-from cxltierd.metrics import parse_listen, registry_for
-from cxltierd.notify import Notifier
-from cxltierd.state import ReloadResult, Snapshot
+from cxltierd.facts import HostFacts, Memdev, Region
+from cxltierd.service.metrics import parse_listen, registry_for
+from cxltierd.service.notify import Notifier
+from cxltierd.service.state import ReloadResult, Snapshot
 from cxltierd.topology import Node, Tier, Topology
 
 TOPO = Topology(
@@ -60,8 +61,7 @@ def test_collector_without_snapshot_and_with_odd_values():
     odd = Snapshot(
         topology=TOPO,
         usage={0: (100, 40)},  # node 2 unplugged: no series for it
-        regions=({"region": "region0", "type": None, "size": None, "target_node": None},),
-        memdevs=({"memdev": "mem0", "serial": None},),
+        facts=HostFacts(root="/", regions=(Region("region0", "/r"),), memdevs=(Memdev("mem0", "/m"),)),
         last_reload=ReloadResult(ok=False, time=0.0, error="bad"),
         tick_bucket_counts=(1,) * 12,
         ticks=1,

@@ -228,8 +228,24 @@ def _caps(cap_eff: int | None) -> list[Check]:
     return [Check("capabilities", "ok", "CAP_SYS_ADMIN, CAP_SYS_NICE, CAP_SYS_PTRACE present")]
 
 
-def run_checks(facts: HostFacts, topo: Topology, cap_eff: int | None) -> list[Check]:
-    return _kernel(facts) + _cxl(facts) + _dax(facts) + _tiers(facts, topo) + _knobs(facts) + _caps(cap_eff)
+def _engines(probes: dict[str, str | None]) -> list[Check]:
+    """Which engines the registry's probes say can run here (the same probes `engine: auto` reads)."""
+    real = {name: why for name, why in probes.items() if name != "simulated"}
+    can = [name for name, why in real.items() if why is None]
+    cannot = "; ".join(f"{name} {why}" for name, why in real.items() if why is not None)
+    if not can:
+        return [
+            Check("engines", "fail", f"no engine can run here: {cannot}", "see the damon and numa_balancing checks")
+        ]
+    return [Check("engines", "ok", f"can run: {', '.join(can)}" + (f"; cannot: {cannot}" if cannot else ""))]
+
+
+def run_checks(
+    facts: HostFacts, topo: Topology, cap_eff: int | None, probes: dict[str, str | None] | None = None
+) -> list[Check]:
+    """Every check, in the order `doctor` prints them. `probes`: the engine registry's verdicts (None: skip)."""
+    checks = _kernel(facts) + _cxl(facts) + _dax(facts) + _tiers(facts, topo) + _knobs(facts) + _caps(cap_eff)
+    return checks + (_engines(probes) if probes is not None else [])
 
 
 def exit_code(checks: list[Check]) -> int:

@@ -8,8 +8,9 @@ reference, so they never block the loop and never see a half-written state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from cxltierd.facts import HostFacts
+from cxltierd.model import Gates
 from cxltierd.topology import Topology
 
 # Upper bounds (seconds) of the loop-duration histogram buckets.
@@ -56,8 +57,8 @@ class Snapshot:
     last_moved_bytes: int = 0
     topology_changes: int = 0
     kernel_counters: dict[str, int] = field(default_factory=dict)  # /proc/vmstat name -> value
-    memdevs: tuple[dict[str, Any], ...] = ()  # `cxl list`-style: memdev, serial, host, firmware_version
-    regions: tuple[dict[str, Any], ...] = ()  # region, mode, size, target_node
+    facts: HostFacts | None = None  # what discovery found (memdevs, regions, dax) when the topology was made
+    gates: Gates | None = None  # a kernel-executed engine's promotion/demotion switches at the last tick
     last_error: str | None = None
 
     def node_usage(self, node: int) -> tuple[int, int]:

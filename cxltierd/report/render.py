@@ -7,8 +7,9 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from cxltierd.facts import Access, DaxDevice, Decoder, HostFacts, Memdev, Region
-from cxltierd.state import Snapshot
+from cxltierd.service.state import Snapshot
 from cxltierd.topology import Topology
+from cxltierd.units import cpulist
 
 if TYPE_CHECKING:
     from cxltierd.simulate import RunResult
@@ -154,17 +155,6 @@ def topology_json(facts: HostFacts, topo: Topology) -> dict[str, Any]:
     }
 
 
-def cpulist(values: tuple[int, ...]) -> str:
-    """(0, 1, 2, 3, 8) -> "0-3,8", the kernel's cpulist format."""
-    out: list[str] = []
-    for v in sorted(values):
-        if out and v == int(out[-1].split("-")[-1]) + 1:
-            out[-1] = f"{out[-1].split('-')[0]}-{v}"
-        else:
-            out.append(str(v))
-    return ",".join(out)
-
-
 def human_bytes(n: int | None) -> str:
     if n is None:
         return "?"
@@ -290,7 +280,10 @@ def status_json(s: Snapshot) -> dict[str, Any]:
             "ping_pong": s.ping_pong,
             "topology_changes": s.topology_changes,
         },
-        "cxl": {"memdevs": list(s.memdevs), "regions": list(s.regions)},
+        "cxl": {
+            "memdevs": [memdev_json(m) for m in s.facts.memdevs] if s.facts else [],
+            "regions": [region_json(g, s.facts.dax) for g in s.facts.regions] if s.facts else [],
+        },
         "kernel_counters": dict(s.kernel_counters),
         "last_error": s.last_error,
     }

@@ -10,60 +10,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import signal
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from cxltierd import __version__
 from cxltierd.app import Runtime
-from cxltierd.control import ControlServer, Peer
+from cxltierd.discovery.hotplug import Debouncer
 from cxltierd.errors import CxltierdError
-from cxltierd.hotplug import Debouncer
-from cxltierd.loop import Loop, TickReport
-from cxltierd.metrics import MetricsServer, registry_for
-from cxltierd.notify import Notifier
-from cxltierd.render import human_bytes, status_json
-from cxltierd.state import TICK_BUCKETS, ReloadResult, Snapshot
+from cxltierd.loop import Loop
+from cxltierd.report.render import status_json
+from cxltierd.service import publish
+from cxltierd.service.clock import Clock, FakeClock
+from cxltierd.service.control import ControlServer, Peer
+from cxltierd.service.metrics import MetricsServer, registry_for
+from cxltierd.service.notify import Notifier
+from cxltierd.service.state import ReloadResult, Snapshot
+
+__all__ = ["Clock", "Daemon", "FakeClock", "Options"]
 
 log = logging.getLogger("cxltierd")
 
 STOP_WITHIN = 5.0  # seconds: SIGTERM abandons the migration batches left after this
-
-
-class Clock:
-    """Real time: monotonic now(), and wait() sleeps in select() on the given file descriptors."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def wait(self, timeout: float, fds: list[int]) -> list[int]:
-        try:
-            ready, _, _ = select.select(fds, [], [], max(0.0, timeout))
-        except InterruptedError:
-            return []
-        return ready
-
-
-class FakeClock(Clock):
-    """Simulated time for tests and --fake-clock: wait() returns at once, moving time forward."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wait(self, timeout: float, fds: list[int]) -> list[int]:
-        ready, _, _ = select.select(fds, [], [], 0)
-        if not ready:
-            self.t += max(0.0, timeout)
-        return ready
 
 
 @dataclass
@@ -83,27 +54,24 @@ class _Pending:
 
 
 class Daemon:
-    def __init__(self, rt: Runtime, opts: Options, clock: Clock | None = None, notifier: Notifier | None = None):
+    """Runs one Loop on time over a Runtime's wiring; the loop thread is the only one that touches the loop."""
+
+    def __init__(
+        self, rt: Runtime, loop: Loop, opts: Options, clock: Clock | None = None, notifier: Notifier | None = None
+    ):
         self.rt = rt
+        self.loop = loop
         self.opts = opts
         self.clock = clock or Clock()
         self.notify = notifier or Notifier()
-        self.loop = Loop(rt.topology, rt.tracker, rt.migrator, rt.policy)
+        self.svc = publish.ServiceState(backend=rt.backend, started=time.time())
         self.snapshot: Snapshot | None = None
         self.flags: set[str] = set()
         self.pending: list[_Pending] = []
         self.lock = threading.Lock()
         self.debounce = Debouncer()
         self.t0 = self.clock.now()
-        self.started = time.time()
-        self.reloads: dict[str, int] = {"success": 0, "failure": 0}
-        self.last_reload: ReloadResult | None = None
-        self.topology_changes = 0
-        self.tick_durations: list[int] = [0] * len(TICK_BUCKETS)
-        self.tick_sum = 0.0
-        self.last_tick_wall: float | None = None
         self.last_progress = self.clock.now()
-        self.last_error: str | None = None
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.metrics: MetricsServer | None = None
         self.control: ControlServer | None = None
@@ -133,6 +101,7 @@ class Daemon:
     def run(self) -> int:
         restore = self._install_signals()
         try:
+            self.loop.start()
             self._start_servers()
             return self._main()
         finally:
@@ -163,26 +132,27 @@ class Daemon:
                 log.info("control socket %s", self.opts.socket)
 
     def _main(self) -> int:
-        rt = self.rt
+        rt, engines, policy = self.rt, self.loop.engines, self.loop.policy
         log.info(
             "backend %s, engine %s (%s), policy %s, interval %gs%s",
             rt.backend,
-            rt.engine,
-            rt.engine_reason,
-            rt.policy.source,
-            rt.policy.interval,
-            ", dry run" if rt.policy.dry_run else "",
+            engines.name,
+            engines.reason,
+            policy.source,
+            policy.interval,
+            ", dry run" if policy.dry_run else "",
         )
-        for c in rt.conflicts:
+        for c in engines.conflicts:
             log.warning("conflict: %s", c)
         self._tick()
-        self.notify.ready(self._status_line())
+        self.notify.ready(publish.status_line(self.snapshot))
         if self.opts.once:
             return 0
         next_tick = self.clock.now() + self.loop.policy.interval
         wd = self.notify.watchdog_interval
         next_wd = self.clock.now() if wd else None
-        fds = [self.wake_r] + ([rt.events.fileno()] if rt.events is not None else [])
+        sources = {s.fileno(): s for s in rt.events}
+        fds = [self.wake_r, *sources]
         while True:
             now = self.clock.now()
             if next_wd is not None and wd is not None and now >= next_wd:
@@ -197,8 +167,9 @@ class Daemon:
             self.last_progress = now
             if self.wake_r in ready:
                 self._drain_wakeups()
-            if rt.events is not None and rt.events.fileno() in ready:
-                self._take_events(rt.events.drain(), now)
+            for fd in ready:
+                if fd in sources:
+                    self._take_events(sources[fd].drain(), now)
             if "stop" in self.flags:
                 log.info("stopping")
                 return 0
@@ -213,16 +184,14 @@ class Daemon:
                 if self.opts.ticks is not None and self.loop.totals.ticks >= self.opts.ticks:
                     return 0
                 next_tick = max(next_tick + self.loop.policy.interval, self.clock.now())
-                self.notify.status(self._status_line())
+                self.notify.status(publish.status_line(self.snapshot))
 
     def _shutdown(self) -> None:
         self.notify.stopping()
         for what, stop in (
-            ("tracker", self.rt.tracker.stop),
-            ("engine", self.rt.migrator.stop),
+            ("engine", self.loop.stop),
             ("control socket", self.control.stop if self.control else None),
             ("metrics server", self.metrics.stop if self.metrics else None),
-            ("hotplug", self.rt.events.close if self.rt.events else None),
             ("runtime", self.rt.close),
         ):
             if stop is None:
@@ -247,28 +216,23 @@ class Daemon:
         started = time.monotonic()
         now = self.clock.now() - self.t0
         deadline = started + STOP_WITHIN
+        svc = self.svc
         try:
-            if self.rt.scripted is not None:
-                self._take_events(self.rt.scripted(now), self.clock.now())
             report = self.loop.tick(now, stop=lambda: "stop" in self.flags and time.monotonic() > deadline)
-            self.last_error = None
+            svc.last_error = None
         except CxltierdError as e:
             log.error("tick failed: %s", e)
-            self.last_error = str(e)
+            svc.last_error = str(e)
             report = None
         except Exception as e:  # one bad tick never stops the daemon
             log.exception("tick failed")
-            self.last_error = f"{type(e).__name__}: {e}"
+            svc.last_error = f"{type(e).__name__}: {e}"
             report = None
-        duration = time.monotonic() - started
-        self.tick_sum += duration
-        i = bisect_left(TICK_BUCKETS, duration)
-        for j in range(i, len(TICK_BUCKETS)):
-            self.tick_durations[j] += 1
-        self.last_tick_wall = time.time()
+        svc.times.add(time.monotonic() - started)
+        svc.last_tick_wall = time.time()
         self.last_progress = self.clock.now()
         if report is not None:
-            log.info("%s", self.tick_line(report))
+            log.info("%s", publish.tick_line(self.loop, report))
             for note in report.plan.notes[:3]:
                 log.debug("  note: %s", note)
             for m in report.plan.moves[:5]:
@@ -277,81 +241,13 @@ class Daemon:
                 log.warning("%s", err)
         self._publish()
 
-    def tick_line(self, r: TickReport) -> str:
-        per_pair: dict[tuple[str, str], int] = {}
-        for tr in r.outcome.transfers:
-            pair = (self.loop.tier_name(tr.src), self.loop.tier_name(tr.dst))
-            per_pair[pair] = per_pair.get(pair, 0) + tr.bytes
-        moves = ", ".join(f"{a}->{b} {human_bytes(v)}" for (a, b), v in sorted(per_pair.items()))
-        if r.dry_run:
-            planned = sum(m.size for m in r.plan.moves)
-            moved = f"dry run: {len(r.plan.moves)} moves planned ({human_bytes(planned)})"
-        else:
-            moved = f"moved {human_bytes(r.moved_bytes)}" + (f" ({moves})" if moves else "")
-        share = "n/a" if r.fast_share is None else f"{100 * r.fast_share:.1f}%"
-        usage = []
-        for t in self.loop.topology.tiers:
-            pairs = [r.usage[n] for n in t.nodes if n in r.usage]
-            if pairs:
-                total = sum(p[0] for p in pairs)
-                used = total - sum(p[1] for p in pairs)
-                usage.append(f"{t.name} {human_bytes(used)}/{human_bytes(total)}")
-        failed = sum(r.outcome.failures.values())
-        return f"tick {self.loop.totals.ticks}: {moved}, fast-tier share {share}, used {', '.join(usage) or 'n/a'}" + (
-            f", {failed} pages failed" if failed else ""
-        )
-
-    def _status_line(self) -> str:
-        s = self.snapshot
-        if s is None:
-            return "starting"
-        share = "" if s.fast_tier_access_ratio is None else f", fast-tier share {100 * s.fast_tier_access_ratio:.0f}%"
-        moved = sum(s.migrated_bytes.values())
-        return (
-            f"{s.engine} engine on {s.backend} host: {len(s.topology.tiers)} tiers, moved {human_bytes(moved)}{share}"
-        )
-
     def _publish(self) -> None:
-        rt, loop, last = self.rt, self.loop, self.loop.last
-        t = loop.totals
         try:
-            counters = rt.kernel_counters()
+            counters = self.rt.kernel_counters()
         except Exception as e:
             counters = {}
             log.debug("kernel counters: %s", e)
-        self.snapshot = Snapshot(
-            topology=loop.topology,
-            version=__version__,
-            started=self.started,
-            backend=rt.backend,
-            engine=rt.engine,
-            engine_reason=rt.engine_reason,
-            conflicts=tuple(rt.conflicts),
-            interval=loop.policy.interval,
-            policy_source=loop.policy.source,
-            policy_digest=loop.policy.digest,
-            dry_run=loop.policy.dry_run,
-            last_reload=self.last_reload,
-            reloads=dict(self.reloads),
-            last_tick=self.last_tick_wall,
-            ticks=t.ticks,
-            tick_seconds_sum=self.tick_sum,
-            tick_bucket_counts=tuple(self.tick_durations),
-            usage=dict(last.usage) if last else {},
-            migrated_bytes=dict(t.migrated_bytes),
-            migrated_pages=dict(t.migrated_pages),
-            failures=dict(t.failures),
-            ping_pong=t.ping_pong,
-            fast_tier_access_ratio=last.fast_share if last else None,
-            hot_bytes=dict(last.hot_bytes) if last else {},
-            process_bytes=dict(last.process_bytes) if last else {},
-            last_moved_bytes=last.moved_bytes if last else 0,
-            topology_changes=self.topology_changes,
-            kernel_counters=counters,
-            memdevs=tuple(rt.memdevs()),
-            regions=tuple(rt.regions()),
-            last_error=self.last_error,
-        )
+        self.snapshot = publish.snapshot(self.loop, self.svc, counters)
 
     # ---- reload ----------------------------------------------------------------------------------------------
     def reload(self) -> ReloadResult:
@@ -360,21 +256,28 @@ class Daemon:
         try:
             policy = self.rt.load_policy()
         except CxltierdError as e:
-            result = ReloadResult(ok=False, time=time.time(), error=str(e), source=self.rt.policy_path or "")
-            self.reloads["failure"] += 1
-            log.error("reload refused, old policy stays in force: %s", e)
+            return self._reload_done(
+                ReloadResult(ok=False, time=time.time(), error=str(e), source=self.rt.policy_path or "")
+            )
         else:
             overrides_changed = policy.tiers.overrides != self.loop.policy.tiers.overrides
-            self.rt.policy = policy
-            self.loop.set_policy(policy)
+            try:
+                self.loop.swap(policy=policy)
+            except CxltierdError as e:
+                return self._reload_done(ReloadResult(ok=False, time=time.time(), error=str(e), source=policy.source))
             if overrides_changed:
                 self._rediscover(["policy tier overrides changed"])
             result = ReloadResult(ok=True, time=time.time(), source=policy.source)
-            self.reloads["success"] += 1
             log.info("reloaded policy %s (sha256 %s)", policy.source, policy.digest)
-        self.last_reload = result
+        return self._reload_done(result)
+
+    def _reload_done(self, result: ReloadResult) -> ReloadResult:
+        self.svc.reloads["success" if result.ok else "failure"] += 1
+        if not result.ok:
+            log.error("reload refused, old policy stays in force: %s", result.error)
+        self.svc.last_reload = result
         self._publish()
-        self.notify.ready(self._status_line())
+        self.notify.ready(publish.status_line(self.snapshot))
         return result
 
     def _reload_request(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
@@ -418,9 +321,12 @@ class Daemon:
         self.debounce.add(events, now)
 
     def _rediscover(self, why: list[str]) -> None:
-        old = self.loop.topology
+        """Discover again after hotplug; swap the new topology (and a real engine for the idle one) into the loop."""
+        rt, loop = self.rt, self.loop
+        old = loop.topology
         try:
-            topo = self.rt.rediscover()
+            facts = rt.discover()
+            topo = rt.classify(facts, loop.policy)
         except CxltierdError as e:
             log.error("re-discovery after %s failed, keeping the old topology: %s", why[0] if why else "?", e)
             return
@@ -428,20 +334,25 @@ class Daemon:
         new = sorted(set(topo.node_ids) - set(old.node_ids))
         kinds = {n.node: n.kind for n in topo.nodes}
         changed = [n for n in topo.node_ids if n in old.node_ids and old.node(n).kind != kinds[n]]
-        if gone or new or changed or old.tiers != topo.tiers:
-            self.topology_changes += 1
-            parts = [f"node {n} ({old.node(n).kind}) gone" for n in gone]
-            parts += [f"node {n} ({kinds[n]}) appeared" for n in new]
-            parts += [f"node {n} is now {kinds[n]}" for n in changed]
-            log.warning("topology changed after %d event(s): %s", len(why), "; ".join(parts) or "tiers reordered")
-            try:
-                if self.rt.pick_engine():
-                    log.warning("a second memory tier: engine %s (%s)", self.rt.engine, self.rt.engine_reason)
-                    self.loop.tracker, self.loop.migrator = self.rt.tracker, self.rt.migrator
-                self.loop.set_topology(topo)
-            except CxltierdError as e:
-                log.error("engine cannot follow the new topology: %s", e)
-                self.last_error = str(e)
-        else:
+        if not (gone or new or changed or old.tiers != topo.tiers):
             log.info("re-discovery after %d event(s): topology unchanged", len(why))
+            loop.swap(facts=facts)
+            self._publish()
+            return
+        self.svc.topology_changes += 1
+        parts = [f"node {n} ({old.node(n).kind}) gone" for n in gone]
+        parts += [f"node {n} ({kinds[n]}) appeared" for n in new]
+        parts += [f"node {n} is now {kinds[n]}" for n in changed]
+        log.warning("topology changed after %d event(s): %s", len(why), "; ".join(parts) or "tiers reordered")
+        try:
+            engines = None
+            if loop.engines.name == "none" and len(topo.tiers) > 1:
+                engines = rt.engines_for(facts, topo, loop.policy)
+                log.warning("a second memory tier: engine %s (%s)", engines.name, engines.reason)
+            loop.swap(facts=facts, topology=topo, engines=engines)
+        except CxltierdError as e:
+            # The new topology is the truth: keep it, and place nothing until the next change brings an engine back.
+            log.error("engine %s cannot follow the new topology (%s): idle until the next change", loop.engines.name, e)
+            self.svc.last_error = str(e)
+            loop.swap(facts=facts, topology=topo, engines=rt.idle(topo, loop.policy, f"engine cannot follow: {e}"))
         self._publish()

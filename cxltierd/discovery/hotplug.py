@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from cxltierd.errors import CxltierdError
 
-log = logging.getLogger("cxltierd.hotplug")
+log = logging.getLogger("cxltierd.discovery.hotplug")
 
 SUBSYSTEMS: tuple[str, ...] = ("cxl", "dax", "memory", "node")
 DEBOUNCE = 1.0

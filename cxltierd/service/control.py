@@ -23,7 +23,7 @@ from typing import Any
 
 from cxltierd.errors import CxltierdError
 
-log = logging.getLogger("cxltierd.control")
+log = logging.getLogger("cxltierd.service.control")
 
 DEFAULT_SOCKET = "/run/cxltierd/cxltierd.sock"
 MAX_REQUEST = 64 * 1024

@@ -24,9 +24,9 @@ from prometheus_client.registry import Collector
 
 from cxltierd import __version__
 from cxltierd.discovery.parse import TIERING_COUNTERS
-from cxltierd.state import TICK_BUCKETS, Snapshot
+from cxltierd.service.state import TICK_BUCKETS, Snapshot
 
-log = logging.getLogger("cxltierd.metrics")
+log = logging.getLogger("cxltierd.service.metrics")
 
 # Every /proc/vmstat tiering counter discovery reads is exported as cxltierd_kernel_<name>_total.
 KERNEL_COUNTERS = TIERING_COUNTERS
@@ -98,18 +98,18 @@ def _cxl(s: Snapshot) -> Iterator[Metric]:
         "CXL memory device (value 1).",
         labels=["memdev", "serial", "host", "firmware_version"],
     )
-    for m in s.memdevs:
-        mem.add_metric(
-            [str(m.get(k) if m.get(k) is not None else "") for k in ("memdev", "serial", "host", "firmware_version")], 1
-        )
+    facts = s.facts
+    for m in facts.memdevs if facts else ():
+        labels = (m.memdev, m.serial, m.host, m.firmware_version)
+        mem.add_metric(["" if v is None else str(v) for v in labels], 1)
     info = GaugeMetricFamily(
         "cxltierd_cxl_region_info", "CXL region and the node it feeds (value 1).", labels=["region", "mode", "node"]
     )
     size = GaugeMetricFamily("cxltierd_cxl_region_size_bytes", "Size of a CXL region.", labels=["region"])
-    for g in s.regions:
-        node = g.get("target_node")
-        info.add_metric([g["region"], g.get("type") or "", "" if node is None else str(node)], 1)
-        size.add_metric([g["region"]], g.get("size") or 0)
+    for g in facts.regions if facts else ():
+        node = facts.region_node(g.region) if facts else None
+        info.add_metric([g.region, g.mode or "", "" if node is None else str(node)], 1)
+        size.add_metric([g.region], g.size or 0)
     yield from (mem, info, size)
 
 

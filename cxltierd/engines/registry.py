@@ -1,0 +1,169 @@
+"""The engine registry: each engine's name, its capability probe and its factory.
+
+A probe is a pure function of what the host offers (`Env`: kernel facts, kdamonds of other tools, NUMA-balancing
+tiering set by someone else) that returns None when the engine can run here, else why not ("needs ..."). `engine:
+auto` (cxltierd.engines.select) and `doctor` both read the probes; `build` makes the chosen engine's tracker and
+migrator. New engines and kernel features plug in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxltierd.engines.base import Engines, Migrator, Tracker
+from cxltierd.facts import HostFacts, KernelFacts
+from cxltierd.hostfs import HostFS
+from cxltierd.policy.schema import Policy
+from cxltierd.topology import Topology
+
+DAMOS_MIN = (6, 11)  # DAMOS migrate_hot / migrate_cold
+
+
+@dataclass(frozen=True)
+class Env:
+    """What the probes look at."""
+
+    kernel: KernelFacts
+    foreign_kdamonds: tuple[str, ...] = ()  # kdamonds another tool runs
+    tiering_by_other: str | None = None  # NUMA-balancing tiering mode set by someone else (a sentence), or None
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a factory builds an engine from."""
+
+    fs: HostFS
+    topology: Topology
+    policy: Policy
+    state_dir: Path  # where engines record what they own (kdamonds, saved sysctls)
+
+
+Probe = Callable[[Env], str | None]
+Factory = Callable[[Wiring], tuple[Tracker, Migrator]]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One engine: what it is, whether it can run (probe), and how to build it (None: not on a real host)."""
+
+    name: str
+    summary: str
+    probe: Probe
+    build: Factory | None
+
+
+def _damon_free(env: Env) -> bool:
+    return env.kernel.damon.sysfs and not env.foreign_kdamonds
+
+
+def _damon_state(env: Env) -> str:
+    return "busy" if env.foreign_kdamonds else "present" if env.kernel.damon.sysfs else "absent"
+
+
+def _probe_damos(env: Env) -> str | None:
+    k = env.kernel
+    if _damon_free(env) and k.version is not None and k.version >= DAMOS_MIN:
+        return None
+    return (
+        "needs DAMON sysfs not in use by another tool and a kernel >= 6.11 "
+        f"(kernel {k.release or 'unknown'}, DAMON {_damon_state(env)})"
+    )
+
+
+def _probe_move_pages(env: Env) -> str | None:
+    return None if _damon_free(env) else "needs DAMON sysfs (vaddr tracking) not in use by another tool"
+
+
+def _probe_numa_balancing(env: Env) -> str | None:
+    return (
+        None
+        if env.kernel.numa_balancing is not None
+        else "needs the kernel.numa_balancing sysctl (CONFIG_NUMA_BALANCING)"
+    )
+
+
+def _build_damos(w: Wiring) -> tuple[Tracker, Migrator]:
+    from cxltierd.engines.damon import Kdamonds
+    from cxltierd.engines.damos import DamosEngine
+
+    e = DamosEngine(w.fs, Kdamonds(w.fs, w.state_dir / "kdamonds.json"))
+    return e, e
+
+
+def _build_move_pages(w: Wiring) -> tuple[Tracker, Migrator]:
+    from cxltierd.engines.damon import Kdamonds
+    from cxltierd.engines.damon_tracker import DamonTracker
+    from cxltierd.engines.move_pages import MovePagesEngine
+
+    kdamonds = Kdamonds(w.fs, w.state_dir / "kdamonds.json")
+    return DamonTracker(w.fs, w.policy, kdamonds, list(w.topology.node_ids)), MovePagesEngine()
+
+
+def _build_numa_balancing(w: Wiring) -> tuple[Tracker, Migrator]:
+    from cxltierd.engines.numa_balancing import NumaBalancingEngine
+
+    e = NumaBalancingEngine(w.fs, w.state_dir / "numa_balancing.json")
+    return e, e
+
+
+def _build_idle(w: Wiring) -> tuple[Tracker, Migrator]:
+    from cxltierd.engines.idle import IdleEngine
+
+    e = IdleEngine(w.fs, list(w.topology.node_ids))
+    return e, e
+
+
+REGISTRY: dict[str, Spec] = {
+    s.name: s
+    for s in (
+        Spec("damos", "the kernel migrates: DAMOS migrate_hot/migrate_cold schemes", _probe_damos, _build_damos),
+        Spec(
+            "move_pages",
+            "DAMON vaddr tracking, cxltierd decides, batched move_pages(2)",
+            _probe_move_pages,
+            _build_move_pages,
+        ),
+        Spec(
+            "numa_balancing",
+            "the kernel's NUMA-balancing tiering mode, configured and watched",
+            _probe_numa_balancing,
+            _build_numa_balancing,
+        ),
+        Spec(
+            "simulated",
+            "the simulated memory system",
+            lambda env: "is the emulated backend's engine (--backend emulated)",
+            None,
+        ),
+        Spec("none", "idle: one memory tier, nothing to place", lambda env: None, _build_idle),
+    )
+}
+SELECTABLE = ("damos", "move_pages", "numa_balancing", "simulated")  # what a policy's `engine:` may name
+
+
+def probe_env(fs: HostFS, facts: HostFacts, state_dir: Path) -> Env:
+    """Read what the probes need beyond the kernel facts: other tools' kdamonds, who set NUMA-balancing tiering."""
+    from cxltierd.engines.damon import Kdamonds
+    from cxltierd.engines.numa_balancing import NumaBalancingEngine
+
+    kdamonds = Kdamonds(fs, state_dir / "kdamonds.json")
+    foreign = tuple(kdamonds.foreign()) if kdamonds.available() else ()
+    nb = NumaBalancingEngine(fs, state_dir / "numa_balancing.json")
+    tiering = nb.check() if facts.kernel.numa_balancing is not None else None
+    return Env(facts.kernel, foreign, tiering)
+
+
+def probes(env: Env) -> dict[str, str | None]:
+    """Engine name -> None (can run here) or why not, for every selectable engine."""
+    return {name: REGISTRY[name].probe(env) for name in SELECTABLE}
+
+
+def build(name: str, wiring: Wiring, reason: str = "", conflicts: tuple[str, ...] = ()) -> Engines:
+    """The named engine, built for a real host. Raises KeyError for an unknown name, ValueError for `simulated`."""
+    factory = REGISTRY[name].build
+    if factory is None:
+        raise ValueError(f"engine {name} is not built for a real host")
+    tracker, migrator = factory(wiring)
+    return Engines(name, tracker, migrator, reason, conflicts)
