@@ -17,7 +17,8 @@ from cxltierd.discovery import discover
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.facts import HostFacts
 from cxltierd.hostfs import HostFS
-from cxltierd.report import doctor, render
+from cxltierd.report import doctor, host, simulation
+from cxltierd.report import status as live
 from cxltierd.service.control import DEFAULT_SOCKET, ControlError, request
 from cxltierd.topology import Topology, classify
 
@@ -76,9 +77,9 @@ def topology(root: str, as_json: bool) -> None:
     """Show memory nodes with their tiers, CXL devices, regions and dax devices."""
     facts, topo = load_host(root)
     if as_json:
-        click.echo(json.dumps(render.topology_json(facts, topo), indent=2))
+        click.echo(json.dumps(host.topology_json(facts, topo), indent=2))
     else:
-        click.echo(render.topology_text(facts, topo))
+        click.echo(host.topology_text(facts, topo))
 
 
 @main.command()
@@ -97,14 +98,14 @@ def status(root: str | None, socket_path: str, as_json: bool) -> None:
             if not reply.get("ok"):
                 fail(f"daemon: {reply.get('error')}", 1)
             doc = reply["status"]
-            click.echo(json.dumps(doc, indent=2) if as_json else render.live_status_text(doc))
+            click.echo(json.dumps(doc, indent=2) if as_json else live.live_status_text(doc))
             return
     facts, topo = load_host(root or "/")
     if as_json:
-        doc = render.topology_json(facts, topo)
+        doc = host.topology_json(facts, topo)
         click.echo(json.dumps({"source": "discovery", "tiers": doc["tiers"], "cxl": doc["cxl"]}, indent=2))
     else:
-        click.echo(render.status_text(facts, topo))
+        click.echo(host.status_text(facts, topo))
 
 
 @main.command()
@@ -242,6 +243,6 @@ def simulate(
     placers = PLACERS if baselines else ("cxltierd",)
     results = [run_sim(scenario, p, pol, seed=seed, duration=duration, interval=interval) for p in placers]
     if as_json:
-        click.echo(json.dumps([render.sim_json(r) for r in results], indent=2))
+        click.echo(json.dumps([simulation.sim_json(r) for r in results], indent=2))
     else:
-        click.echo(render.sim_table(scenario, results))
+        click.echo(simulation.sim_table(scenario, results))

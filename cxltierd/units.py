@@ -118,3 +118,15 @@ def cpulist(values: tuple[int, ...]) -> str:
         else:
             out.append(str(v))
     return ",".join(out)
+
+
+def human_bytes(n: int | None) -> str:
+    """Bytes for people: 1536 -> "1.5 KiB", None -> "?"."""
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"

@@ -22,7 +22,7 @@ from cxltierd.app import Runtime
 from cxltierd.discovery.hotplug import Debouncer
 from cxltierd.errors import CxltierdError
 from cxltierd.loop import Loop
-from cxltierd.report.render import status_json
+from cxltierd.report.status import status_json
 from cxltierd.service import publish
 from cxltierd.service.clock import Clock, FakeClock
 from cxltierd.service.control import ControlServer, Peer

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from cxltierd import __version__
 from cxltierd.loop import Loop, TickReport
-from cxltierd.report.render import human_bytes
 from cxltierd.service.state import TICK_BUCKETS, ReloadResult, Snapshot
+from cxltierd.units import human_bytes
 
 
 @dataclass

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cxltierd.discovery import discover
 from cxltierd.hostfs import HostFS
-from cxltierd.report.render import status_text, topology_json, topology_text
+from cxltierd.report.host import status_text, topology_json, topology_text
 from cxltierd.topology import classify
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,40 @@
+"""`cxltierd simulate` output: a run as JSON, several runs as a table of fast-tier share over time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cxltierd.simulate import RunResult
+from cxltierd.units import human_bytes
+
+
+def sim_json(r: RunResult) -> dict[str, Any]:
+    return {
+        "placer": r.placer,
+        "fast_tier_access_share": r.share,
+        "promoted_bytes": r.promoted_bytes,
+        "demoted_bytes": r.demoted_bytes,
+        "ping_pong": r.ping_pong,
+        "failed_pages": r.failed_pages,
+        "ticks": r.ticks,
+        "series": [{"time": t, "share": s} for t, s in r.series],
+    }
+
+
+def sim_table(scenario: str, results: list[RunResult], buckets: int = 6) -> str:
+    """Fast-tier share over time (in `buckets` spans of the run) and overall, migration and ping-pong per placer."""
+    end = max((r.series[-1][0] for r in results if r.series), default=0.0)
+    edges = [end * i / buckets for i in range(buckets + 1)]
+    head = " ".join(f"{f'<{e:.0f}s':>6}" for e in edges[1:])
+    lines = [
+        f"scenario {scenario}: share of accesses served by the fastest tier",
+        f"{'placer':<18} {head}  {'overall':>7}  {'promoted':>9} {'demoted':>9} {'ping-pong':>9}",
+    ]
+    for r in results:
+        spans = [r.share_between(edges[i], edges[i + 1]) for i in range(buckets)]
+        cells = " ".join(f"{'-' if s is None else f'{100 * s:.1f}%':>6}" for s in spans)
+        lines.append(
+            f"{r.placer:<18} {cells}  {100 * r.share:>6.1f}%  {human_bytes(r.promoted_bytes):>9}"
+            f" {human_bytes(r.demoted_bytes):>9} {r.ping_pong:>9}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""The running daemon's state as the control socket's `status` reply (JSON) and as `cxltierd status` prints it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cxltierd.report.cxl import memdev_json, region_json
+from cxltierd.service.state import Snapshot
+from cxltierd.units import human_bytes
+
+
+def status_json(s: Snapshot) -> dict[str, Any]:
+    """The daemon's live state, as the control socket's `status` reply carries it."""
+    tiers = []
+    usage = s.tier_usage()
+    for t in s.topology.tiers:
+        total, free = usage[t.name]
+        tiers.append(
+            {
+                "tier": t.name,
+                "rank": t.rank,
+                "nodes": list(t.nodes),
+                "total_bytes": total,
+                "free_bytes": free,
+                "hot_bytes": s.hot_bytes.get(t.name, 0),
+            }
+        )
+    nodes = []
+    for n in s.topology.nodes:
+        total, free = s.node_usage(n.node)
+        nodes.append({"node": n.node, "tier": n.kind, "reason": n.reason, "total_bytes": total, "free_bytes": free})
+    r = s.last_reload
+    return {
+        "source": "daemon",
+        "version": s.version,
+        "started": s.started,
+        "backend": s.backend,
+        "engine": s.engine,
+        "engine_reason": s.engine_reason,
+        "conflicts": list(s.conflicts),
+        "policy": {"source": s.policy_source, "sha256": s.policy_digest, "interval": s.interval, "dry_run": s.dry_run},
+        "last_reload": None if r is None else {"ok": r.ok, "time": r.time, "error": r.error, "source": r.source},
+        "reloads": dict(s.reloads),
+        "last_tick": s.last_tick,
+        "ticks": s.ticks,
+        "fast_tier_access_ratio": s.fast_tier_access_ratio,
+        "tiers": tiers,
+        "nodes": nodes,
+        "counters": {
+            "migrated_bytes": {f"{a}->{b}": v for (a, b), v in sorted(s.migrated_bytes.items())},
+            "migrated_pages": {f"{a}->{b}": v for (a, b), v in sorted(s.migrated_pages.items())},
+            "failures": dict(sorted(s.failures.items())),
+            "ping_pong": s.ping_pong,
+            "topology_changes": s.topology_changes,
+        },
+        "cxl": {
+            "memdevs": [memdev_json(m) for m in s.facts.memdevs] if s.facts else [],
+            "regions": [region_json(g, s.facts.dax) for g in s.facts.regions] if s.facts else [],
+        },
+        "kernel_counters": dict(s.kernel_counters),
+        "last_error": s.last_error,
+    }
+
+
+def live_status_text(doc: dict[str, Any]) -> str:
+    """`cxltierd status` text from a status_json() document."""
+    pol = doc["policy"]
+    lines = [
+        f"cxltierd {doc['version']}: {doc['engine']} engine on the {doc['backend']} host ({doc['engine_reason']})",
+        f"Policy: {pol['source']} (sha256 {pol['sha256'] or '-'}), interval {pol['interval']:g}s"
+        + (", DRY RUN" if pol["dry_run"] else ""),
+    ]
+    r = doc.get("last_reload")
+    if r is not None:
+        lines.append("Last reload: " + ("ok" if r["ok"] else f"FAILED, old policy in force: {r['error']}"))
+    for c in doc.get("conflicts", []):
+        lines.append(f"Conflict: {c}")
+    ratio = doc.get("fast_tier_access_ratio")
+    ticks = f"Ticks: {doc['ticks']}"
+    if doc.get("last_tick"):
+        ticks += f", last {max(0.0, time.time() - doc['last_tick']):.1f} s ago"
+    if ratio is not None:
+        ticks += f", fast-tier access share {100 * ratio:.1f}%"
+    lines.append(ticks)
+    lines.append("Tiers:")
+    for t in doc["tiers"]:
+        total, free = t["total_bytes"], t["free_bytes"]
+        pct = 100.0 * free / total if total else 0.0
+        lines.append(
+            f"  {t['tier']:<8} nodes {','.join(map(str, t['nodes'])):<8} {human_bytes(total):>11}, "
+            f"{human_bytes(free)} free ({pct:.0f}%), {human_bytes(t['hot_bytes'])} hot"
+        )
+    c = doc["counters"]
+    moved = ", ".join(f"{k} {human_bytes(v)}" for k, v in c["migrated_bytes"].items()) or "nothing"
+    lines.append(f"Moved: {moved}; ping-pong {c['ping_pong']}; topology changes {c['topology_changes']}")
+    if c["failures"]:
+        lines.append("Failures (pages): " + ", ".join(f"{k} {v}" for k, v in c["failures"].items()))
+    for g in doc["cxl"]["regions"]:
+        lines.append(f"CXL {g['region']}: {g.get('type')} {human_bytes(g.get('size'))} -> node {g.get('target_node')}")
+    if doc.get("last_error"):
+        lines.append(f"Last error: {doc['last_error']}")
+    return "\n".join(lines)
