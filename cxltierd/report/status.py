@@ -59,6 +59,15 @@ def status_json(s: Snapshot) -> dict[str, Any]:
             "regions": [region_json(g, s.facts.dax) for g in s.facts.regions] if s.facts else [],
         },
         "kernel_counters": dict(s.kernel_counters),
+        "gates": None if s.gates is None else {"promote": s.gates.promote, "demote": s.gates.demote},
+        "daemon": None
+        if s.self_usage is None
+        else {
+            "cpu_seconds": s.self_usage.cpu_seconds,
+            "rss_bytes": s.self_usage.rss_bytes,
+            "threads": s.self_usage.threads,
+            "open_fds": s.self_usage.open_fds,
+        },
         "last_error": s.last_error,
     }
 
@@ -98,6 +107,14 @@ def live_status_text(doc: dict[str, Any]) -> str:
         lines.append("Failures (pages): " + ", ".join(f"{k} {v}" for k, v in c["failures"].items()))
     for g in doc["cxl"]["regions"]:
         lines.append(f"CXL {g['region']}: {g.get('type')} {human_bytes(g.get('size'))} -> node {g.get('target_node')}")
+    g = doc.get("gates")
+    if g is not None:
+        lines.append(
+            f"Kernel gates: promotion {'on' if g['promote'] else 'off'}, demotion {'on' if g['demote'] else 'off'}"
+        )
+    u = doc.get("daemon")
+    if u is not None:
+        lines.append(f"Daemon: {u['cpu_seconds']:.1f} s CPU, {human_bytes(u['rss_bytes'])} resident, {u['threads']} threads")
     if doc.get("last_error"):
         lines.append(f"Last error: {doc['last_error']}")
     return "\n".join(lines)

@@ -247,7 +247,7 @@ class Daemon:
         except Exception as e:
             counters = {}
             log.debug("kernel counters: %s", e)
-        self.snapshot = publish.snapshot(self.loop, self.svc, counters)
+        self.snapshot = publish.snapshot(self.loop, self.svc, counters, publish.self_usage())
 
     # ---- reload ----------------------------------------------------------------------------------------------
     def reload(self) -> ReloadResult:

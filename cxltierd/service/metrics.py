@@ -49,7 +49,7 @@ class SnapshotCollector(Collector):
         snap = self.get()
         if snap is None:
             return
-        for build in (_topology, _cxl, _loop, _policy, _kernel):
+        for build in (_topology, _cxl, _loop, _policy, _kernel, _daemon):
             try:
                 yield from list(build(snap))
             except Exception as e:  # a scrape never raises
@@ -167,6 +167,25 @@ def _kernel(s: Snapshot) -> Iterator[Metric]:
     for name in KERNEL_COUNTERS:
         if name in s.kernel_counters:
             yield CounterMetricFamily(f"cxltierd_kernel_{name}", f"/proc/vmstat {name}.", value=s.kernel_counters[name])
+
+
+def _daemon(s: Snapshot) -> Iterator[Metric]:
+    if s.gates is not None:
+        gate = GaugeMetricFamily(
+            "cxltierd_kernel_gate", "1 while the kernel-executed engine may move that way.", labels=["direction"]
+        )
+        gate.add_metric(["promote"], int(s.gates.promote))
+        gate.add_metric(["demote"], int(s.gates.demote))
+        yield gate
+    u = s.self_usage
+    if u is None:
+        return
+    yield CounterMetricFamily(
+        "cxltierd_daemon_cpu_seconds", "CPU time the daemon used (user + system).", value=u.cpu_seconds
+    )
+    yield GaugeMetricFamily("cxltierd_daemon_resident_memory_bytes", "The daemon's resident memory.", value=u.rss_bytes)
+    yield GaugeMetricFamily("cxltierd_daemon_threads", "The daemon's threads.", value=u.threads)
+    yield GaugeMetricFamily("cxltierd_daemon_open_fds", "The daemon's open file descriptors.", value=u.open_fds)
 
 
 def _le(bound: float) -> str:

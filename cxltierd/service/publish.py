@@ -6,9 +6,11 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
+import psutil
+
 from cxltierd import __version__
 from cxltierd.loop import Loop, TickReport
-from cxltierd.service.state import TICK_BUCKETS, ReloadResult, Snapshot
+from cxltierd.service.state import TICK_BUCKETS, ReloadResult, SelfUsage, Snapshot
 from cxltierd.units import human_bytes
 
 
@@ -40,7 +42,18 @@ class ServiceState:
     last_error: str | None = None
 
 
-def snapshot(loop: Loop, svc: ServiceState, counters: dict[str, int]) -> Snapshot:
+def self_usage() -> SelfUsage | None:
+    """This process's CPU time, RSS, threads and descriptors (None where psutil cannot read them)."""
+    try:
+        me = psutil.Process()
+        with me.oneshot():
+            cpu = me.cpu_times()
+            return SelfUsage(cpu.user + cpu.system, me.memory_info().rss, me.num_threads(), me.num_fds())
+    except (psutil.Error, OSError):
+        return None
+
+
+def snapshot(loop: Loop, svc: ServiceState, counters: dict[str, int], usage: SelfUsage | None = None) -> Snapshot:
     """The immutable state readers see, from the loop's live state, its last tick and the daemon's counters."""
     last, t, e, pol = loop.last, loop.totals, loop.engines, loop.policy
     return Snapshot(
@@ -74,6 +87,7 @@ def snapshot(loop: Loop, svc: ServiceState, counters: dict[str, int]) -> Snapsho
         kernel_counters=counters,
         facts=loop.facts,
         gates=last.gates if last else None,
+        self_usage=usage,
         last_error=svc.last_error,
     )
 

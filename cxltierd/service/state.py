@@ -26,6 +26,16 @@ class ReloadResult:
 
 
 @dataclass(frozen=True)
+class SelfUsage:
+    """The daemon's own resource use (psutil): what it costs the host."""
+
+    cpu_seconds: float  # user + system CPU time since start
+    rss_bytes: int
+    threads: int
+    open_fds: int
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The daemon's live state. Counters are cumulative since start."""
 
@@ -59,6 +69,7 @@ class Snapshot:
     kernel_counters: dict[str, int] = field(default_factory=dict)  # /proc/vmstat name -> value
     facts: HostFacts | None = None  # what discovery found (memdevs, regions, dax) when the topology was made
     gates: Gates | None = None  # a kernel-executed engine's promotion/demotion switches at the last tick
+    self_usage: SelfUsage | None = None
     last_error: str | None = None
 
     def node_usage(self, node: int) -> tuple[int, int]:

@@ -102,3 +102,27 @@ def test_parse_listen(text, want):
 def test_parse_listen_rejects_garbage():
     with pytest.raises(ValueError, match="expected \\[ADDRESS\\]:PORT"):
         parse_listen("localhost:http")
+
+
+def test_daemon_usage_and_kernel_gates_are_exported_and_shown():
+    from cxltierd.model import Gates
+    from cxltierd.report.status import live_status_text, status_json
+    from cxltierd.service.publish import self_usage
+    from cxltierd.service.state import SelfUsage
+
+    me = self_usage()
+    assert me is not None and me.rss_bytes > 1 << 20 and me.threads >= 1 and me.open_fds >= 3 and me.cpu_seconds > 0
+    snap = Snapshot(topology=TOPO, gates=Gates(promote=False, demote=True), self_usage=SelfUsage(12.5, 40 << 20, 3, 9))
+    reg = registry_for(lambda: snap)
+    assert reg.get_sample_value("cxltierd_kernel_gate", {"direction": "promote"}) == 0
+    assert reg.get_sample_value("cxltierd_kernel_gate", {"direction": "demote"}) == 1
+    assert reg.get_sample_value("cxltierd_daemon_cpu_seconds_total") == pytest.approx(12.5)
+    assert reg.get_sample_value("cxltierd_daemon_resident_memory_bytes") == 40 << 20
+    assert reg.get_sample_value("cxltierd_daemon_open_fds") == 9
+    text = live_status_text(status_json(snap) | {"version": "x", "started": 0})
+    assert "Kernel gates: promotion off, demotion on" in text and "Daemon: 12.5 s CPU, 40.0 MiB resident" in text
+    # a cxltierd engine (no gates) exports no gate series
+    assert (
+        registry_for(lambda: Snapshot(topology=TOPO)).get_sample_value("cxltierd_kernel_gate", {"direction": "promote"})
+        is None
+    )
