@@ -3,7 +3,7 @@
 Every reader takes a HostFS. Paths are written as the kernel spells them ("/sys/bus/cxl/devices") and are
 mapped under the injected root, so the same code runs on "/" and on a fixture tree. Reads raise HostFSError
 naming the file; callers decide whether to skip the device or the value. Writes (sysfs knobs, DAMON) go through
-the same object so tests can record them (see RecordingHostFS).
+the same object, so tests can record them by subclassing it (see the engine tests' fake DAMON).
 """
 
 from __future__ import annotations
@@ -150,17 +150,3 @@ class HostFS:
                 f.write(value)
         except OSError as e:
             raise HostFSError(str(p), f"write {value!r} failed ({e.strerror or e})", e.errno) from None
-
-
-class RecordingHostFS(HostFS):
-    """A HostFS whose writes are recorded (and optionally applied) so tests can check the exact operations."""
-
-    def __init__(self, root: str | os.PathLike[str] = "/", apply: bool = False) -> None:
-        super().__init__(root)
-        self.apply = apply
-        self.writes: list[tuple[str, str]] = []
-
-    def write(self, kpath: str, value: str) -> None:
-        self.writes.append((kpath, value))
-        if self.apply:
-            super().write(kpath, value)

@@ -308,15 +308,6 @@ class Kdamonds:
         self.written[i] = writes
         self._write(f"{KDAMONDS}/{i}/state", "commit")
 
-    def restart(self, i: int, ctx: Context) -> None:
-        """Turn kdamond i off (if on), reprogram it and turn it on (a vaddr kdamond stops when its target exits)."""
-        if self.state(i) == "on":
-            self._write(f"{KDAMONDS}/{i}/state", "off")
-        writes = context_writes(i, ctx)
-        self._writes(writes)
-        self.written[i] = writes
-        self._write(f"{KDAMONDS}/{i}/state", "on")
-
     def update(self, i: int, what: str) -> None:
         """`update_schemes_tried_regions` or `update_schemes_stats`, when the kdamond is on.
 

@@ -31,7 +31,6 @@ Outcomes are the schemes' sz_applied deltas (bytes the kernel migrated: it count
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from cxltierd.discovery.live import node_memory, node_ranges
 from cxltierd.engines.damon import MIN_REGIONS, U32_MAX, Context, Kdamonds, Scheme, Target, parse_regions, scheme_stats
@@ -139,7 +138,7 @@ class DamosEngine:
 
         return [ctx(self.sources, (*hot, prime)), ctx(self.fast, (cold,))]
 
-    def configure(self, topology: Topology, policy: Any) -> None:
+    def configure(self, topology: Topology, policy: Policy) -> None:
         self.policy = policy
         r = roles(topology, policy)
         if not r.fast or not r.slow:

@@ -5,11 +5,10 @@ The daemon swaps in a real engine when re-discovery finds a second tier (a CXL r
 
 from __future__ import annotations
 
-from typing import Any
-
 from cxltierd.discovery.live import node_memory
 from cxltierd.hostfs import HostFS
 from cxltierd.model import Gates, Outcome, Plan, Sample
+from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
 
 
@@ -24,7 +23,7 @@ class IdleEngine:
     def gate(self, gates: Gates) -> None:
         """Only kernel-executed engines are gated."""
 
-    def configure(self, topology: Topology, policy: Any) -> None:
+    def configure(self, topology: Topology, policy: Policy) -> None:
         self.nodes = list(topology.node_ids)
 
     def sample(self, now: float) -> Sample:

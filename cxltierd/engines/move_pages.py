@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from cxltierd.engines import syscalls
 from cxltierd.model import Gates, Move, Outcome, Plan, Transfer
+from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
 
 
@@ -43,7 +44,7 @@ class MovePagesEngine:
     def gate(self, gates: Gates) -> None:
         """Only kernel-executed engines are gated."""
 
-    def configure(self, topology: Topology, policy: Any) -> None:
+    def configure(self, topology: Topology, policy: Policy) -> None:
         pass
 
     def stop(self) -> None:

@@ -25,13 +25,13 @@ import logging
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from cxltierd.discovery.live import node_counters, node_memory
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
 from cxltierd.model import PAGE_SIZE, Gates, Outcome, Plan, Sample, Transfer
 from cxltierd.policy.roles import roles
+from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
 
 NUMA_BALANCING = "/proc/sys/kernel/numa_balancing"
@@ -90,7 +90,7 @@ class NumaBalancingEngine:
             return f"kernel.numa_balancing is already {value} (memory tiering) and cxltierd did not set it"
         return None
 
-    def configure(self, topology: Topology, policy: Any) -> None:
+    def configure(self, topology: Topology, policy: Policy) -> None:
         if policy.dry_run and not self.saved:
             self.watch_only = True  # dry run: watch the kernel, write nothing
         if not self.saved and not self.watch_only:

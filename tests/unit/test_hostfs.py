@@ -3,7 +3,7 @@ import os
 import pytest
 
 from cxltierd.errors import HostFSError, RootError
-from cxltierd.hostfs import HostFS, RecordingHostFS
+from cxltierd.hostfs import HostFS
 
 
 @pytest.fixture
@@ -47,10 +47,3 @@ def test_check_root(tmp_path, tree):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RootError, match="not a sysfs tree"):
         HostFS(tmp_path / "empty").check_root()
-
-
-def test_recording_writes(tree):
-    fs = RecordingHostFS(tree)
-    fs.write("/sys/devices/system/node/node0/cpulist", "1")
-    assert fs.writes == [("/sys/devices/system/node/node0/cpulist", "1")]
-    assert fs.read("/sys/devices/system/node/node0/cpulist") == "0-3"
