@@ -137,7 +137,8 @@ def doctor_cmd(root: str, as_json: bool) -> None:
     from cxltierd.app import STATE_DIR
     from cxltierd.engines.registry import probe_env, probes
 
-    checks = doctor.run_checks(facts, topo, cap_eff, probes(probe_env(HostFS(root), facts, Path(STATE_DIR))))
+    env = probe_env(HostFS(root), facts, Path(STATE_DIR))
+    checks = doctor.run_checks(facts, topo, cap_eff, probes(env), env.damon)
     if as_json:
         click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
     else:

@@ -56,6 +56,7 @@ class Engines:
     migrator: Migrator
     reason: str = ""
     conflicts: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()  # the kernel features it drives ("migrate_hot", "filter:young", "numa_balancing=2")
 
     def configure(self, topology: Topology, policy: Policy) -> None:
         """Program both parts (the migrator first, as kernel engines that are also trackers expect)."""

@@ -9,16 +9,19 @@ migrator. New engines and kernel features plug in here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxltierd.engines.base import Engines, Migrator, Tracker
+from cxltierd.engines.damon_probe import DamonFeatures, probe
 from cxltierd.facts import HostFacts, KernelFacts
 from cxltierd.hostfs import HostFS
 from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
 
-DAMOS_MIN = (6, 11)  # DAMOS migrate_hot / migrate_cold
+DAMOS_MIN = (6, 11)  # DAMOS migrate_hot / migrate_cold, when DAMON could not be asked
+DAMOS_ACTIONS = ("migrate_hot", "migrate_cold")
+DAMOS_FILTERS = ("young", "addr", "memcg")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,9 @@ class Env:
     kernel: KernelFacts
     foreign_kdamonds: tuple[str, ...] = ()  # kdamonds another tool runs
     tiering_by_other: str | None = None  # NUMA-balancing tiering mode set by someone else (a sentence), or None
+    damon: DamonFeatures = field(
+        default_factory=DamonFeatures
+    )  # what DAMON accepted when asked (probed=False: not asked)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Spec:
     summary: str
     probe: Probe
     build: Factory | None
+    uses: tuple[str, ...] = ()  # the kernel features it drives, for `status`
 
 
 def _damon_free(env: Env) -> bool:
@@ -63,8 +70,16 @@ def _damon_state(env: Env) -> str:
 
 
 def _probe_damos(env: Env) -> str | None:
-    k = env.kernel
-    if _damon_free(env) and k.version is not None and k.version >= DAMOS_MIN:
+    """DAMOS needs the migrate actions and the young, addr and memcg filters; asked of the kernel where it could be,
+    else inferred from the version (>= 6.11)."""
+    k, f = env.kernel, env.damon
+    if f.probed:
+        missing = [a for a in DAMOS_ACTIONS if a not in f.actions] + [x for x in DAMOS_FILTERS if x not in f.filters]
+        if _damon_free(env) and not missing:
+            return None
+        if missing:
+            return f"needs DAMOS {', '.join(missing)}, which this kernel ({k.release or 'unknown'}) refused"
+    elif _damon_free(env) and k.version is not None and k.version >= DAMOS_MIN:
         return None
     return (
         "needs DAMON sysfs not in use by another tool and a kernel >= 6.11 "
@@ -118,18 +133,34 @@ def _build_idle(w: Wiring) -> tuple[Tracker, Migrator]:
 REGISTRY: dict[str, Spec] = {
     s.name: s
     for s in (
-        Spec("damos", "the kernel migrates: DAMOS migrate_hot/migrate_cold schemes", _probe_damos, _build_damos),
+        Spec(
+            "damos",
+            "the kernel migrates: DAMOS migrate_hot/migrate_cold schemes",
+            _probe_damos,
+            _build_damos,
+            (
+                "damon:paddr",
+                "migrate_hot",
+                "migrate_cold",
+                "filter:young",
+                "filter:addr",
+                "filter:memcg",
+                "filter:anon",
+            ),
+        ),
         Spec(
             "move_pages",
             "DAMON vaddr tracking, cxltierd decides, batched move_pages(2)",
             _probe_move_pages,
             _build_move_pages,
+            ("damon:vaddr", "move_pages(2)"),
         ),
         Spec(
             "numa_balancing",
             "the kernel's NUMA-balancing tiering mode, configured and watched",
             _probe_numa_balancing,
             _build_numa_balancing,
+            ("numa_balancing=2", "demotion_enabled", "hot_threshold_ms", "promote_rate_limit_MBps"),
         ),
         Spec(
             "simulated",
@@ -152,7 +183,8 @@ def probe_env(fs: HostFS, facts: HostFacts, state_dir: Path) -> Env:
     foreign = tuple(kdamonds.foreign()) if kdamonds.available() else ()
     nb = NumaBalancingEngine(fs, state_dir / "numa_balancing.json")
     tiering = nb.check() if facts.kernel.numa_balancing is not None else None
-    return Env(facts.kernel, foreign, tiering)
+    features = probe(fs) if facts.kernel.damon.sysfs and not foreign else DamonFeatures(why_not="DAMON busy or absent")
+    return Env(facts.kernel, foreign, tiering, features)
 
 
 def probes(env: Env) -> dict[str, str | None]:
@@ -166,4 +198,4 @@ def build(name: str, wiring: Wiring, reason: str = "", conflicts: tuple[str, ...
     if factory is None:
         raise ValueError(f"engine {name} is not built for a real host")
     tracker, migrator = factory(wiring)
-    return Engines(name, tracker, migrator, reason, conflicts)
+    return Engines(name, tracker, migrator, reason, conflicts, REGISTRY[name].uses)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cxltierd.engines.damon_probe import DamonFeatures
 from cxltierd.facts import HostFacts
 from cxltierd.topology import Topology
 
@@ -240,12 +241,25 @@ def _engines(probes: dict[str, str | None]) -> list[Check]:
     return [Check("engines", "ok", f"can run: {', '.join(can)}" + (f"; cannot: {cannot}" if cannot else ""))]
 
 
+def _damon_features(features: DamonFeatures) -> list[Check]:
+    """What DAMON accepted when asked (the probe), or why it was not asked."""
+    if not features.probed:
+        return [Check("damon-features", "ok", f"not probed: {features.why_not}")]
+    return [Check("damon-features", "ok", "the kernel accepts: " + ", ".join(features.names()))]
+
+
 def run_checks(
-    facts: HostFacts, topo: Topology, cap_eff: int | None, probes: dict[str, str | None] | None = None
+    facts: HostFacts,
+    topo: Topology,
+    cap_eff: int | None,
+    probes: dict[str, str | None] | None = None,
+    features: DamonFeatures | None = None,
 ) -> list[Check]:
-    """Every check, in the order `doctor` prints them. `probes`: the engine registry's verdicts (None: skip)."""
+    """Every check, in the order `doctor` prints them. `probes`: the engine registry's verdicts; `features`: the
+    DAMON probe's findings (either None: that check is skipped)."""
     checks = _kernel(facts) + _cxl(facts) + _dax(facts) + _tiers(facts, topo) + _knobs(facts) + _caps(cap_eff)
-    return checks + (_engines(probes) if probes is not None else [])
+    checks += _engines(probes) if probes is not None else []
+    return checks + (_damon_features(features) if features is not None else [])
 
 
 def exit_code(checks: list[Check]) -> int:

@@ -38,6 +38,7 @@ def status_json(s: Snapshot) -> dict[str, Any]:
         "backend": s.backend,
         "engine": s.engine,
         "engine_reason": s.engine_reason,
+        "kernel_features_used": list(s.engine_uses),
         "conflicts": list(s.conflicts),
         "policy": {"source": s.policy_source, "sha256": s.policy_digest, "interval": s.interval, "dry_run": s.dry_run},
         "last_reload": None if r is None else {"ok": r.ok, "time": r.time, "error": r.error, "source": r.source},
@@ -83,6 +84,8 @@ def live_status_text(doc: dict[str, Any]) -> str:
     r = doc.get("last_reload")
     if r is not None:
         lines.append("Last reload: " + ("ok" if r["ok"] else f"FAILED, old policy in force: {r['error']}"))
+    if doc.get("kernel_features_used"):
+        lines.append("Kernel features used: " + ", ".join(doc["kernel_features_used"]))
     for c in doc.get("conflicts", []):
         lines.append(f"Conflict: {c}")
     ratio = doc.get("fast_tier_access_ratio")
@@ -114,7 +117,9 @@ def live_status_text(doc: dict[str, Any]) -> str:
         )
     u = doc.get("daemon")
     if u is not None:
-        lines.append(f"Daemon: {u['cpu_seconds']:.1f} s CPU, {human_bytes(u['rss_bytes'])} resident, {u['threads']} threads")
+        lines.append(
+            f"Daemon: {u['cpu_seconds']:.1f} s CPU, {human_bytes(u['rss_bytes'])} resident, {u['threads']} threads"
+        )
     if doc.get("last_error"):
         lines.append(f"Last error: {doc['last_error']}")
     return "\n".join(lines)

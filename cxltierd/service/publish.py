@@ -63,6 +63,7 @@ def snapshot(loop: Loop, svc: ServiceState, counters: dict[str, int], usage: Sel
         backend=svc.backend,
         engine=e.name,
         engine_reason=e.reason,
+        engine_uses=e.uses,
         conflicts=e.conflicts,
         interval=pol.interval,
         policy_source=pol.source,

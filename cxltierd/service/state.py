@@ -45,6 +45,7 @@ class Snapshot:
     backend: str = "emulated"  # "emulated" or "host"
     engine: str = "none"
     engine_reason: str = ""
+    engine_uses: tuple[str, ...] = ()  # kernel features the engine drives
     conflicts: tuple[str, ...] = ()  # another kdamond running, numa_balancing set by someone else, ...
     interval: float = 5.0
     policy_source: str = "<defaults>"
