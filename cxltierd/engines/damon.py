@@ -52,6 +52,19 @@ class DamonBusy(CxltierdError):
 
 
 @dataclass(frozen=True)
+class Goal:
+    """A DAMOS quota goal: the kernel tunes the scheme's quota so `metric` approaches `target` (6.8+).
+
+    node_mem_used_bp / node_mem_free_bp (6.16) read node `nid`'s memory in basis points themselves; user_input takes
+    `current` from cxltierd (written every tick and committed with commit_schemes_quota_goals)."""
+
+    metric: str
+    target: int
+    current: int = 0
+    nid: int | None = None
+
+
+@dataclass(frozen=True)
 class Scheme:
     action: str = "stat"  # stat | migrate_hot | migrate_cold | ...
     target_nid: int | None = None
@@ -66,6 +79,7 @@ class Scheme:
     young: bool | None = None  # True: only pages accessed since last checked; False: only pages that were not
     exclude: tuple[tuple[int, int], ...] = ()  # address ranges [start, end) the scheme must not touch
     anon_both: bool = False  # exclude anon and non-anon pages: the action applies to nothing (after the filters ran)
+    goals: tuple[Goal, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,6 +146,14 @@ def context_writes(kdamond: int, ctx: Context) -> list[tuple[str, str]]:
             (f"{sp}/quotas/weights/nr_accesses_permil", str(s.weights[1])),
             (f"{sp}/quotas/weights/age_permil", str(s.weights[2])),
         ]
+        if s.goals:  # kernels before 6.8 have no goals directory: written only when a goal is asked for
+            w.append((f"{sp}/quotas/goals/nr_goals", str(len(s.goals))))
+            for j, g in enumerate(s.goals):
+                gp = f"{sp}/quotas/goals/{j}"
+                w += [(f"{gp}/target_metric", g.metric), (f"{gp}/target_value", str(g.target))]
+                if g.nid is not None:
+                    w.append((f"{gp}/nid", str(g.nid)))
+                w.append((f"{gp}/current_value", str(g.current)))
         filters: list[list[tuple[str, str]]] = []
         if s.memcg:  # filter OUT memory that is not in this cgroup
             filters.append([("type", "memcg"), ("memcg_path", s.memcg), ("matching", "N")])
@@ -306,7 +328,8 @@ class Kdamonds:
             return
         self._writes(todo)
         self.written[i] = writes
-        self._write(f"{KDAMONDS}/{i}/state", "commit")
+        goals_only = all(path.endswith("/current_value") for path, _ in todo)
+        self._write(f"{KDAMONDS}/{i}/state", "commit_schemes_quota_goals" if goals_only else "commit")
 
     def update(self, i: int, what: str) -> None:
         """`update_schemes_tried_regions` or `update_schemes_stats`, when the kdamond is on.

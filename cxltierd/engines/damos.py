@@ -33,7 +33,18 @@ from __future__ import annotations
 import math
 
 from cxltierd.discovery.live import node_memory, node_ranges
-from cxltierd.engines.damon import MIN_REGIONS, U32_MAX, Context, Kdamonds, Scheme, Target, parse_regions, scheme_stats
+from cxltierd.engines.damon import (
+    MIN_REGIONS,
+    U32_MAX,
+    Context,
+    Goal,
+    Kdamonds,
+    Scheme,
+    Target,
+    parse_regions,
+    scheme_stats,
+)
+from cxltierd.engines.damon_probe import DamonFeatures
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
 from cxltierd.model import PAGE_SIZE, Gates, Outcome, Plan, RegionHeat, Sample, Transfer
@@ -53,13 +64,37 @@ def hot_min(policy: Policy) -> int:
     return min(samples, max(1, math.ceil(floor - 1e-9)))
 
 
+def goal_metric(features: DamonFeatures) -> str | None:
+    """The quota-goal metrics to use: the kernel's own node metrics where it has them ("node_mem", 6.16), else
+    user_input fed by cxltierd (6.9+), else None (the quotas stay fixed)."""
+    m = features.goal_metrics
+    if "node_mem_used_bp" in m and "node_mem_free_bp" in m:
+        return "node_mem"
+    return "user_input" if "user_input" in m else None
+
+
+def uses(features: DamonFeatures, policy: Policy) -> tuple[str, ...]:
+    """The kernel features the DAMOS engine drives with these features and this policy (for `status`)."""
+    out = ["damon:paddr", "migrate_hot", "migrate_cold", "filter:young", "filter:addr", "filter:anon"]
+    if any(s.cgroup for s in policy.processes.manage):
+        out.append("filter:memcg")
+    metric = goal_metric(features)
+    if metric == "node_mem":
+        out += ["goal:node_mem_used_bp", "goal:node_mem_free_bp"]
+    elif metric == "user_input":
+        out.append("goal:user_input")
+    return tuple(out)
+
+
 class DamosEngine:
     name = "damos"
     kernel_executed = True
 
-    def __init__(self, fs: HostFS, kdamonds: Kdamonds) -> None:
+    def __init__(self, fs: HostFS, kdamonds: Kdamonds, features: DamonFeatures | None = None) -> None:
         self.fs = fs
         self.kdamonds = kdamonds
+        self.features = features or DamonFeatures()
+        self.usage_bp: tuple[int, int] = (0, 10000)  # fastest node's (used, free) in basis points, for user_input goals
         self.policy: Policy | None = None
         self.fast: tuple[int, ...] = ()
         self.slow: tuple[int, ...] = ()
@@ -75,6 +110,27 @@ class DamosEngine:
     def memcg(self, policy: Policy) -> str | None:
         cgroups = [s.cgroup for s in policy.processes.manage if s.cgroup]
         return cgroups[0] if cgroups else None
+
+    def goal_metric(self) -> str | None:
+        """The quota-goal metric family the schemes use (see goal_metric())."""
+        return goal_metric(self.features)
+
+    def goals(self, direction: str) -> tuple[Goal, ...]:
+        """Quota goals that let the kernel tune each direction's rate to the fastest node's watermark: promotion
+        towards max_used_percent used, demotion towards 100 - max_used_percent free."""
+        assert self.policy is not None
+        metric = self.goal_metric()
+        if metric is None:
+            return ()
+        node = self.fast[0]
+        used_bp = int(self.policy.watermark(self.kind.get(node, "unknown")).max_used_percent * 100)
+        if direction == "hot":
+            target, current, name = used_bp, self.usage_bp[0], "node_mem_used_bp"
+        else:
+            target, current, name = 10000 - used_bp, self.usage_bp[1], "node_mem_free_bp"
+        if metric == "node_mem":
+            return (Goal(name, target, nid=node),)
+        return (Goal("user_input", max(1, target), current=current),)
 
     def contexts(self) -> list[Context]:
         p = self.policy
@@ -100,6 +156,7 @@ class DamosEngine:
                 memcg=memcg,
                 young=True,
                 exclude=tuple(r for m in self.sources if m != n for r in self.ranges[m]),
+                goals=self.goals("hot"),
             )
             for n in self.sources
         )
@@ -113,6 +170,7 @@ class DamosEngine:
             weights=(0, 1000, 500),
             memcg=memcg,
             young=False,
+            goals=self.goals("cold"),
         )
 
         prime = Scheme(
@@ -179,6 +237,7 @@ class DamosEngine:
     def sample(self, now: float) -> Sample:
         assert self.policy is not None
         free, total = node_memory(self.fs, [*self.fast, *self.slow])
+        self._feed_goals(free, total)
         regions: list[RegionHeat] = []
         aggr_s = self.policy.damon.aggregation_interval
         for i, nodes in ((HOT, self.sources), (COLD, self.fast)):
@@ -191,6 +250,18 @@ class DamosEngine:
                 node = next((n for n in nodes for lo, hi in self.ranges.get(n, []) if lo <= r.start < hi), nodes[0])
                 regions.append(RegionHeat(0, r.start, r.end - r.start, node, r.nr_accesses / aggr_s, r.age * aggr_s))
         return Sample(regions=tuple(regions), free_bytes=free, total_bytes=total, resolution=1.0 / aggr_s)
+
+    def _feed_goals(self, free: dict[int, int], total: dict[int, int]) -> None:
+        """user_input goals: tell the kernel the fastest node's usage now (a goals-only commit when it changed)."""
+        node = self.fast[0] if self.fast else None
+        if node is None or not total.get(node) or node not in free:
+            return
+        free_bp = 10000 * free[node] // total[node]
+        usage = (10000 - free_bp, free_bp)
+        if usage != self.usage_bp:
+            self.usage_bp = usage
+            if self.started and self.goal_metric() == "user_input":
+                self._commit()
 
     def _schemes(self) -> list[tuple[int, int, int, int]]:
         """(kdamond, scheme, src, dst) of every migrate scheme, as programmed now."""

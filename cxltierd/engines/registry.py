@@ -44,6 +44,7 @@ class Wiring:
     topology: Topology
     policy: Policy
     state_dir: Path  # where engines record what they own (kdamonds, saved sysctls)
+    damon: DamonFeatures = field(default_factory=DamonFeatures)  # what DAMON accepted (the probe)
 
 
 Probe = Callable[[Env], str | None]
@@ -58,7 +59,7 @@ class Spec:
     summary: str
     probe: Probe
     build: Factory | None
-    uses: tuple[str, ...] = ()  # the kernel features it drives, for `status`
+    uses: Callable[[Wiring], tuple[str, ...]] = lambda w: ()  # the kernel features it drives, for `status`
 
 
 def _damon_free(env: Env) -> bool:
@@ -103,8 +104,14 @@ def _build_damos(w: Wiring) -> tuple[Tracker, Migrator]:
     from cxltierd.engines.damon import Kdamonds
     from cxltierd.engines.damos import DamosEngine
 
-    e = DamosEngine(w.fs, Kdamonds(w.fs, w.state_dir / "kdamonds.json"))
+    e = DamosEngine(w.fs, Kdamonds(w.fs, w.state_dir / "kdamonds.json"), w.damon)
     return e, e
+
+
+def _damos_uses(w: Wiring) -> tuple[str, ...]:
+    from cxltierd.engines.damos import uses
+
+    return uses(w.damon, w.policy)
 
 
 def _build_move_pages(w: Wiring) -> tuple[Tracker, Migrator]:
@@ -138,29 +145,21 @@ REGISTRY: dict[str, Spec] = {
             "the kernel migrates: DAMOS migrate_hot/migrate_cold schemes",
             _probe_damos,
             _build_damos,
-            (
-                "damon:paddr",
-                "migrate_hot",
-                "migrate_cold",
-                "filter:young",
-                "filter:addr",
-                "filter:memcg",
-                "filter:anon",
-            ),
+            _damos_uses,
         ),
         Spec(
             "move_pages",
             "DAMON vaddr tracking, cxltierd decides, batched move_pages(2)",
             _probe_move_pages,
             _build_move_pages,
-            ("damon:vaddr", "move_pages(2)"),
+            lambda w: ("damon:vaddr", "move_pages(2)"),
         ),
         Spec(
             "numa_balancing",
             "the kernel's NUMA-balancing tiering mode, configured and watched",
             _probe_numa_balancing,
             _build_numa_balancing,
-            ("numa_balancing=2", "demotion_enabled", "hot_threshold_ms", "promote_rate_limit_MBps"),
+            lambda w: ("numa_balancing=2", "demotion_enabled", "hot_threshold_ms", "promote_rate_limit_MBps"),
         ),
         Spec(
             "simulated",
@@ -198,4 +197,4 @@ def build(name: str, wiring: Wiring, reason: str = "", conflicts: tuple[str, ...
     if factory is None:
         raise ValueError(f"engine {name} is not built for a real host")
     tracker, migrator = factory(wiring)
-    return Engines(name, tracker, migrator, reason, conflicts, REGISTRY[name].uses)
+    return Engines(name, tracker, migrator, reason, conflicts, REGISTRY[name].uses(wiring))

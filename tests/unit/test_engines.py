@@ -495,3 +495,64 @@ def test_tracker_reports_damon_resolution_and_asks_for_fine_regions(tmp_path):
     c = t.context(42)
     assert (c.min_regions, c.max_regions) == (100, 1000)
     assert t.sample(0.0).resolution == pytest.approx(5.0)  # one sampled access per 200 ms = 5 accesses/s
+
+
+def test_damos_quota_goals_follow_what_the_kernel_offers(tmp_path):
+    """6.16+: node_mem_used_bp/free_bp goals on the fastest node, read by the kernel itself; 6.9-6.15: user_input
+    goals whose current value cxltierd writes every tick (a goals-only commit); older: fixed quotas only."""
+    from cxltierd.engines.damon_probe import DamonFeatures
+
+    pol = build_policy({"watermarks": {"ddr": {"max_used_percent": 80, "min_free_percent": 10}}})
+    hot, cold = f"{KDAMONDS}/0/contexts/0/schemes/1/quotas/goals", f"{KDAMONDS}/1/contexts/0/schemes/1/quotas/goals"
+    new = damos_host(tmp_path / "new")
+    e = DamosEngine(
+        new,
+        Kdamonds(new, tmp_path / "new.json"),
+        DamonFeatures(True, goal_metrics=("user_input", "node_mem_used_bp", "node_mem_free_bp")),
+    )
+    e.configure(TOPO3, pol)
+    w = dict(new.writes)
+    assert (w[f"{hot}/nr_goals"], w[f"{hot}/0/target_metric"], w[f"{hot}/0/target_value"], w[f"{hot}/0/nid"]) == (
+        "1",
+        "node_mem_used_bp",
+        "8000",
+        "0",
+    )
+    assert (w[f"{cold}/0/target_metric"], w[f"{cold}/0/target_value"]) == ("node_mem_free_bp", "2000")
+    new.writes.clear()
+    e.sample(1.0)
+    assert not any(p.endswith("/state") and v.startswith("commit") for p, v in new.writes)  # the kernel reads usage
+    e.stop()
+
+    old = damos_host(tmp_path / "old")
+    e = DamosEngine(old, Kdamonds(old, tmp_path / "old.json"), DamonFeatures(True, goal_metrics=("user_input",)))
+    e.configure(TOPO3, pol)
+    w = dict(old.writes)
+    assert (w[f"{hot}/0/target_metric"], w[f"{hot}/0/target_value"]) == (
+        "user_input",
+        "8000",
+    ) and f"{hot}/0/nid" not in w
+    old.writes.clear()
+    e.sample(1.0)  # node 0 is half used: 5000 bp used, 5000 bp free, told to the kernel
+    w = dict(old.writes)
+    assert w[f"{hot}/0/current_value"] == "5000" and w[f"{cold}/0/current_value"] == "5000"
+    assert (f"{KDAMONDS}/0/state", "commit_schemes_quota_goals") in old.writes
+    assert (f"{KDAMONDS}/0/state", "commit") not in old.writes
+    e.stop()
+
+    none = damos_host(tmp_path / "none")
+    e = DamosEngine(none, Kdamonds(none, tmp_path / "none.json"), DamonFeatures(True))
+    e.configure(TOPO3, pol)
+    assert not any("/goals/" in p for p, _ in none.writes)
+    e.stop()
+
+
+def test_status_says_which_kernel_features_the_damos_engine_drives():
+    from cxltierd.engines.damon_probe import DamonFeatures
+    from cxltierd.engines.damos import uses
+
+    pol = build_policy({"processes": {"manage": [{"cgroup": "/ai"}]}})
+    assert "goal:user_input" in uses(DamonFeatures(True, goal_metrics=("user_input",)), pol)
+    both = uses(DamonFeatures(True, goal_metrics=("user_input", "node_mem_used_bp", "node_mem_free_bp")), pol)
+    assert "goal:node_mem_used_bp" in both and "goal:user_input" not in both and "filter:memcg" in both
+    assert not any(u.startswith("goal:") for u in uses(DamonFeatures(), build_policy({})))
