@@ -65,7 +65,7 @@ def hot_min(policy: Policy) -> int:
 
 
 def goal_metric(features: DamonFeatures) -> str | None:
-    """The quota-goal metrics to use: the kernel's own node metrics where it has them ("node_mem", 6.16), else
+    """The quota-goal metric to use: the kernel's own node metrics where it has them ("node_mem", 6.16), else
     user_input fed by cxltierd (6.9+), else None (the quotas stay fixed)."""
     m = features.goal_metrics
     if "node_mem_used_bp" in m and "node_mem_free_bp" in m:
@@ -80,7 +80,7 @@ def uses(features: DamonFeatures, policy: Policy) -> tuple[str, ...]:
         out.append("filter:memcg")
     metric = goal_metric(features)
     if metric == "node_mem":
-        out += ["goal:node_mem_used_bp", "goal:node_mem_free_bp"]
+        out.append("goal:node_mem_free_bp")
     elif metric == "user_input":
         out.append("goal:user_input")
     return tuple(out)
@@ -115,22 +115,20 @@ class DamosEngine:
         """The quota-goal metric family the schemes use (see goal_metric())."""
         return goal_metric(self.features)
 
-    def goals(self, direction: str) -> tuple[Goal, ...]:
-        """Quota goals that let the kernel tune each direction's rate to the fastest node's watermark: promotion
-        towards max_used_percent used, demotion towards 100 - max_used_percent free."""
+    def goals(self) -> tuple[Goal, ...]:
+        """The demotion scheme's quota goal: the kernel tunes its rate so the fastest node keeps
+        100 - max_used_percent free. Promotion has none: a goal-tuned quota starts at one byte per reset interval
+        and at best doubles each interval (damon_feed_loop_next_input), about 25 s to reach the rate limit, which
+        would slow every reaction to a new hot set; promotion runs at the policy's rate while its gate is open."""
         assert self.policy is not None
         metric = self.goal_metric()
         if metric is None:
             return ()
         node = self.fast[0]
-        used_bp = int(self.policy.watermark(self.kind.get(node, "unknown")).max_used_percent * 100)
-        if direction == "hot":
-            target, current, name = used_bp, self.usage_bp[0], "node_mem_used_bp"
-        else:
-            target, current, name = 10000 - used_bp, self.usage_bp[1], "node_mem_free_bp"
+        free_bp = 10000 - int(self.policy.watermark(self.kind.get(node, "unknown")).max_used_percent * 100)
         if metric == "node_mem":
-            return (Goal(name, target, nid=node),)
-        return (Goal("user_input", max(1, target), current=current),)
+            return (Goal("node_mem_free_bp", free_bp, nid=node),)
+        return (Goal("user_input", max(1, free_bp), current=self.usage_bp[1]),)
 
     def contexts(self) -> list[Context]:
         p = self.policy
@@ -156,7 +154,6 @@ class DamosEngine:
                 memcg=memcg,
                 young=True,
                 exclude=tuple(r for m in self.sources if m != n for r in self.ranges[m]),
-                goals=self.goals("hot"),
             )
             for n in self.sources
         )
@@ -170,7 +167,7 @@ class DamosEngine:
             weights=(0, 1000, 500),
             memcg=memcg,
             young=False,
-            goals=self.goals("cold"),
+            goals=self.goals(),
         )
 
         prime = Scheme(

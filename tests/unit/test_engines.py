@@ -498,8 +498,9 @@ def test_tracker_reports_damon_resolution_and_asks_for_fine_regions(tmp_path):
 
 
 def test_damos_quota_goals_follow_what_the_kernel_offers(tmp_path):
-    """6.16+: node_mem_used_bp/free_bp goals on the fastest node, read by the kernel itself; 6.9-6.15: user_input
-    goals whose current value cxltierd writes every tick (a goals-only commit); older: fixed quotas only."""
+    """The demotion scheme's goal: 6.16+ node_mem_free_bp on the fastest node, read by the kernel itself; 6.9-6.15
+    user_input whose current value cxltierd writes every tick (a goals-only commit); older: fixed quotas only.
+    Promotion keeps its fixed quota (a goal-tuned quota ramps up from one byte)."""
     from cxltierd.engines.damon_probe import DamonFeatures
 
     pol = build_policy({"watermarks": {"ddr": {"max_used_percent": 80, "min_free_percent": 10}}})
@@ -512,13 +513,13 @@ def test_damos_quota_goals_follow_what_the_kernel_offers(tmp_path):
     )
     e.configure(TOPO3, pol)
     w = dict(new.writes)
-    assert (w[f"{hot}/nr_goals"], w[f"{hot}/0/target_metric"], w[f"{hot}/0/target_value"], w[f"{hot}/0/nid"]) == (
+    assert (w[f"{cold}/nr_goals"], w[f"{cold}/0/target_metric"], w[f"{cold}/0/target_value"], w[f"{cold}/0/nid"]) == (
         "1",
-        "node_mem_used_bp",
-        "8000",
+        "node_mem_free_bp",
+        "2000",
         "0",
     )
-    assert (w[f"{cold}/0/target_metric"], w[f"{cold}/0/target_value"]) == ("node_mem_free_bp", "2000")
+    assert not any(p.startswith(hot) for p in w)  # promotion: no goal
     new.writes.clear()
     e.sample(1.0)
     assert not any(p.endswith("/state") and v.startswith("commit") for p, v in new.writes)  # the kernel reads usage
@@ -528,16 +529,14 @@ def test_damos_quota_goals_follow_what_the_kernel_offers(tmp_path):
     e = DamosEngine(old, Kdamonds(old, tmp_path / "old.json"), DamonFeatures(True, goal_metrics=("user_input",)))
     e.configure(TOPO3, pol)
     w = dict(old.writes)
-    assert (w[f"{hot}/0/target_metric"], w[f"{hot}/0/target_value"]) == (
-        "user_input",
-        "8000",
-    ) and f"{hot}/0/nid" not in w
+    assert (w[f"{cold}/0/target_metric"], w[f"{cold}/0/target_value"]) == ("user_input", "2000")
+    assert f"{cold}/0/nid" not in w and w[f"{cold}/0/current_value"] == "10000"
     old.writes.clear()
-    e.sample(1.0)  # node 0 is half used: 5000 bp used, 5000 bp free, told to the kernel
+    e.sample(1.0)  # node 0 is half used: 5000 bp free, told to the kernel
     w = dict(old.writes)
-    assert w[f"{hot}/0/current_value"] == "5000" and w[f"{cold}/0/current_value"] == "5000"
-    assert (f"{KDAMONDS}/0/state", "commit_schemes_quota_goals") in old.writes
-    assert (f"{KDAMONDS}/0/state", "commit") not in old.writes
+    assert w[f"{cold}/0/current_value"] == "5000"
+    assert (f"{KDAMONDS}/1/state", "commit_schemes_quota_goals") in old.writes
+    assert not any(v == "commit" for p, v in old.writes if p.endswith("/state"))
     e.stop()
 
     none = damos_host(tmp_path / "none")
@@ -554,5 +553,5 @@ def test_status_says_which_kernel_features_the_damos_engine_drives():
     pol = build_policy({"processes": {"manage": [{"cgroup": "/ai"}]}})
     assert "goal:user_input" in uses(DamonFeatures(True, goal_metrics=("user_input",)), pol)
     both = uses(DamonFeatures(True, goal_metrics=("user_input", "node_mem_used_bp", "node_mem_free_bp")), pol)
-    assert "goal:node_mem_used_bp" in both and "goal:user_input" not in both and "filter:memcg" in both
+    assert "goal:node_mem_free_bp" in both and "goal:user_input" not in both and "filter:memcg" in both
     assert not any(u.startswith("goal:") for u in uses(DamonFeatures(), build_policy({})))
