@@ -98,6 +98,7 @@ class Context:
     update_us: int = 1000000
     min_regions: int = 10
     max_regions: int = 1000
+    refresh_ms: int = 0  # kdamond refresh_ms (6.17): the kernel refreshes stats this often; 0 = not written
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ def context_writes(kdamond: int, ctx: Context) -> list[tuple[str, str]]:
     """The sysfs writes (path, value) that program kdamond `kdamond` with one context, in order."""
     k = f"{KDAMONDS}/{kdamond}"
     c = f"{k}/contexts/0"
-    w = [
+    w = [(f"{k}/refresh_ms", str(ctx.refresh_ms))] if ctx.refresh_ms else []
+    w += [
         (f"{k}/contexts/nr_contexts", "1"),
         (f"{c}/operations", ctx.operations),
         (f"{c}/monitoring_attrs/intervals/sample_us", str(ctx.sample_us)),

@@ -53,6 +53,7 @@ from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
 
 HOT, COLD = 0, 1  # kdamond indexes
+REFRESH_MS = 1000  # where the kernel has refresh_ms: it refreshes the schemes' stats this often
 MAX_REGIONS = 1000
 
 
@@ -189,6 +190,7 @@ class DamosEngine:
                 update_us=int(d.update_interval * 1e6),
                 min_regions=min_regions,
                 max_regions=max(d.max_regions, MAX_REGIONS),
+                refresh_ms=REFRESH_MS if self.features.refresh_ms else 0,
             )
 
         return [ctx(self.sources, (*hot, prime)), ctx(self.fast, (cold,))]
@@ -268,11 +270,15 @@ class DamosEngine:
     def _keys(self) -> list[tuple[int, int]]:
         return [(i, j) for i, j, _, _ in self._schemes()]
 
-    def _read_applied(self) -> dict[tuple[int, int], int]:
+    def _read_applied(self, exact: bool = True) -> dict[tuple[int, int], int]:
+        """sz_applied of every migrate scheme. Where the kernel refreshes the stats itself (refresh_ms) and `exact`
+        is false, the files are read as they are (at most REFRESH_MS old), without the update command."""
         out: dict[tuple[int, int], int] = {}
+        refreshed = self.features.refresh_ms and not exact
         for i in (HOT, COLD):
             try:
-                self.kdamonds.update(i, "update_schemes_stats")
+                if not refreshed:
+                    self.kdamonds.update(i, "update_schemes_stats")
             except HostFSError:
                 continue
             for k, j, _, _ in self._schemes():
@@ -282,9 +288,9 @@ class DamosEngine:
                         out[(i, j)] = applied
         return out
 
-    def _harvest(self) -> None:
+    def _harvest(self, exact: bool = True) -> None:
         """Bank what every migrate scheme moved since the last look (into pending transfers)."""
-        now = self._read_applied()
+        now = self._read_applied(exact)
         for i, j, src, dst in self._schemes():
             if (i, j) not in now:
                 continue
@@ -295,7 +301,7 @@ class DamosEngine:
                 self.pending.append(Transfer(src, dst, delta, delta // PAGE_SIZE))
 
     def apply(self, plan: Plan, now: float) -> Outcome:
-        self._harvest()
+        self._harvest(exact=False)
         moved: dict[tuple[int, int], int] = {}
         for t in self.pending:
             moved[(t.src, t.dst)] = moved.get((t.src, t.dst), 0) + t.bytes

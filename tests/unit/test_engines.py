@@ -31,6 +31,7 @@ from cxltierd.engines.select import choose
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.facts import Damon, KernelFacts
 from cxltierd.hostfs import HostFS
+from cxltierd.model import Plan
 from cxltierd.policy.gates import kernel_gates
 from cxltierd.policy.roles import roles
 from cxltierd.policy.schema import Policy, build_policy
@@ -555,3 +556,29 @@ def test_status_says_which_kernel_features_the_damos_engine_drives():
     both = uses(DamonFeatures(True, goal_metrics=("user_input", "node_mem_used_bp", "node_mem_free_bp")), pol)
     assert "goal:node_mem_free_bp" in both and "goal:user_input" not in both and "filter:memcg" in both
     assert not any(u.startswith("goal:") for u in uses(DamonFeatures(), build_policy({})))
+
+
+def test_damos_lets_the_kernel_refresh_stats_where_it_can(tmp_path):
+    """refresh_ms (6.17): written on each kdamond; per-tick outcomes read the stats files without the
+    update_schemes_stats command (which takes DAMON's sysfs mutex); a reprogramming still asks for exact stats."""
+    from cxltierd.engines.damon_probe import DamonFeatures
+
+    fs = damos_host(tmp_path)
+    e = DamosEngine(fs, Kdamonds(fs, tmp_path / "k.json"), DamonFeatures(True, refresh_ms=True))
+    pol = build_policy({})
+    e.configure(TOPO3, pol)
+    assert (f"{KDAMONDS}/0/refresh_ms", "1000") in fs.writes and (f"{KDAMONDS}/1/refresh_ms", "1000") in fs.writes
+    fs.writes.clear()
+    e.apply(Plan(), 1.0)
+    assert not any(v == "update_schemes_stats" for _, v in fs.writes)
+    e.configure(TOPO3, build_policy({"rate_limit": {"mb_per_s": 10}}))
+    assert any(v == "update_schemes_stats" for _, v in fs.writes)
+    e.stop()
+    plain = damos_host(tmp_path / "plain")
+    e = DamosEngine(plain, Kdamonds(plain, tmp_path / "p.json"), DamonFeatures(True))
+    e.configure(TOPO3, pol)
+    assert not any(p.endswith("/refresh_ms") for p, _ in plain.writes)
+    plain.writes.clear()
+    e.apply(Plan(), 1.0)
+    assert any(v == "update_schemes_stats" for _, v in plain.writes)
+    e.stop()
