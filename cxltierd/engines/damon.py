@@ -322,6 +322,37 @@ class Kdamonds:
                 self.cleanup()
             raise
 
+    def reserve(self, n: int) -> None:
+        """Create n kdamonds, all off (a pool to program and turn on one by one). Raises DamonBusy when others'
+        kdamonds exist. nr_kdamonds cannot change while any kdamond runs, so the pool size is fixed until cleanup()."""
+        if not self.available():
+            raise CxltierdError(f"{self.fs.path(KDAMONDS)}: DAMON sysfs interface not present")
+        others = self.foreign()
+        if others:
+            raise DamonBusy(f"DAMON is in use by someone else ({', '.join(others)}); cxltierd will not take it over")
+        self.cleanup()
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({"nr_kdamonds": n, "pid": os.getpid()}))
+        self._write(f"{KDAMONDS}/nr_kdamonds", str(n))
+        self.count = n
+
+    def restart(self, i: int, ctx: Context) -> None:
+        """Program kdamond i (of the pool) with `ctx` and turn it on; turned off first if it runs. The other
+        kdamonds go on undisturbed."""
+        with contextlib.suppress(HostFSError):  # it may stop by itself meanwhile (its vaddr target exited)
+            if self.state(i) == "on":
+                self._write(f"{KDAMONDS}/{i}/state", "off")
+        writes = context_writes(i, ctx)
+        self._writes(writes)
+        self.written[i] = writes
+        self._write(f"{KDAMONDS}/{i}/state", "on")
+
+    def stop_one(self, i: int) -> None:
+        """Turn kdamond i off (it stays in the pool)."""
+        with contextlib.suppress(HostFSError):
+            if self.state(i) == "on":
+                self._write(f"{KDAMONDS}/{i}/state", "off")
+
     def commit(self, i: int, ctx: Context) -> None:
         """Apply new parameters to a running kdamond (state `commit`); only what changed is written."""
         writes = context_writes(i, ctx)

@@ -1,7 +1,9 @@
 """DAMON tracker: heat of the managed processes' memory from DAMON vaddr monitoring, in fixed-size chunks.
 
 One vaddr kdamond per managed process (a kdamond has one context, and tried regions do not say which target
-they belong to), the largest processes first, at most `max_processes`. Each sample reads the regions back,
+they belong to), from a fixed pool of `max_processes` kdamonds created once: the largest managed processes get a
+slot each; a slot whose process exits or stops being managed is given to the next one by restarting only that
+kdamond, so the others keep the regions they have learned. Each sample reads the regions back,
 cuts them into chunks of `damon.region_size` aligned to it (stable keys from tick to tick, the unit the
 move_pages engine moves), and finds each chunk's node by querying a few of its pages with move_pages(2).
 Chunks with no page present are left out. DAMON's nr_accesses (samples per aggregation interval that saw an
@@ -92,14 +94,25 @@ class DamonTracker:
         self.nodes = nodes
         self.pages = pages
         self.max_processes = max_processes
-        self.targets: list[int] = []  # kdamond i monitors pid targets[i]
-        self.started = 0.0  # when the current kdamonds started (the loop's clock)
+        self.slots: list[int | None] = []  # kdamond i of the pool monitors pid slots[i] (None: free, off)
+        self.since: list[float] = []  # when each slot's kdamond last (re)started (the loop's clock)
         self.self_pid = os.getpid()
         self.errors: list[str] = []
 
+    @property
+    def targets(self) -> list[int]:
+        """The monitored pids, in slot order."""
+        return [pid for pid in self.slots if pid is not None]
+
     def configure(self, topology: Topology, policy: Policy) -> None:
+        """New policy: running kdamonds take the new intervals and region limits through a commit."""
+        changed = policy.damon != self.policy.damon
         self.policy = policy
         self.nodes = list(topology.node_ids)
+        if changed:
+            for i, pid in enumerate(self.slots):
+                if pid is not None:
+                    self.kdamonds.commit(i, self.context(pid))
 
     def context(self, pid: int) -> Context:
         d = self.policy.damon
@@ -125,16 +138,33 @@ class DamonTracker:
         return out[: self.max_processes]
 
     def _retarget(self, want: list[int], now: float) -> None:
-        stale = [i for i, pid in enumerate(self.targets) if self.kdamonds.state(i) != "on"] if self.targets else []
-        if want == self.targets and not stale:
-            return
-        if self.targets:
-            self.kdamonds.cleanup()
-        self.targets = []
-        if want:
-            self.kdamonds.start([self.context(pid) for pid in want])
-            self.targets = list(want)
-            self.started = now
+        """Give each wanted pid a slot, restarting only the kdamonds whose process changed or exited."""
+        if not self.slots:
+            if not want:
+                return
+            self.kdamonds.reserve(self.max_processes)
+            self.slots, self.since = [None] * self.max_processes, [now] * self.max_processes
+        wanted = set(want)
+        for i, pid in enumerate(self.slots):
+            if pid is None:
+                continue
+            if pid not in wanted:
+                self.kdamonds.stop_one(i)
+                self.slots[i] = None
+            elif self.kdamonds.state(i) != "on":  # its kdamond stopped: the process exited (or was replaced)
+                self.slots[i] = None
+        held = set(self.targets)
+        free = [i for i, pid in enumerate(self.slots) if pid is None]
+        for pid in (p for p in want if p not in held):
+            if not free:
+                break
+            i = free.pop(0)
+            try:
+                self.kdamonds.restart(i, self.context(pid))
+            except HostFSError as e:  # it exited meanwhile: the kernel refuses a dead pid
+                self.errors.append(f"pid {pid}: {e}")
+                continue
+            self.slots[i], self.since[i] = pid, now
 
     def sample(self, now: float) -> Sample:
         procs = self.select(list_processes(self.fs))
@@ -142,8 +172,9 @@ class DamonTracker:
         size = self.policy.damon.region_size
         aggr_s = self.policy.damon.aggregation_interval
         regions: list[RegionHeat] = []
-        warm = now - self.started >= WARMUP * aggr_s
-        for i, pid in enumerate(self.targets if warm else []):
+        for i, pid in enumerate(self.slots):
+            if pid is None or now - self.since[i] < WARMUP * aggr_s:
+                continue
             try:
                 self.kdamonds.update(i, "update_schemes_tried_regions")
                 heat = chunks(parse_regions(self.fs, i), size, aggr_s)
@@ -168,4 +199,4 @@ class DamonTracker:
             self.kdamonds.cleanup()
         except (HostFSError, CxltierdError, OSError) as e:
             raise CxltierdError(f"DAMON cleanup: {e}") from None
-        self.targets = []
+        self.slots, self.since = [], []

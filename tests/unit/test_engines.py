@@ -292,9 +292,24 @@ def test_tracker_reads_a_new_kdamond_only_after_its_warm_up(tmp_path):
     assert t.sample(11.9).regions == ()  # its regions still straddle edges they have not found
     heat = [(r.pid, r.start, r.node, r.accesses) for r in t.sample(12.5).regions]
     assert heat == [(77, 0x200000, 4, 50.0), (77, 0x400000, 4, 50.0)]
-    add_process(fs, 78, "serve", 800000, "/ai")  # a new managed process restarts the kdamonds: warm-up again
-    assert t.sample(13.0).regions == () and t.targets == [77, 78]
-    assert len(t.sample(15.5).regions) == 2
+    # a new managed process gets the next kdamond of the pool: only that one warms up, 77's goes on reporting
+    add_process(fs, 78, "serve", 800000, "/ai")
+    fs.writes.clear()
+    assert {r.pid for r in t.sample(13.0).regions} == {77} and t.targets == [77, 78]
+    assert (f"{KDAMONDS}/0/state", "off") not in fs.writes and (f"{KDAMONDS}/1/state", "on") in fs.writes
+    assert not any(p.endswith("nr_kdamonds") for p, _ in fs.writes)  # the pool was made once
+    tried1 = f"{KDAMONDS}/1/contexts/0/schemes/0/tried_regions/0"
+    for name, value in (("start", 0x800000), ("end", 0xA00000), ("nr_accesses", 1), ("age", 1)):
+        fs.write(f"{tried1}/{name}", str(value), record=False)
+    assert {r.pid for r in t.sample(15.5).regions} == {77, 78}
+    # 77 exits (its kdamond stops by itself): its slot is free again, 78's kdamond is left alone
+    fs.path(f"{KDAMONDS}/0/state").write_text("off\n")
+    import shutil
+
+    shutil.rmtree(fs.path("/proc/77"))
+    fs.writes.clear()
+    assert {r.pid for r in t.sample(16.0).regions} == {78} and t.targets == [78]
+    assert [v for p, v in fs.writes if p.startswith(f"{KDAMONDS}/1/")] == ["update_schemes_tried_regions"]
 
 
 class BusyDamon(FakeDamon):
