@@ -124,3 +124,20 @@ def test_placement_exits_1_naming_each_missed_target(monkeypatch: pytest.MonkeyP
     assert run_main(monkeypatch, {**GOOD, **change}, ["--markdown"]) == 1
     out, _ = capsys.readouterr()
     assert out.splitlines()[-1].endswith(f"targets MISSED: {missed}.")
+
+
+def test_discovery_markdown_is_the_readme_table_format() -> None:
+    discovery = load("discovery")
+    rows = [
+        discovery.Row(4, 2, 3, 1024, discover=5.7e-3, classify=0.1e-3, peer=3.8e-3),
+        discovery.Row(64, 32, 8, 16384, discover=73.75e-3, classify=1.56e-3, peer=57.0e-3),
+    ]
+    assert discovery.markdown(rows).splitlines() == [
+        "| memdevs | regions | nodes | blocks | discover | classify | total | peer (raw read) | ratio | us per block |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| 4 | 2 | 3 | 1024 | 5.7ms | 0.10ms | 5.8ms | 3.8ms | 1.53 | 5.66 |",
+        "| 64 | 32 | 8 | 16384 | 73.8ms | 1.56ms | 75.3ms | 57.0ms | 1.32 | 4.60 |",
+        "",
+        "largest host: 75.3 ms (target < 100 ms); time grew 13.0x for 16x the blocks (growth/linear = 0.81; <= 1 is"
+        " linear or better).",
+    ]
