@@ -31,6 +31,8 @@ from cxltierd.simulate import PLACERS, run
 
 BASELINES = ("static", "promote-on-access", "age")
 GiB = 1 << 30
+# the targets: share vs the oracle's (average), points vs the best baseline (worst), migration vs the oracle's (largest)
+TARGET_RATIO, TARGET_GAP, TARGET_VOLUME = 0.95, -1.0, 2.0
 
 
 def one(job: tuple[str, str, float | None, int | None, float | None]) -> tuple[str, str, float, int, int, float]:
@@ -38,9 +40,6 @@ def one(job: tuple[str, str, float | None, int | None, float | None]) -> tuple[s
     t = time.perf_counter()
     r = run(scenario, placer, seed=seed, duration=duration, interval=interval)
     return scenario, placer, r.share, r.migrated_bytes, r.ping_pong, time.perf_counter() - t
-
-
-TARGET_RATIO, TARGET_GAP, TARGET_VOLUME = 0.95, -1.0, 2.0
 
 
 @dataclass(frozen=True)
