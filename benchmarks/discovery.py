@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Discovery + classification time on generated hosts of growing size, next to the raw cost of reading the tree.
 
-    .venv/bin/python benchmarks/discovery.py [--repeat 5]
+    .venv/bin/python benchmarks/discovery.py [--repeat 5] [--markdown]
 
 Each host is generated with fixtures/make_hosts.py (up to 64 memdevs, 32 regions, 8 nodes, 16384 memory blocks).
 For each size it prints the best of --repeat runs of discover() and classify(), and, measured in the same run on the
 same tree, a peer: the time to merely read every file discovery reads (the floor any tool pays; a file cache warm for
 both). The ratio to the peer and the time per memory block show the growth. Target: the largest host under 100 ms,
-growth no worse than linear.
+growth no worse than linear. --markdown prints the README's discovery table and its summary line, exactly as the
+README shows them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,12 +63,25 @@ def read_tree(root: Path) -> int:
     return n
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=5)
-    args = ap.parse_args()
-    print(f"{'memdevs':>7} {'regions':>7} {'nodes':>5} {'blocks':>6}  {'discover':>9} {'classify':>9}"
-          f" {'total':>9}  {'peer read':>9} {'ratio':>6}  {'us/block':>8}")  # fmt: skip
+@dataclass(frozen=True)
+class Row:
+    """One generated host's size and the best times measured on it, in seconds."""
+
+    memdevs: int
+    regions: int
+    nodes: int
+    blocks: int
+    discover: float
+    classify: float
+    peer: float
+
+    @property
+    def total(self) -> float:
+        return self.discover + self.classify
+
+
+def measure(repeat: int) -> list[Row]:
+    """Generate each host of SIZES in a temporary directory and time discovery, classification and the peer."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="cxltierd-bench-") as tmp:
         for memdevs, regions, nodes, blocks in SIZES:
@@ -78,17 +93,54 @@ def main() -> int:
                 len(facts.memdevs),
                 len(facts.regions),
             )
-            t_disc = best(lambda fs=fs: discover(fs), args.repeat)
-            t_cls = best(lambda facts=facts: classify(facts), args.repeat)
-            t_peer = best(lambda root=root: read_tree(root), args.repeat)
-            total = t_disc + t_cls
-            rows.append((blocks, total))
-            print(f"{memdevs:>7} {regions:>7} {nodes:>5} {len(facts.blocks):>6}  {1e3 * t_disc:>7.1f}ms {1e3 * t_cls:>7.2f}ms"
-                  f" {1e3 * total:>7.1f}ms  {1e3 * t_peer:>7.1f}ms {total / t_peer:>6.2f}  {1e6 * total / blocks:>8.2f}")  # fmt: skip
-    (b0, t0), (b1, t1) = rows[0], rows[-1]
-    growth = (t1 / t0) / (b1 / b0)
-    print(f"\nlargest host: {1e3 * t1:.1f} ms (target < 100 ms); time grew {t1 / t0:.1f}x for {b1 / b0:.0f}x the blocks "
-          f"(growth/linear = {growth:.2f}; <= 1 is linear or better)")  # fmt: skip
+            assert len(facts.blocks) == blocks, len(facts.blocks)
+            t_disc = best(lambda fs=fs: discover(fs), repeat)
+            t_cls = best(lambda facts=facts: classify(facts), repeat)
+            t_peer = best(lambda root=root: read_tree(root), repeat)
+            rows.append(Row(memdevs, regions, nodes, blocks, t_disc, t_cls, t_peer))
+    return rows
+
+
+def summary(rows: list[Row]) -> str:
+    """The largest host's time against the target, and the growth from the smallest host to the largest."""
+    first, last = rows[0], rows[-1]
+    grew, more = last.total / first.total, last.blocks / first.blocks
+    return (
+        f"largest host: {1e3 * last.total:.1f} ms (target < 100 ms); time grew {grew:.1f}x for {more:.0f}x the blocks "
+        f"(growth/linear = {grew / more:.2f}; <= 1 is linear or better)"
+    )
+
+
+def markdown(rows: list[Row]) -> str:
+    """The README's discovery table and the summary line under it."""
+    head = ["memdevs", "regions", "nodes", "blocks", "discover", "classify", "total", "peer (raw read)", "ratio"]
+    lines = ["| " + " | ".join([*head, "us per block"]) + " |", "|" + "---|" * (len(head) + 1)]
+    for r in rows:
+        cells = [str(v) for v in (r.memdevs, r.regions, r.nodes, r.blocks)]
+        cells += [f"{1e3 * r.discover:.1f}ms", f"{1e3 * r.classify:.2f}ms", f"{1e3 * r.total:.1f}ms"]
+        cells += [f"{1e3 * r.peer:.1f}ms", f"{r.total / r.peer:.2f}", f"{1e6 * r.total / r.blocks:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", summary(rows) + "."])
+
+
+def text(rows: list[Row]) -> str:
+    """The plain-text report: the same figures in aligned columns."""
+    lines = [f"{'memdevs':>7} {'regions':>7} {'nodes':>5} {'blocks':>6}  {'discover':>9} {'classify':>9}"
+             f" {'total':>9}  {'peer read':>9} {'ratio':>6}  {'us/block':>8}"]  # fmt: skip
+    for r in rows:
+        lines.append(f"{r.memdevs:>7} {r.regions:>7} {r.nodes:>5} {r.blocks:>6}  {1e3 * r.discover:>7.1f}ms"
+                     f" {1e3 * r.classify:>7.2f}ms {1e3 * r.total:>7.1f}ms  {1e3 * r.peer:>7.1f}ms"
+                     f" {r.total / r.peer:>6.2f}  {1e6 * r.total / r.blocks:>8.2f}")  # fmt: skip
+    return "\n".join([*lines, "", summary(rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--markdown", action="store_true", help="print the README's table and summary line instead")
+    args = ap.parse_args(argv)
+    rows = measure(args.repeat)
+    print(markdown(rows) if args.markdown else text(rows))
     return 0
 
 

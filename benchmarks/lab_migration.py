@@ -9,7 +9,7 @@ pages) are started side by side. One is moved back and forth between plain-RAM n
 MovePagesEngine.apply() on a plan of 2 MiB regions covering its buffer (what the daemon's loop hands it: one query
 call and one batched move call per process); the other by `migratepages PID FROM TO` (numactl, the migrate_pages(2)
 syscall: the kernel walks the whole process, interpreter included). A third row moves the buffer with
-tests/lab/conftest.py's move_pages helper (batches of 65536 pages, no query, but its page list is built page by
+tests/lab/labkit.py's move_pages helper (batches of 65536 pages, no query, but its page list is built page by
 page in Python): it shows what per-page Python work costs next to the kernel's migration. Pages are counted by the
 kernel (pgmigrate_success deltas; NUMA balancing and proactive compaction are off), time by the wall clock around
 the call; the median over --rounds moves in each direction is reported. Target: engine / migratepages >= 0.9.
@@ -28,9 +28,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from labkit import REPO, in_guest, lab, publish, start_workload
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # cxltierd from this checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/lab"))  # the lab's helpers: labkit.py
 
-sys.path.insert(0, str(REPO))
+from labkit import in_guest, move_pages, pages_on_nodes, publish, start_workload, vmstat
 
 from cxltierd.engines.move_pages import MovePagesEngine
 from cxltierd.model import Move, Plan
@@ -49,7 +50,6 @@ def timed(fn: Callable[[], Any], vmstat: Callable[[], dict[str, int]]) -> tuple[
 
 
 def run(mib: int, rounds: int) -> str:
-    kit = lab()
     saved = {p: Path(p).read_text().strip() for p in KNOBS}
     procs: list[subprocess.Popen[str]] = []
     try:
@@ -71,17 +71,17 @@ def run(mib: int, rounds: int) -> str:
         reported: list[int] = []
         for r in range(2 * rounds):
             src, dst = (0, 1) if r % 2 == 0 else (1, 0)
-            n, secs, outcome = timed(partial(engine.apply, plan(src, dst), 0), kit.vmstat)
+            n, secs, outcome = timed(partial(engine.apply, plan(src, dst), 0), vmstat)
             results["engine"].append((n, secs))
             reported.append(sum(t.pages for t in outcome.transfers))
-            assert kit.pages_on_nodes(a["pid"], a["addr"], a["length"]) == {dst: pages}
+            assert pages_on_nodes(a["pid"], a["addr"], a["length"]) == {dst: pages}
             cmd = ["migratepages", str(b["pid"]), str(src), str(dst)]
-            n, secs, _ = timed(partial(subprocess.run, cmd, check=True), kit.vmstat)
+            n, secs, _ = timed(partial(subprocess.run, cmd, check=True), vmstat)
             results["migratepages"].append((n, secs))
-            assert kit.pages_on_nodes(b["pid"], b["addr"], b["length"]) == {dst: pages}
+            assert pages_on_nodes(b["pid"], b["addr"], b["length"]) == {dst: pages}
         for r in range(2 * rounds):  # the floor: the buffer alone, no query, one node for all pages
             dst = 1 if r % 2 == 0 else 0
-            n, secs, _ = timed(partial(kit.move_pages, a["pid"], a["addr"], a["length"], dst), kit.vmstat)
+            n, secs, _ = timed(partial(move_pages, a["pid"], a["addr"], a["length"], dst), vmstat)
             results["move_pages(2)"].append((n, secs))
         assert reported == [n for n, _ in results["engine"]], (reported, results["engine"])
     finally:

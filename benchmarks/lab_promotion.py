@@ -37,7 +37,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from labkit import in_guest, lab, publish, start_workload
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/lab"))  # the lab's helpers: labkit.py
+
+import labkit
+from labkit import in_guest, publish, start_workload
 
 MIB, HOT_MIB, CPU = 64, 16, 1
 CGROUP = "/cxltierd-bench"
@@ -158,15 +161,14 @@ class Bench:
 
 
 def run(cap: float, only: list[str]) -> str:
-    kit = lab()
-    kit.loopback_up()
-    cxl_node = min(kit.dax_target_nodes().values())
+    labkit.loopback_up()
+    cxl_node = min(labkit.dax_target_nodes().values())
     cg_root = Path("/sys/fs/cgroup")
     (cg_root / "cgroup.subtree_control").write_text("+memory")
     (cg_root / CGROUP.strip("/")).mkdir(exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="cxltierd-bench-") as work:
-        bench = Bench(kit, cap, Path(work))
+        bench = Bench(labkit, cap, Path(work))
         try:
             for name in ROWS:
                 if not only or name in only:

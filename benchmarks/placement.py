@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Placement quality: cxltierd's policy against the baselines and an oracle, on every shipped scenario.
 
-    .venv/bin/python benchmarks/placement.py [--duration S] [--interval S] [--seed N] [--jobs 2] [--json FILE]
+    .venv/bin/python benchmarks/placement.py [--duration S] [--interval S] [--seed N] [--jobs 2] [--json FILE] [--markdown]
 
 Every placer runs each scenario from the same seed on a fresh simulated memory system (cxltierd.simulate), with the
 same rate limit and watermarks: cxltierd (the default policy), static (first touch), promote-on-access (the kernel's
@@ -9,7 +9,9 @@ NUMA-balancing tiering idea), age (memtierd's age policy idea) and oracle (knows
 next interval). Printed per scenario: the share of all accesses served by the fastest tier for each placer,
 cxltierd's share as a fraction of the oracle's, GiB migrated and ping-pong moves. Targets (issue 3): cxltierd >= 0.95
 of the oracle's share on average, never more than 1 point below the best baseline, migration volume at most 2x the
-oracle's.
+oracle's. Exits 1, naming each missed target on stderr, when one is missed.
+
+    --markdown prints the README's placement table and its summary line, exactly as the README shows them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -28,6 +31,8 @@ from cxltierd.simulate import PLACERS, run
 
 BASELINES = ("static", "promote-on-access", "age")
 GiB = 1 << 30
+# the targets: share vs the oracle's (average), points vs the best baseline (worst), migration vs the oracle's (largest)
+TARGET_RATIO, TARGET_GAP, TARGET_VOLUME = 0.95, -1.0, 2.0
 
 
 def one(job: tuple[str, str, float | None, int | None, float | None]) -> tuple[str, str, float, int, int, float]:
@@ -37,61 +42,156 @@ def one(job: tuple[str, str, float | None, int | None, float | None]) -> tuple[s
     return scenario, placer, r.share, r.migrated_bytes, r.ping_pong, time.perf_counter() - t
 
 
-def main() -> int:
+@dataclass(frozen=True)
+class Row:
+    """One scenario's results: each placer's fast-tier share, bytes migrated by cxltierd and the oracle, and
+    cxltierd's ping-pong moves."""
+
+    scenario: str
+    shares: dict[str, float]
+    moved: int
+    oracle_moved: int
+    ping_pong: int
+
+    @property
+    def ratio(self) -> float:
+        return self.shares["cxltierd"] / self.shares["oracle"]
+
+    @property
+    def gap(self) -> float:
+        """Points between cxltierd's share and the best baseline's."""
+        return 100 * (self.shares["cxltierd"] - max(self.shares[b] for b in BASELINES))
+
+    @property
+    def volume(self) -> float:
+        return self.moved / self.oracle_moved if self.oracle_moved else float("inf")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The figures the targets are set on, over all scenarios."""
+
+    average_ratio: float
+    worst_gap: float
+    largest_volume: float
+
+    def misses(self) -> list[str]:
+        """One line per missed target; empty when every target is met."""
+        out = []
+        if self.average_ratio < TARGET_RATIO:
+            out.append(f"average share vs oracle {self.average_ratio:.3f} < {TARGET_RATIO}")
+        if self.worst_gap < TARGET_GAP:
+            out.append(f"worst gap to the best baseline {self.worst_gap:+.1f} points < {TARGET_GAP:g}")
+        if self.largest_volume > TARGET_VOLUME:
+            out.append(f"largest migration volume vs oracle {self.largest_volume:.1f}x > {TARGET_VOLUME:g}x")
+        return out
+
+    def line(self) -> str:
+        """The summary sentence under the README's table."""
+        misses = self.misses()
+        verdict = "targets met" if not misses else "targets MISSED: " + "; ".join(misses)
+        return (
+            f"average share vs oracle: {self.average_ratio:.3f} (target >= {TARGET_RATIO}); "
+            f"worst gap to the best baseline: {self.worst_gap:+.1f} points (target >= {TARGET_GAP:g}); "
+            f"largest migration volume vs oracle: {self.largest_volume:.1f}x (target <= {TARGET_VOLUME:g}x); {verdict}."
+        )
+
+
+def table_rows(res: dict[tuple[str, str], tuple[float, int, int]], scenarios: list[str]) -> list[Row]:
+    """Per-scenario rows from {(scenario, placer): (share, migrated bytes, ping-pong moves)}."""
+    return [
+        Row(
+            scenario=s,
+            shares={p: res[(s, p)][0] for p in PLACERS},
+            moved=res[(s, "cxltierd")][1],
+            oracle_moved=res[(s, "oracle")][1],
+            ping_pong=res[(s, "cxltierd")][2],
+        )
+        for s in scenarios
+    ]
+
+
+def summarize(rows: list[Row]) -> Summary:
+    return Summary(
+        average_ratio=sum(r.ratio for r in rows) / len(rows),
+        worst_gap=min(r.gap for r in rows),
+        largest_volume=max(r.volume for r in rows),
+    )
+
+
+def markdown(rows: list[Row]) -> str:
+    """The README's placement table and the summary line under it."""
+    head = ["scenario", *PLACERS, "cxltierd / oracle", "vs best baseline", "GiB moved, cxltierd / oracle", "ping-pong"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.scenario, *(f"{100 * r.shares[p]:.1f}%" for p in PLACERS), f"{r.ratio:.3f}", f"{r.gap:+.1f}p"]
+        cells += [f"{r.moved / GiB:.1f} / {r.oracle_moved / GiB:.1f} ({r.volume:.1f}x)", str(r.ping_pong)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", summarize(rows).line()])
+
+
+def text(rows: list[Row]) -> str:
+    """The plain-text report: the same figures in aligned columns, then the targets one per line."""
+    head = " ".join(f"{p:>17}" for p in PLACERS)
+    lines = [
+        "fast-tier access share (fraction of all accesses served by the fastest tier)",
+        "",
+        f"{'scenario':<16} {head}  {'vs oracle':>9} {'vs best baseline':>16}  {'GiB moved (cxltierd/oracle)':>27}"
+        f"  {'ping-pong':>9}",
+    ]
+    for r in rows:
+        cells = " ".join(f"{100 * r.shares[p]:>16.1f}%" for p in PLACERS)
+        lines.append(
+            f"{r.scenario:<16} {cells}  {r.ratio:>9.3f} {r.gap:>+15.1f}p  {r.moved / GiB:>10.1f} / "
+            f"{r.oracle_moved / GiB:<6.1f} ({r.volume:.1f}x)  {r.ping_pong:>9}"
+        )
+    s = summarize(rows)
+    lines += [
+        "",
+        f"average share vs oracle: {s.average_ratio:.3f} (target >= {TARGET_RATIO})",
+        f"worst gap to the best baseline: {s.worst_gap:+.1f} points (target >= {TARGET_GAP:g})",
+        f"largest migration volume vs oracle: {s.largest_volume:.1f}x (target <= {TARGET_VOLUME:g}x)",
+        f"targets {'met' if not s.misses() else 'MISSED'}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=None, help="simulated seconds [each scenario's own]")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--interval", type=float, default=None, help="loop interval, seconds [each scenario's own]")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results here")
-    args = ap.parse_args()
+    ap.add_argument("--markdown", action="store_true", help="print the README's table and summary line instead")
+    args = ap.parse_args(argv)
     scenarios = scenario_names()
     jobs = [(s, p, args.duration, args.seed, args.interval) for s in scenarios for p in PLACERS]
     with Pool(args.jobs) as pool:
-        rows = pool.map(one, jobs)
-    res = {(s, p): (share, moved, pp) for s, p, share, moved, pp, _ in rows}
-
-    head = " ".join(f"{p:>17}" for p in PLACERS)
-    print("fast-tier access share (fraction of all accesses served by the fastest tier)\n")
-    print(
-        f"{'scenario':<16} {head}  {'vs oracle':>9} {'vs best baseline':>16}  {'GiB moved (cxltierd/oracle)':>27}  {'ping-pong':>9}"
-    )
-    ratios, gaps, volumes = [], [], []
-    for s in scenarios:
-        shares = {p: res[(s, p)][0] for p in PLACERS}
-        ratio = shares["cxltierd"] / shares["oracle"]
-        best = max(shares[b] for b in BASELINES)
-        gap = 100 * (shares["cxltierd"] - best)
-        moved, oracle_moved = res[(s, "cxltierd")][1], res[(s, "oracle")][1]
-        volume = moved / oracle_moved if oracle_moved else float("inf")
-        ratios.append(ratio)
-        gaps.append(gap)
-        volumes.append(volume)
-        cells = " ".join(f"{100 * shares[p]:>16.1f}%" for p in PLACERS)
-        print(
-            f"{s:<16} {cells}  {ratio:>9.3f} {gap:>+15.1f}p  {moved / GiB:>10.1f} / {oracle_moved / GiB:<6.1f} ({volume:.1f}x)"
-            f"  {res[(s, 'cxltierd')][2]:>9}"
-        )
-    avg = sum(ratios) / len(ratios)
-    print(f"\naverage share vs oracle: {avg:.3f} (target >= 0.95)")
-    print(f"worst gap to the best baseline: {min(gaps):+.1f} points (target >= -1)")
-    print(f"largest migration volume vs oracle: {max(volumes):.1f}x (target <= 2x)")
-    met = avg >= 0.95 and min(gaps) >= -1 and max(volumes) <= 2
-    print(f"targets {'met' if met else 'MISSED'}")
-    print("\nping-pong (moves sent back within two cooldowns): "
-          + ", ".join(f"{p} {sum(res[(s, p)][2] for s in scenarios)}" for p in PLACERS))  # fmt: skip
-    print("wall time per run: " + ", ".join(f"{s}/{p} {t:.0f}s" for s, p, *_, t in rows if p == "cxltierd"))
+        results = pool.map(one, jobs)
+    res = {(s, p): (share, moved, pp) for s, p, share, moved, pp, _ in results}
+    rows = table_rows(res, scenarios)
+    if args.markdown:
+        print(markdown(rows))
+    else:
+        print(text(rows))
+        print("\nping-pong (moves sent back within two cooldowns): "
+              + ", ".join(f"{p} {sum(res[(s, p)][2] for s in scenarios)}" for p in PLACERS))  # fmt: skip
+        print("wall time per run: " + ", ".join(f"{s}/{p} {t:.0f}s" for s, p, *_, t in results if p == "cxltierd"))
     if args.json:
         args.json.write_text(
             json.dumps(
                 [
                     dict(zip(("scenario", "placer", "share", "migrated_bytes", "ping_pong", "seconds"), r, strict=True))
-                    for r in rows
+                    for r in results
                 ],
                 indent=2,
             )
         )
-    return 0
+    misses = summarize(rows).misses()
+    for miss in misses:
+        print(f"placement.py: target missed: {miss}", file=sys.stderr)
+    return 1 if misses else 0
 
 
 if __name__ == "__main__":

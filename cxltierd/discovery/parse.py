@@ -147,7 +147,10 @@ def parse_zoneinfo(text: str) -> dict[int, dict[str, tuple[int, int]]]:
     for line in text.splitlines():
         if line.startswith("Node "):
             head, _, rest = line.partition(", zone")
-            node = int(head.split()[1])
+            words = head.split()
+            if len(words) != 2:
+                raise ValueError(f"bad zone header {line[:40]!r}")
+            node = int(words[1])
             name = rest.strip()
             zone = out.setdefault(node, {})
             zone[name] = (0, 0)

@@ -1,26 +1,143 @@
 """The benchmarks are not run here (the lab ones need the QEMU guest, all of them take minutes), but they must not rot:
-each script starts as a user would run it, and the lab kit loads the lab's helpers the way the lab benchmarks do."""
+each script starts as a user would run it, and the lab benchmarks take their helpers from tests/lab/labkit.py (the
+module the lab tests import) without loading a conftest."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+LAB = Path(__file__).resolve().parents[2] / "tests/lab"
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name != "labkit.py"))
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
 def test_benchmark_script_starts(script: str) -> None:
     done = subprocess.run([sys.executable, script, "--help"], cwd=BENCHMARKS, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
 
 
-def test_lab_kit_loads_the_lab_helpers() -> None:
-    code = "import labkit; kit = labkit.lab(); print(kit.vmstat.__name__, kit.pages_on_nodes.__name__)"
+@pytest.mark.parametrize("module", ["lab_migration", "lab_promotion"])
+def test_lab_benchmarks_share_the_lab_helpers_without_a_conftest(module: str) -> None:
+    code = (
+        f"import sys, {module} as bench; "
+        "print(bench.start_workload.__module__, bench.start_workload.__code__.co_filename); "
+        "print(sorted(m for m in sys.modules if 'conftest' in m))"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=BENCHMARKS, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["vmstat", "pages_on_nodes"]
+    helpers, loaded = done.stdout.splitlines()
+    assert helpers.split() == ["labkit", str(LAB / "labkit.py")]
+    assert loaded == "[]"
+
+
+def load(script: str) -> ModuleType:
+    """A benchmark script as a module (its main() not run)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{script}", BENCHMARKS / f"{script}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+placement = load("placement")
+GiB = 1 << 30
+# share per placer (cxltierd, static, promote-on-access, age, oracle), cxltierd's and the oracle's GiB, ping-pong
+GOOD = {
+    "a": ((0.924, 0.613, 0.672, 0.613, 0.937), 6.8, 5.7, 0),
+    "b": ((0.805, 0.510, 0.564, 0.510, 0.848), 22.2, 13.6, 451),
+}
+
+
+def results(
+    table: dict[str, tuple[tuple[float, ...], float, float, int]],
+) -> list[tuple[str, str, float, int, int, float]]:
+    """What placement.one() returns for each (scenario, placer) job, from a per-scenario table."""
+    out = []
+    for s, (shares, moved, oracle_moved, pp) in table.items():
+        for p, share in zip(placement.PLACERS, shares, strict=True):
+            gib = moved if p == "cxltierd" else oracle_moved if p == "oracle" else 0.0
+            out.append((s, p, share, int(gib * GiB), pp if p == "cxltierd" else 0, 1.0))
+    return out
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, table: dict, argv: list[str]) -> int:
+    """placement.main(argv) on these results instead of simulating (no pool, no scenarios run)."""
+    rows = {(r[0], r[1]): r for r in results(table)}
+
+    class InProcess:
+        def __init__(self, jobs: int) -> None:
+            pass
+
+        def __enter__(self) -> InProcess:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def map(self, fn, jobs):  # type: ignore[no-untyped-def]
+            return [rows[(s, p)] for s, p, *_ in jobs]
+
+    monkeypatch.setattr(placement, "Pool", InProcess)
+    monkeypatch.setattr(placement, "scenario_names", lambda: list(table))
+    code: int = placement.main(argv)
+    return code
+
+
+def test_placement_markdown_is_the_readme_table_format(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    assert run_main(monkeypatch, GOOD, ["--markdown"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "| scenario | cxltierd | static | promote-on-access | age | oracle | cxltierd / oracle | vs best baseline"
+        " | GiB moved, cxltierd / oracle | ping-pong |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| a | 92.4% | 61.3% | 67.2% | 61.3% | 93.7% | 0.986 | +25.2p | 6.8 / 5.7 (1.2x) | 0 |",
+        "| b | 80.5% | 51.0% | 56.4% | 51.0% | 84.8% | 0.949 | +24.1p | 22.2 / 13.6 (1.6x) | 451 |",
+        "",
+        "average share vs oracle: 0.968 (target >= 0.95); worst gap to the best baseline: +24.1 points (target >= -1);"
+        " largest migration volume vs oracle: 1.6x (target <= 2x); targets met.",
+    ]
+    assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "missed"),
+    [
+        ({"a": ((0.80, 0.613, 0.672, 0.613, 0.937), 6.8, 5.7, 0)}, "average share vs oracle 0.902 < 0.95"),
+        ({"a": ((0.924, 0.613, 0.935, 0.613, 0.937), 6.8, 5.7, 0)}, "worst gap to the best baseline -1.1 points < -1"),
+        ({"b": ((0.805, 0.510, 0.564, 0.510, 0.848), 27.3, 13.6, 0)}, "largest migration volume vs oracle 2.0x > 2x"),
+        ({"b": ((0.805, 0.510, 0.564, 0.510, 0.848), 1.0, 0.0, 0)}, "largest migration volume vs oracle infx > 2x"),
+    ],
+)
+def test_placement_exits_1_naming_each_missed_target(monkeypatch: pytest.MonkeyPatch, capsys, change, missed) -> None:
+    assert run_main(monkeypatch, {**GOOD, **change}, []) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"placement.py: target missed: {missed}"]
+    assert "targets MISSED" in out.splitlines()
+    assert run_main(monkeypatch, {**GOOD, **change}, ["--markdown"]) == 1
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[-1].endswith(f"targets MISSED: {missed}.")
+
+
+def test_discovery_markdown_is_the_readme_table_format() -> None:
+    discovery = load("discovery")
+    rows = [
+        discovery.Row(4, 2, 3, 1024, discover=5.7e-3, classify=0.1e-3, peer=3.8e-3),
+        discovery.Row(64, 32, 8, 16384, discover=73.75e-3, classify=1.56e-3, peer=57.0e-3),
+    ]
+    assert discovery.markdown(rows).splitlines() == [
+        "| memdevs | regions | nodes | blocks | discover | classify | total | peer (raw read) | ratio | us per block |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| 4 | 2 | 3 | 1024 | 5.7ms | 0.10ms | 5.8ms | 3.8ms | 1.53 | 5.66 |",
+        "| 64 | 32 | 8 | 16384 | 73.8ms | 1.56ms | 75.3ms | 57.0ms | 1.32 | 4.60 |",
+        "",
+        "largest host: 75.3 ms (target < 100 ms); time grew 13.0x for 16x the blocks (growth/linear = 0.81; <= 1 is"
+        " linear or better).",
+    ]

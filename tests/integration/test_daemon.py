@@ -18,7 +18,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
+from cxltierd import __version__
 from cxltierd.service.control import request
 from tests.integration.daemon import Daemon
 
@@ -78,7 +81,7 @@ def test_notify_protocol_across_start_reload_and_stop(daemon, tmp_path):
     status = request(d.control, "status")["status"]
     assert status["last_reload"]["ok"] is False and "rate_limt" in status["last_reload"]["error"]
     assert status["reloads"] == {"success": 1, "failure": 1}
-    assert status["policy"]["interval"] == 0.3  # the last good policy
+    assert status["policy"]["interval"] == pytest.approx(0.3)  # the last good policy
 
     # stop: STOPPING=1, exit 0, within 5 s
     n = len(d.messages)
@@ -168,34 +171,49 @@ def _reload_refused_for_other_uids(d: Daemon) -> None:
     assert out.stdout.splitlines() == ["reload refused: uid 65534 is neither root nor the daemon's uid", "True"]
 
 
+def scrape(url: str) -> tuple[str, list[Sample]]:
+    """GET /metrics: the exposition text and its samples, parsed by prometheus_client's text-format parser."""
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return text, [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def having(samples: list[Sample], name: str, **labels: str) -> list[Sample]:
+    """The samples of `name` whose labels include these."""
+    return [s for s in samples if s.name == name and labels.items() <= s.labels.items()]
+
+
 def test_metrics_and_healthz(daemon):
+    """The one test of the exposition itself: a real scrape, parsed as Prometheus text and checked by promtool."""
     d = daemon()
     d.wait_message("READY=1")
     base = f"http://127.0.0.1:{d.port}"
-    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
-    for name in (
-        'cxltierd_build_info{version="',
-        'cxltierd_node_info{kind="cxl",node="2",rank="1",tier="cxl"} 1.0',
-        'cxltierd_tier_memory_total_bytes{tier="ddr"}',
-        'cxltierd_node_memory_free_bytes{node="0"}',
-        "cxltierd_cxl_memdev_info{firmware_version=",
-        'cxltierd_cxl_region_info{mode="ram",node="2",region="region0"} 1.0',
-        'cxltierd_cxl_region_size_bytes{region="region0"}',
-        "cxltierd_loop_duration_seconds_bucket{le=",
-        "cxltierd_last_tick_timestamp_seconds ",
-        'cxltierd_policy_reloads_total{result="failure"} 0.0',
-        "cxltierd_policy_last_reload_success 1.0",
-        "cxltierd_topology_changes_total 0.0",
-        'cxltierd_engine_info{backend="emulated",engine="simulated"} 1.0',
-        "cxltierd_kernel_pgmigrate_success_total",
-        "cxltierd_fast_tier_access_ratio",
-        'cxltierd_hot_bytes{tier="cxl"}',
+    text, samples = scrape(base + "/metrics")
+    for name, labels in (
+        ("cxltierd_build_info", {"version": __version__}),
+        ("cxltierd_tier_memory_total_bytes", {"tier": "ddr"}),
+        ("cxltierd_node_memory_free_bytes", {"node": "0"}),
+        ("cxltierd_cxl_memdev_info", {}),
+        ("cxltierd_cxl_region_size_bytes", {"region": "region0"}),
+        ("cxltierd_loop_duration_seconds_bucket", {}),
+        ("cxltierd_last_tick_timestamp_seconds", {}),
+        ("cxltierd_kernel_pgmigrate_success_total", {}),
+        ("cxltierd_fast_tier_access_ratio", {}),
+        ("cxltierd_hot_bytes", {"tier": "cxl"}),
     ):
-        assert name in text, name
+        assert having(samples, name, **labels), (name, labels)
+    assert "firmware_version" in having(samples, "cxltierd_cxl_memdev_info")[0].labels
+    assert "le" in having(samples, "cxltierd_loop_duration_seconds_bucket")[0].labels
+    for name, labels, want in (
+        ("cxltierd_node_info", {"kind": "cxl", "node": "2", "rank": "1", "tier": "cxl"}, 1),
+        ("cxltierd_cxl_region_info", {"mode": "ram", "node": "2", "region": "region0"}, 1),
+        ("cxltierd_policy_reloads_total", {"result": "failure"}, 0),
+        ("cxltierd_policy_last_reload_success", {}, 1),
+        ("cxltierd_topology_changes_total", {}, 0),
+        ("cxltierd_engine_info", {"backend": "emulated", "engine": "simulated"}, 1),
+    ):
+        assert [s.value for s in samples if s.name == name and s.labels == labels] == [pytest.approx(want)], name
     d.wait_for(
-        lambda: (
-            'cxltierd_migrated_bytes_total{from_tier="' in urllib.request.urlopen(base + "/metrics").read().decode()
-        ),
+        lambda: having(scrape(base + "/metrics")[1], "cxltierd_migrated_bytes_total"),
         30,
         "a migration",
     )

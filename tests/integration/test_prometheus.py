@@ -76,7 +76,7 @@ def test_prometheus_scrapes_the_daemon(tmp_path, prometheus):
         assert len(series) == 2, (tmp_path / "prometheus.log").read_text()
         got = {s["metric"]["tier"]: float(s["value"][1]) for s in series}
         status = request(d.control, "status")["status"]
-        assert got == {t["tier"]: float(t["total_bytes"]) for t in status["tiers"]}
+        assert got == pytest.approx({t["tier"]: float(t["total_bytes"]) for t in status["tiers"]})
         assert all(s["metric"]["job"] == "cxltierd" for s in series)
         (up,) = query(prom, 'up{job="cxltierd"}')
         assert up["value"][1] == "1"

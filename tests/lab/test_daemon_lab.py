@@ -10,13 +10,10 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
-from labfs import read
-
-if TYPE_CHECKING:  # conftest is not imported at run time: its module name is not unique across test folders
-    from conftest import CxlHotplug, DaemonFactory, Workload
+from labkit import CxlHotplug, DaemonFactory, Workload, read
 
 CXLTIERD = str(Path(__file__).resolve().parents[2] / ".venv/bin/cxltierd")
 KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")

@@ -27,12 +27,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from labfs import AGREE_PAGES, assert_agrees, read
-
-if TYPE_CHECKING:  # conftest is not imported at run time: its module name is not unique across test folders
-    from conftest import DaemonFactory, LabDaemon, Workload
+from labkit import AGREE_PAGES, DaemonFactory, LabDaemon, Workload, assert_agrees, read
 
 MIB, HOT_MIB = 64, 16
 DDR = (0, 1)

@@ -9,12 +9,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from labfs import assert_agrees
-
-if TYPE_CHECKING:  # conftest is not imported at run time: its module name is not unique across test folders
-    from conftest import Workload
+from labkit import Workload, assert_agrees
 
 CXL = Path("/sys/bus/cxl/devices")
 DAX = Path("/sys/bus/dax/devices")

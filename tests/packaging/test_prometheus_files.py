@@ -22,8 +22,6 @@ DASHBOARD = REPO / "packaging" / "grafana" / "cxltierd-dashboard.json"
 
 def exported_names() -> set[str]:
     """Every sample name the daemon's collector exports, from a snapshot in which every family is populated."""
-    from prometheus_client import generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
 
     from cxltierd.facts import DaxDevice, HostFacts, Memdev, Region
     from cxltierd.service.metrics import KERNEL_COUNTERS, registry_for
@@ -53,8 +51,7 @@ def exported_names() -> set[str]:
         ),
         last_reload=ReloadResult(ok=True, time=1.0),
     )
-    text = generate_latest(registry_for(lambda: snap)).decode()
-    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {sample.name for family in registry_for(lambda: snap).collect() for sample in family.samples}
 
 
 ALLOWED = exported_names()

@@ -90,7 +90,7 @@ def test_error_messages(text, message):
 
 
 def test_defaults_and_values():
-    assert parse_policy("", "p.yaml").interval == Policy().interval
+    assert parse_policy("", "p.yaml").interval == pytest.approx(Policy().interval)
     p = parse_policy(
         """
 interval: 500ms
@@ -104,7 +104,7 @@ damon: {region_size: 4MiB}
 """,
         "p.yaml",
     )
-    assert p.interval == 0.5 and p.engine == "move_pages" and p.cooldown == 120
+    assert p.interval == pytest.approx(0.5) and p.engine == "move_pages" and p.cooldown == pytest.approx(120)
     assert p.tiers.fast == ("hbm", 0) and p.tiers.overrides == {3: "cxl", 4: "pmem"}
     assert p.watermark("hbm").max_used_percent == 70 and p.watermark("hbm").min_free_percent == 10
     assert p.watermark("cxl").max_used_percent == 80

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -75,7 +76,7 @@ def test_shipped_names():
 def test_shipped_scenarios_load_and_make_placement_matter(name):
     s = load_scenario(name)
     assert s.name == name and s.host == "default" and s.source == f"{name}.yaml"
-    assert s.duration == 600 and s.interval == 1 and s.region_size == 2 << 20
+    assert s.duration == pytest.approx(600) and s.interval == pytest.approx(1) and s.region_size == 2 << 20
     topo = simulated_topology(s, host_topology(s))
     fast = sum(s.node(n).capacity - s.node(n).used for n in topo.tiers[0].nodes)
     total = sum(p.size for p in s.processes)
@@ -96,7 +97,7 @@ def test_load_from_file_names_file(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(with_("duration", "10m")))
     s = load_scenario(str(path))
-    assert s.duration == 600.0 and s.source == str(path)
+    assert s.duration == pytest.approx(600.0) and s.source == str(path)
     path.write_text(yaml.safe_dump(with_("durration", 5)))
     with pytest.raises(
         ConfigError, match=rf"^{path}: durration: unknown key 'durration' \(did you mean 'duration'\?\)$"
@@ -128,9 +129,10 @@ def test_defaults_and_pids():
     assert a.cgroup == "/" and a.cmdline == "a" and a.start_at == 0 and a.exit_at is None
     assert a.placement == Placement("first-touch")
     assert a.phases[0].at == 0
-    assert s.processes[1].phases[1].pattern == Zipf(rate=1000, skew=1.0)
-    assert s.seed == 1 and s.interval == 1.0 and s.duration == 600.0
-    assert s.migration_bandwidth == 2 << 30 and s.sample_fraction == 0.01
+    zipf = s.processes[1].phases[1].pattern
+    assert type(zipf) is Zipf and asdict(zipf) == pytest.approx(asdict(Zipf(rate=1000, skew=1.0)))
+    assert s.seed == 1 and s.interval == pytest.approx(1.0) and s.duration == pytest.approx(600.0)
+    assert s.migration_bandwidth == 2 << 30 and s.sample_fraction == pytest.approx(0.01)
     assert s.node(1).used == 8 << 20 and s.node(2).capacity == 256 << 20
     assert s.host == "default" and s.events == ()
 
@@ -159,7 +161,9 @@ def test_patterns_parse():
         }
     )
     s = parse_scenario(data, "scenario.yaml")
-    assert s.processes[0].phases[0].pattern == Burst(period=10, duty=0.2, rate=1e6, offset=0.5)
+    burst = s.processes[0].phases[0].pattern
+    want = Burst(period=10, duty=0.2, rate=1e6, offset=0.5)
+    assert type(burst) is Burst and asdict(burst) == pytest.approx(asdict(want))
     kv = s.processes[2]
     assert kv.placement == Placement("node", 2)
     assert kv.growth == Growth(grow_rate=4 << 20, region_rate=10, half_life=60, wrap=True)

@@ -7,9 +7,10 @@ import os
 import socket
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.samples import Sample
 
-from cxltierd import logs
+from cxltierd import __version__, logs
 from cxltierd.facts import HostFacts, Memdev, Region
 from cxltierd.service.metrics import parse_listen, registry_for
 from cxltierd.service.notify import Notifier
@@ -28,7 +29,7 @@ def test_notifier_sends_datagrams_to_path_and_abstract_sockets(tmp_path):
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.bind(address)
             n = Notifier({"NOTIFY_SOCKET": env, "WATCHDOG_USEC": "30000000"})
-            assert n.enabled and n.watchdog_interval == 15.0
+            assert n.enabled and n.watchdog_interval == pytest.approx(15.0)
             assert n.ready("up") and n.reloading() and n.stopping()
             assert s.recv(100) == b"READY=1\nSTATUS=up"
             assert s.recv(100).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
@@ -56,8 +57,15 @@ def test_journal_format_has_priorities_and_no_timestamps(capsys):
     assert line.endswith(" ERROR shown") and line[:4].isdigit()
 
 
+def samples(registry: CollectorRegistry) -> list[Sample]:
+    """Every sample the registry collects (what a scrape would show), read through the registry."""
+    return [sample for family in registry.collect() for sample in family.samples]
+
+
 def test_collector_without_snapshot_and_with_odd_values():
-    assert b"cxltierd_build_info{" in generate_latest(registry_for(lambda: None))
+    empty = registry_for(lambda: None)
+    assert empty.get_sample_value("cxltierd_build_info", {"version": __version__}) == pytest.approx(1)
+    assert [s.name for s in samples(empty)] == ["cxltierd_build_info"]
     odd = Snapshot(
         topology=TOPO,
         usage={0: (100, 40)},  # node 2 unplugged: no series for it
@@ -67,14 +75,23 @@ def test_collector_without_snapshot_and_with_odd_values():
         ticks=1,
         kernel_counters={"pgmigrate_success": 5},
     )
-    text = generate_latest(registry_for(lambda: odd)).decode()
-    assert 'cxltierd_node_memory_total_bytes{node="0"} 100.0' in text and 'node="2"' not in text.split("tier_memory")[0]
-    assert "cxltierd_policy_last_reload_success 0.0" in text and "cxltierd_kernel_pgmigrate_success_total 5.0" in text
-    assert 'cxltierd_cxl_region_info{mode="",node="",region="region0"} 1.0' in text
-    assert "pid=" not in text and "comm=" not in text  # no process labels unless the policy asks
-    labelled = Snapshot(topology=TOPO, process_bytes={(42, "vllm", "cxl"): 4096})
-    text = generate_latest(registry_for(lambda: labelled)).decode()
-    assert 'cxltierd_process_memory_bytes{comm="vllm",pid="42",tier="cxl"} 4096.0' in text
+    reg = registry_for(lambda: odd)
+    assert reg.get_sample_value("cxltierd_node_memory_total_bytes", {"node": "0"}) == pytest.approx(100)
+    assert reg.get_sample_value("cxltierd_node_memory_free_bytes", {"node": "0"}) == pytest.approx(40)
+    per_node = ("cxltierd_node_info", "cxltierd_node_memory_total_bytes", "cxltierd_node_memory_free_bytes")
+    assert [s.labels["node"] for s in samples(reg) if s.name in per_node] == ["0", "0", "0"]
+    assert reg.get_sample_value("cxltierd_policy_last_reload_success") == pytest.approx(0)
+    assert reg.get_sample_value("cxltierd_kernel_pgmigrate_success_total") == pytest.approx(5)
+    region = {"mode": "", "node": "", "region": "region0"}
+    assert reg.get_sample_value("cxltierd_cxl_region_info", region) == pytest.approx(1)
+    assert reg.get_sample_value("cxltierd_cxl_region_size_bytes", {"region": "region0"}) == pytest.approx(0)
+    memdev = {"memdev": "mem0", "serial": "", "host": "", "firmware_version": ""}
+    assert reg.get_sample_value("cxltierd_cxl_memdev_info", memdev) == pytest.approx(1)
+    # no process labels unless the policy asks
+    assert not [s for s in samples(reg) if "pid" in s.labels or "comm" in s.labels]
+    labelled = registry_for(lambda: Snapshot(topology=TOPO, process_bytes={(42, "vllm", "cxl"): 4096}))
+    process = {"comm": "vllm", "pid": "42", "tier": "cxl"}
+    assert labelled.get_sample_value("cxltierd_process_memory_bytes", process) == pytest.approx(4096)
 
 
 def test_a_broken_snapshot_never_breaks_the_scrape():
@@ -82,8 +99,12 @@ def test_a_broken_snapshot_never_breaks_the_scrape():
         def tier_usage(self):  # type: ignore[override]
             raise RuntimeError("boom")
 
-    text = generate_latest(registry_for(lambda: Broken(topology=TOPO))).decode()
-    assert "cxltierd_build_info" in text and "cxltierd_engine_info" in text  # other families still there
+    reg = registry_for(lambda: Broken(topology=TOPO))
+    names = {s.name for s in samples(reg)}
+    assert "cxltierd_build_info" in names and "cxltierd_engine_info" in names  # other families still there
+    assert "cxltierd_node_memory_total_bytes" not in names  # the family group that raised is skipped whole
+    engine = {"engine": "none", "backend": "emulated"}
+    assert reg.get_sample_value("cxltierd_engine_info", engine) == pytest.approx(1)
 
 
 @pytest.mark.parametrize(

@@ -64,9 +64,9 @@ def test_number_bounds(kwargs, value, expected):
 
 
 def test_number_accepts_bounds_and_returns_floats():
-    assert STRICT.number({"x": 5}, "x", "", lo=0, hi=5, lo_open=True) == 5.0
+    assert STRICT.number({"x": 5}, "x", "", lo=0, hi=5, lo_open=True) == pytest.approx(5.0)
     assert isinstance(STRICT.number({"x": 5}, "x", "", lo=0, hi=5), float)
-    assert STRICT.number({}, "x", "", 0.25) == 0.25
+    assert STRICT.number({}, "x", "", 0.25) == pytest.approx(0.25)
 
 
 def test_integer_size_seconds():
@@ -78,7 +78,7 @@ def test_integer_size_seconds():
         "f.yaml: s: must be a size in [4KiB, 1GiB], got '2GiB'"
     )
     assert message(STRICT.size, {"s": "lots"}, "s", "").startswith("f.yaml: s: must be a size in bytes")
-    assert STRICT.seconds({"t": "500ms"}, "t", "") == 0.5
+    assert STRICT.seconds({"t": "500ms"}, "t", "") == pytest.approx(0.5)
     assert message(STRICT.seconds, {"t": 0}, "t", "", lo=0, hi=3600, lo_open=True) == (
         "f.yaml: t: must be a duration in (0, 3600] s, got 0"
     )
@@ -105,10 +105,10 @@ def test_strict_checks_values_as_written():
 
 
 def test_lenient_null_absent_number_strings_and_trimmed_strings():
-    assert LENIENT.number({"x": None}, "x", "", 1.0) == 1.0
+    assert LENIENT.number({"x": None}, "x", "", 1.0) == pytest.approx(1.0)
     assert message(LENIENT.number, {"x": None}, "x", "m") == "f.yaml: m.x: is required"
     assert LENIENT.boolean({"b": None}, "b", "", True) is True
-    assert LENIENT.number({"x": "1e6"}, "x", "") == 1e6
+    assert LENIENT.number({"x": "1e6"}, "x", "") == pytest.approx(1e6)
     assert message(LENIENT.number, {"x": "many"}, "x", "", lo=0) == "f.yaml: x: must be a number >= 0, got 'many'"
     assert message(LENIENT.integer, {"n": "5"}, "n", "") == "f.yaml: n: must be an integer, got '5'"
     assert LENIENT.string({"s": " a "}, "s", "") == "a"

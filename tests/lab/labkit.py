@@ -1,0 +1,420 @@
+"""The lab's helpers, in one module that both the lab tests (tests/lab) and the lab benchmarks (benchmarks/lab_*.py)
+import; tests/lab/conftest.py turns some of them into fixtures and holds nothing else. It imports no cxltierd module
+at load time and never a conftest.
+
+  DAMON sysfs        damon_io(path, value=None), read(path) (retrying EBUSY), read_kdamonds(), remove_kdamonds()
+  page placement     pages_on_nodes(pid, addr, length), move_pages(pid, addr, length, node) (move_pages(2)),
+                     vmstat(), assert_agrees(ours, kernel, v0, v1) (a page count vs pgmigrate_success)
+  topology           dax_target_nodes(), CxlHotplug (unplug / replug the CXL node through sysfs)
+  processes          Workload (a running workload.py), start_workload(args), COMPANION (a CPU-sharing waker)
+  the daemon         LabDaemon (`cxltierd run --backend host`), parse_metrics(text), loopback_up()
+  benchmarks         publish(table, name), in_guest(script, main)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LAB_DIR = Path(__file__).resolve().parent
+REPO = LAB_DIR.parents[1]
+IN_LAB = os.environ.get("CXLTIERD_LAB") == "1"
+
+CXLTIERD = Path(sys.executable).parent / "cxltierd"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+TEST_CGROUP = "/cxltierd-test"
+KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
+NB_KNOBS = (
+    "/proc/sys/kernel/numa_balancing",
+    "/sys/kernel/mm/numa/demotion_enabled",
+    "/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps",
+)
+SYS_MOVE_PAGES = 279
+MPOL_MF_MOVE = 2
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+BATCH = 65536
+COMPANION = """import os, time
+os.sched_setaffinity(0, {{{cpu}}})
+while True:
+    time.sleep(0.0005)
+"""
+
+
+# ---- DAMON sysfs and the kernel's migration counters --------------------------------------------------------------
+
+
+def damon_io(path: Path, value: str | None = None) -> str:
+    """Read (or write) a DAMON sysfs file, retrying the EBUSY it answers while someone holds DAMON's sysfs mutex."""
+    for attempt in range(100):
+        try:
+            if value is None:
+                return path.read_text().strip()
+            path.write_text(value)
+            return value
+        except OSError as e:
+            if e.errno != errno.EBUSY or attempt == 99:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def read(path: str | Path) -> str:
+    """A sysfs value, retried while DAMON answers EBUSY."""
+    return damon_io(Path(path))
+
+
+AGREE_PAGES = 16  # slack for pages in flight between the daemon's count and the kernel's counter
+
+# Migrations the kernel counts in pgmigrate_success and attributes to a cause other than the daemon: NUMA-balancing
+# hinting faults (numa_balancing is off during the engine tests, but PTEs an earlier scan made PROT_NONE still
+# migrate when touched), demotion in reclaim, and compaction (compact_isolated: an upper bound of what it migrated).
+OTHER_CAUSES = ("numa_pages_migrated", "pgdemote_kswapd", "pgdemote_direct", "pgdemote_khugepaged", "compact_isolated")
+
+
+def assert_agrees(ours: int, kernel: int, v0: dict[str, int], v1: dict[str, int]) -> None:
+    """The daemon's pages vs the pgmigrate_success delta; the kernel may exceed the daemon only by AGREE_PAGES plus
+    what it attributes to other causes between v0 and v1 (two /proc/vmstat snapshots around the daemon's reading)."""
+    others = {k: v1.get(k, 0) - v0.get(k, 0) for k in OTHER_CAUSES}
+    print(f"pgmigrate_success {kernel}, daemon {ours}, other causes {others}")
+    assert ours <= kernel + AGREE_PAGES, f"the daemon counts {ours} pages, the kernel migrated {kernel}"
+    assert kernel - ours <= AGREE_PAGES + sum(others.values()), (
+        f"kernel {kernel} vs daemon {ours}, other causes {others}"
+    )
+
+
+# ---- page placement -----------------------------------------------------------------------------------------------
+
+
+def _move_pages(pid: int, addr: int, length: int, node: int | None) -> dict[int, int]:
+    """move_pages(2) over every page of [addr, addr + length), in batches of BATCH pages.
+
+    node None only queries placement. Returns {node or negative errno: pages} from the per-page status array.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    first = addr - addr % PAGE_SIZE
+    total = (addr + length - first + PAGE_SIZE - 1) // PAGE_SIZE
+    counts: Counter[int] = Counter()
+    for start in range(0, total, BATCH):
+        n = min(BATCH, total - start)
+        pages = (ctypes.c_void_p * n)(*(first + (start + i) * PAGE_SIZE for i in range(n)))
+        status = (ctypes.c_int * n)()
+        nodes = None if node is None else (ctypes.c_int * n)(*([node] * n))
+        flags = 0 if node is None else MPOL_MF_MOVE
+        rc = libc.syscall(
+            ctypes.c_long(SYS_MOVE_PAGES),
+            ctypes.c_long(pid),
+            ctypes.c_ulong(n),
+            pages,
+            nodes,
+            status,
+            ctypes.c_long(flags),
+        )
+        if rc < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"move_pages(pid={pid}, {n} pages, node={node}): {os.strerror(err)}")
+        counts.update(status)
+    return dict(counts)
+
+
+def pages_on_nodes(pid: int, addr: int, length: int) -> dict[int, int]:
+    """Where the pages of [addr, addr + length) of `pid` are: {node: pages}; negative keys are errnos (-2 = absent)."""
+    return _move_pages(pid, addr, length, None)
+
+
+def move_pages(pid: int, addr: int, length: int, node: int) -> dict[int, int]:
+    """Move every page of [addr, addr + length) of `pid` to `node` with batched move_pages(2) calls.
+
+    Returns the per-page status counts after the call: {node: pages} (negative keys are errnos).
+    """
+    return _move_pages(pid, addr, length, node)
+
+
+def vmstat() -> dict[str, int]:
+    """/proc/vmstat as {counter: value}."""
+    out: dict[str, int] = {}
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        out[key] = int(value)
+    return out
+
+
+def dax_target_nodes() -> dict[str, int]:
+    """{daxX.Y: target_node} for dax devices below a CXL region that are onlined as a memory node."""
+    found: dict[str, int] = {}
+    for dev in sorted(Path("/sys/bus/dax/devices").glob("dax*")):
+        real = dev.resolve()
+        if "/region" not in str(real) or not (dev / "target_node").exists():
+            continue
+        node = int((dev / "target_node").read_text())
+        if node >= 0 and Path(f"/sys/devices/system/node/node{node}").is_dir():
+            found[dev.name] = node
+    return found
+
+
+@dataclass
+class Workload:
+    """A running tests/lab/workload.py: its buffer is [addr, addr + length), the first hot_length bytes are hot."""
+
+    proc: subprocess.Popen[str]
+    pid: int
+    addr: int
+    length: int
+    page_size: int
+    node: int
+    hot_length: int
+
+    @property
+    def pages(self) -> int:
+        return self.length // self.page_size
+
+    def placement(self) -> dict[int, int]:
+        return pages_on_nodes(self.pid, self.addr, self.length)
+
+
+WorkloadFactory = Callable[..., Workload]
+
+
+def read_kdamonds() -> list[tuple[str, str]]:
+    """(state, pid) of every kdamond in DAMON sysfs."""
+    nr = int(damon_io(KDAMONDS / "nr_kdamonds"))
+    return [(damon_io(KDAMONDS / f"{i}/state"), damon_io(KDAMONDS / f"{i}/pid")) for i in range(nr)]
+
+
+def remove_kdamonds() -> None:
+    """Turn every kdamond off and remove them all (test teardown: leave DAMON as the guest booted)."""
+    for i, (state, _) in enumerate(read_kdamonds()):
+        if state == "on":
+            with contextlib.suppress(OSError):
+                damon_io(KDAMONDS / f"{i}/state", "off")
+    damon_io(KDAMONDS / "nr_kdamonds", "0")
+
+
+def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Prometheus text exposition -> {sample name: [(labels, value)]}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return out
+
+
+class LabDaemon:
+    """`cxltierd run --backend host` in a subprocess, with its own policy file, control socket and state dir.
+
+    The log (debug level) goes to a file; tests wait on log lines, scrape /metrics and ask the control socket.
+    """
+
+    def __init__(self, workdir: Path, policy: dict[str, Any] | str, state_dir: Path | None = None) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.policy_path = self.dir / "policy.yaml"
+        text = policy if isinstance(policy, str) else yaml.safe_dump(policy, sort_keys=False)
+        self.policy_path.write_text(text)
+        self.socket = self.dir / "ctl.sock"
+        self.state_dir = state_dir or self.dir / "state"
+        self.log_path = self.dir / "daemon.log"
+        cmd = [str(CXLTIERD), "run", "--backend", "host", "--config", str(self.policy_path)]
+        cmd += ["--listen", "127.0.0.1:0", "--socket", str(self.socket), "--state-dir", str(self.state_dir)]
+        cmd += ["--log-level", "debug"]
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._port: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+        """predicate()'s first true value within `timeout` s; fails (with the log tail) when the daemon exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) waiting for {what}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:g}s waiting for {what}:\n{self.tail()}")
+            time.sleep(poll)
+
+    def alive(self) -> None:
+        """Fail (with the log tail) if the daemon has exited."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited ({self.proc.returncode}):\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def wait_log(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        match: re.Match[str] = self.wait_for(lambda: re.search(pattern, self.log()), timeout, f"log /{pattern}/")
+        return match
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            self._port = int(self.wait_log(r"metrics on http://[^:]+:(\d+)/metrics").group(1))
+        return self._port
+
+    def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
+            return parse_metrics(r.read().decode())
+
+    def status(self) -> dict[str, Any]:
+        from cxltierd.service.control import request
+
+        reply = request(str(self.socket), "status", timeout=30)
+        assert reply.get("ok"), reply
+        doc: dict[str, Any] = reply["status"]
+        return doc
+
+    def ticks(self) -> int:
+        """Ticks finished so far, from the log (no socket round trip)."""
+        found = re.findall(r"\btick (\d+):", self.log())
+        return int(found[-1]) if found else 0
+
+    def wait_ticks(self, n: int, timeout: float = 120.0) -> None:
+        self.wait_for(lambda: self.ticks() >= n, timeout, f"{n} ticks")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Send `sig` and wait for the exit status (SIGKILL after `timeout` s)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"daemon did not stop within {timeout:g}s after signal {sig}:\n{self.tail()}"
+                ) from None
+        return self.proc.returncode
+
+    def keep_log(self, name: str) -> None:
+        """Copy the log to $CXLTIERD_LAB_SHARE/logs/NAME.log (it outlives the guest)."""
+        share = os.environ.get("CXLTIERD_LAB_SHARE")
+        if share:
+            dest = Path(share) / "logs"
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.log_path, dest / f"{name}.log")
+
+
+DaemonFactory = Callable[..., LabDaemon]
+
+
+def loopback_up() -> None:
+    """The guest's PID 1 leaves `lo` down; the daemon's /metrics listens on 127.0.0.1."""
+    if not int(Path("/sys/class/net/lo/flags").read_text(), 16) & 1:  # IFF_UP
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=30)
+
+
+class CxlHotplug:
+    """Take the CXL node away and bring it back the way an operator would, through sysfs (real udev events).
+
+    unplug(): offline every memory block of the node, then unbind its dax device from kmem (the kernel removes the
+    memory and the node). replug(): bind the dax device to kmem again; memhp_default_state=online_movable onlines it.
+    """
+
+    def __init__(self, dax: str, node: int) -> None:
+        self.dax = dax
+        self.node = node
+        self.node_dir = Path(f"/sys/devices/system/node/node{node}")
+        self.blocks = sorted(p.name for p in self.node_dir.glob("memory[0-9]*"))
+        assert self.blocks, f"node {node} has no memory blocks"
+
+    def driver(self) -> str | None:
+        link = Path(f"/sys/bus/dax/devices/{self.dax}/driver")
+        return link.resolve().name if link.exists() else None
+
+    def unplug(self) -> None:
+        for name in self.blocks:
+            state = Path(f"/sys/devices/system/memory/{name}/state")
+            if state.read_text().strip() == "online":
+                state.write_text("offline")
+        Path("/sys/bus/dax/drivers/kmem/unbind").write_text(self.dax)
+
+    def online(self) -> bool:
+        return self.node_dir.is_dir() and all(
+            Path(f"/sys/devices/system/memory/{b}/state").read_text().strip() == "online" for b in self.blocks
+        )
+
+    def replug(self, timeout: float = 60.0) -> None:
+        current = self.driver()
+        if current not in (None, "kmem"):
+            Path(f"/sys/bus/dax/drivers/{current}/unbind").write_text(self.dax)
+        if self.driver() is None:
+            Path("/sys/bus/dax/drivers/kmem/bind").write_text(self.dax)
+        deadline = time.monotonic() + timeout
+        while not self.online():
+            for b in self.blocks:  # blocks that came back offline (should not happen with online_movable)
+                state = Path(f"/sys/devices/system/memory/{b}/state")
+                if state.exists() and state.read_text().strip() == "offline":
+                    with contextlib.suppress(OSError):
+                        state.write_text("online_movable")
+            assert time.monotonic() < deadline, f"node {self.node} did not come back online"
+            time.sleep(0.2)
+
+
+# ---- the lab benchmarks -------------------------------------------------------------------------------------------
+
+
+def start_workload(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """tests/lab/workload.py with these arguments, once it has printed its JSON line (pid, addr, length, ...)."""
+    cmd = [sys.executable, str(LAB_DIR / "workload.py"), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "LD_BIND_NOW": "1"})
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 300)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"workload {args} did not start")
+    info: dict[str, Any] = json.loads(line)
+    return proc, info
+
+
+def publish(table: str, name: str) -> None:
+    """Print the table; in the guest also leave it in the share as benchmarks/NAME.md for the host."""
+    print(table)
+    share = os.environ.get("CXLTIERD_LAB_SHARE")
+    if share:
+        out = Path(share) / "benchmarks"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.md").write_text(table + "\n")
+
+
+def in_guest(script: str, main: Callable[[list[str]], int]) -> None:
+    """The pytest entry: run main with its defaults in the lab guest, skip anywhere else."""
+    import pytest
+
+    if os.environ.get("CXLTIERD_LAB") != "1":
+        pytest.skip(f"needs the QEMU lab guest: bash tests/lab/run.sh benchmarks/{script} -s")
+    main([])
