@@ -68,7 +68,7 @@ def read_port(r: Reader, name: str, path: str) -> Port:
 
 
 def read_decoder(r: Reader, name: str, path: str, ports: dict[str, Port]) -> Decoder:
-    """One HDM decoder: its range, interleave, mode, DPA, region and capabilities; endpoint decoders name their memdev."""
+    """One HDM decoder: range, interleave, mode, DPA, region and capabilities; endpoint decoders name their memdev."""
     port = os.path.basename(os.path.dirname(path))
     port_kind = ports[port].kind if port in ports else None
     devtype = r.text(f"{path}/devtype", required=False) or ""
@@ -101,7 +101,7 @@ def read_decoder(r: Reader, name: str, path: str, ports: dict[str, Port]) -> Dec
 
 
 def read_region(r: Reader, name: str, path: str, decoders: dict[str, Decoder]) -> Region:
-    """One CXL region: its range, interleave, decode state, target decoders (with their memdevs), dax region and access."""
+    """One CXL region: range, interleave, decode state, target decoders (with memdevs), dax region and access."""
     ways = r.int(f"{path}/interleave_ways")
     mappings = []
     for pos in range(ways or 0):
@@ -164,7 +164,7 @@ def dax_kind(path: str) -> str:
 
 
 def read_dax(r: Reader) -> list[DaxDevice]:
-    """Every dax device with its kind, region, range, target node and bound driver (memory block counts not yet filled)."""
+    """Every dax device: kind, region, range, target node and bound driver (memory block counts not yet filled)."""
     out = []
     for name, path in _devices(r, DAX):
         m = re.search(r"/(region\d+)/dax_region\d+/", path)

@@ -35,7 +35,7 @@ class Pages(Protocol):
 
 
 class MovePagesEngine:
-    """The migrator that executes a Plan with move_pages(2), per process, reporting moved bytes and failures by reason."""
+    """Migrator executing a Plan with move_pages(2) per process; reports bytes moved and pages failed by reason."""
 
     name = "move_pages"
     kernel_executed = False

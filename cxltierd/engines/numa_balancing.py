@@ -52,7 +52,7 @@ def hot_threshold_ms(accesses_per_s: float) -> int:
 
 
 class NumaBalancingEngine:
-    """Tracker and kernel-executed migrator for NUMA-balancing tiering: sets the kernel's knobs and reports its counters."""
+    """Tracker and kernel-executed migrator for NUMA-balancing tiering: sets its knobs, reports its counters."""
 
     name = "numa_balancing"
     kernel_executed = True
@@ -93,7 +93,7 @@ class NumaBalancingEngine:
         return None
 
     def configure(self, topology: Topology, policy: Policy) -> None:
-        """Save and set the kernel's tiering knobs (or only watch on a conflict or a dry run); take the fast and slow nodes."""
+        """Save and set the tiering knobs (only watch on a conflict or a dry run); take the fast and slow nodes."""
         if policy.dry_run and not self.saved:
             self.watch_only = True  # dry run: watch the kernel, write nothing
         if not self.saved and not self.watch_only:
@@ -185,7 +185,7 @@ class NumaBalancingEngine:
         return Outcome(transfers=tuple(Transfer(s, d, p * PAGE_SIZE, p) for (s, d), p in sorted(moved.items())))
 
     def stop(self) -> None:
-        """Restore the saved knobs and forget them; raises CxltierdError naming every knob that could not be restored."""
+        """Restore the saved knobs and forget them; CxltierdError names every knob that could not be restored."""
         errors = []
         for path, value in self.saved.items():
             try:

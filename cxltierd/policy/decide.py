@@ -85,14 +85,14 @@ class Planner:
         return self.total[node] - self.used[node] < self.total[node] * mark.min_free_percent / 100
 
     def room(self, nodes: Sequence[int], size: int, most_free: bool = False) -> int | None:
-        """The first of `nodes` (or, with most_free, the one with most headroom) that can take `size` bytes; None if none can."""
+        """The first of `nodes` (with most_free: the roomiest) that can take `size` bytes below its limit, or None."""
         fits = [n for n in nodes if self.used[n] + size <= self.limit(n)]
         if not fits:
             return None
         return max(fits, key=lambda n: self.limit(n) - self.used[n]) if most_free else fits[0]
 
     def add(self, r: RegionHeat, dst: int, reason: str) -> bool:
-        """Plan a move of the region to `dst` and charge its size; False (with a note) when the rate-limit budget is spent."""
+        """Plan moving the region to `dst` and charge its size; False (noted) when the rate-limit budget is spent."""
         if r.size > self.budget:
             if "rate limit reached" not in self.notes:
                 self.notes.append("rate limit reached")
