@@ -88,7 +88,7 @@ class Move:
 
 @dataclass(frozen=True)
 class Plan:
-    """The moves decide() planned for one tick, in execution order, and notes on why it planned no more."""
+    """The moves decide() planned for one tick, and notes on why it planned no more."""
 
     moves: tuple[Move, ...] = ()
     notes: tuple[str, ...] = ()  # why nothing (more) was planned: "rate limit reached", "fast tier full"

@@ -14,7 +14,7 @@ def _access(a: Access | None) -> dict[str, Any] | None:
 
 
 def memdev_json(m: Memdev) -> dict[str, Any]:
-    """A memdev as JSON, with the field names `cxl list -M` uses."""
+    """A memdev as JSON; fields `cxl list -M` also shows carry its names."""
     return {
         "memdev": m.memdev,
         "ram_size": m.ram_size,
@@ -30,7 +30,7 @@ def memdev_json(m: Memdev) -> dict[str, Any]:
 
 
 def dax_json(d: DaxDevice) -> dict[str, Any]:
-    """A dax device as JSON, with the field names `daxctl list` uses, plus its region, resource and kind."""
+    """A dax device as JSON with `daxctl list`'s field names, plus its region, resource and kind."""
     return {
         "chardev": d.chardev,
         "size": d.size,
@@ -47,7 +47,7 @@ def dax_json(d: DaxDevice) -> dict[str, Any]:
 
 
 def region_json(g: Region, dax: tuple[DaxDevice, ...]) -> dict[str, Any]:
-    """A region as JSON in the shape of `cxl list -R -X`: mappings, dax region and devices, target node, access."""
+    """A region as JSON shaped like `cxl list -R -T -X` (mappings, dax region, devices), plus target node and access."""
     devices = [d for d in dax if d.region == g.region]
     return {
         "region": g.region,
@@ -72,7 +72,7 @@ def region_json(g: Region, dax: tuple[DaxDevice, ...]) -> dict[str, Any]:
 
 
 def decoder_json(d: Decoder) -> dict[str, Any]:
-    """A decoder as JSON, with the field names `cxl list -D` uses, plus its port, kind, capabilities and memdev."""
+    """A decoder as JSON; fields `cxl list -D` also shows carry its names."""
     return {
         "decoder": d.decoder,
         "kind": d.kind,
