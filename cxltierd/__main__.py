@@ -1,3 +1,5 @@
+"""`python -m cxltierd`: the command line."""
+
 from cxltierd.cli import main
 
 main()

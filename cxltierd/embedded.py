@@ -19,6 +19,7 @@ _default: Path | None = None
 
 
 def host_names() -> list[str]:
+    """The names of the embedded hosts, sorted."""
     base = resources.files("cxltierd") / "data" / "hosts"
     return sorted(p.name.removesuffix(".tar.gz") for p in base.iterdir() if p.name.endswith(".tar.gz"))
 

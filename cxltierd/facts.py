@@ -23,6 +23,8 @@ class Access:
 
 @dataclass(frozen=True)
 class MemSideCache:
+    """A memory-side cache in front of a node (nodeN/memory_side_cache/indexY), as HMAT describes it."""
+
     index: int
     size: int | None = None
     line_size: int | None = None
@@ -32,6 +34,8 @@ class MemSideCache:
 
 @dataclass(frozen=True)
 class NodeFacts:
+    """One NUMA node as sysfs shows it: CPUs, meminfo totals, distances, HMAT access classes, caches, memory blocks."""
+
     node: int
     cpus: tuple[int, ...] = ()
     total_bytes: int | None = None
@@ -46,6 +50,8 @@ class NodeFacts:
 
 @dataclass(frozen=True)
 class Memdev:
+    """A CXL memory device (memN) on the CXL bus."""
+
     memdev: str
     path: str  # kernel path of the device directory
     host: str | None = None  # parent device (PCI function) of the memdev
@@ -61,6 +67,8 @@ class Memdev:
 
 @dataclass(frozen=True)
 class Decoder:
+    """A CXL HDM decoder (decoderX.Y) of a root, switch or endpoint port."""
+
     decoder: str
     kind: str  # root | switch | endpoint
     port: str  # owning port device name (root0, port1, endpoint2)
@@ -81,6 +89,8 @@ class Decoder:
 
 @dataclass(frozen=True)
 class Port:
+    """A CXL port on the bus: the root, a switch or host-bridge port, or an endpoint."""
+
     port: str
     kind: str  # root | port | endpoint
     path: str
@@ -89,6 +99,8 @@ class Port:
 
 @dataclass(frozen=True)
 class Mapping:
+    """One interleave position of a region: the endpoint decoder there and its memdev."""
+
     position: int
     decoder: str
     memdev: str | None
@@ -96,6 +108,8 @@ class Mapping:
 
 @dataclass(frozen=True)
 class Region:
+    """A CXL region (regionN): a host physical range interleaved over memdevs, with its dax region when it has one."""
+
     region: str
     path: str
     mode: str | None = None  # ram | pmem
@@ -114,6 +128,8 @@ class Region:
 
 @dataclass(frozen=True)
 class DaxDevice:
+    """A dax device (daxX.Y); bound to kmem, its memory is onlined as `target_node`. Memory block counts as daxctl's."""
+
     chardev: str
     path: str
     kind: str  # cxl-ram | cxl-pmem | hmem | nvdimm | unknown (hwloc's rule on the device path)
@@ -130,7 +146,7 @@ class DaxDevice:
 
     @property
     def mode(self) -> str | None:
-        """daxctl's mode: system-ram (kmem) or devdax (device_dax)."""
+        """The mode as daxctl names it: system-ram (kmem), devdax (device_dax), or None when unbound."""
         return {"kmem": "system-ram", "device_dax": "devdax"}.get(self.driver or "")
 
 
@@ -145,6 +161,8 @@ class MemoryBlock(NamedTuple):
 
 @dataclass(frozen=True)
 class GpuNode:
+    """A GPU whose memory is a NUMA node (/proc/driver/nvidia/gpus/BDF/numa_status)."""
+
     bdf: str
     node: int
     status: str | None = None
@@ -152,6 +170,8 @@ class GpuNode:
 
 @dataclass(frozen=True)
 class Damon:
+    """The DAMON sysfs interface: whether it exists, how many kdamonds it has, and which run."""
+
     sysfs: bool = False  # /sys/kernel/mm/damon/admin exists
     nr_kdamonds: int = 0
     running: tuple[int, ...] = ()  # indexes of kdamonds whose state is "on"
@@ -159,6 +179,8 @@ class Damon:
 
 @dataclass(frozen=True)
 class KernelFacts:
+    """Kernel version and tiering-related settings: NUMA balancing, demotion, DAMON, CXL/dax drivers, memory tiers."""
+
     release: str | None = None  # "6.12.95+deb12-amd64"
     version: tuple[int, int] | None = None
     numa_balancing: int | None = None
@@ -176,6 +198,8 @@ class KernelFacts:
 
 @dataclass(frozen=True)
 class HostFacts:
+    """Everything discovery read about a host's memory under `root`, plus one warning per attribute it had to skip."""
+
     root: str
     online: tuple[int, ...] = ()
     possible: tuple[int, ...] = ()

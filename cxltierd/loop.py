@@ -66,6 +66,7 @@ class TickReport:
 
     @property
     def moved_bytes(self) -> int:
+        """Bytes that moved this tick, over all transfers."""
         return sum(t.bytes for t in self.outcome.transfers)
 
 
@@ -145,6 +146,7 @@ class Loop:
         self.started = False
 
     def tier_name(self, node: int) -> str:
+        """The name of the tier holding the node, or "unknown" when no tier does."""
         try:
             return self.topology.tier_of(node).name
         except KeyError:

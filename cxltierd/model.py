@@ -43,6 +43,7 @@ class RegionHeat:
 
     @property
     def key(self) -> tuple[int, int]:
+        """The region's identity across samples: (pid, start)."""
         return (self.pid, self.start)
 
 
@@ -81,11 +82,14 @@ class Move:
 
     @property
     def key(self) -> tuple[int, int]:
+        """The moved region's identity: (pid, start), as RegionHeat.key."""
         return (self.pid, self.start)
 
 
 @dataclass(frozen=True)
 class Plan:
+    """The moves decide() planned for one tick, and notes on why it planned no more."""
+
     moves: tuple[Move, ...] = ()
     notes: tuple[str, ...] = ()  # why nothing (more) was planned: "rate limit reached", "fast tier full"
 
@@ -102,6 +106,8 @@ class Transfer:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What executing a plan (or the kernel, for kernel-executed engines) did: transfers, failures by reason, errors."""
+
     transfers: tuple[Transfer, ...] = ()
     failures: Mapping[str, int] = field(default_factory=dict)  # reason (FAILURE_REASONS) -> pages
     seconds: float = 0.0  # time the moves took (real or simulated)

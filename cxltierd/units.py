@@ -49,7 +49,7 @@ SECONDS_HELP = 'a duration: a number of seconds or a string like "500ms", "5s", 
 
 
 def _number(value: object) -> float | None:
-    """value as a float when it is a real number (not a bool), else None."""
+    """The value as a float when it is a real number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)

@@ -39,6 +39,7 @@ def _flag(r: Reader, kpath: str) -> bool | None:
 
 
 def read_memdev(r: Reader, name: str, path: str) -> Memdev:
+    """One CXL memory device (memN): capacities, serial, node, firmware, QoS class, security state, driver bound."""
     return Memdev(
         memdev=name,
         path=path,
@@ -55,6 +56,7 @@ def read_memdev(r: Reader, name: str, path: str) -> Memdev:
 
 
 def read_port(r: Reader, name: str, path: str) -> Port:
+    """One CXL port (rootN, portN, endpointN): its kind and the device above it (uport), when that resolves."""
     kind = "root" if name.startswith("root") else "endpoint" if name.startswith("endpoint") else "port"
     host = None
     if r.fs.readlink(f"{path}/uport") is not None:
@@ -66,6 +68,7 @@ def read_port(r: Reader, name: str, path: str) -> Port:
 
 
 def read_decoder(r: Reader, name: str, path: str, ports: dict[str, Port]) -> Decoder:
+    """One HDM decoder: range, interleave, mode, DPA, region and capabilities; endpoint decoders name their memdev."""
     port = os.path.basename(os.path.dirname(path))
     port_kind = ports[port].kind if port in ports else None
     devtype = r.text(f"{path}/devtype", required=False) or ""
@@ -98,6 +101,7 @@ def read_decoder(r: Reader, name: str, path: str, ports: dict[str, Port]) -> Dec
 
 
 def read_region(r: Reader, name: str, path: str, decoders: dict[str, Decoder]) -> Region:
+    """One CXL region: range, interleave, decode state, target decoders (with memdevs), dax region and access."""
     ways = r.int(f"{path}/interleave_ways")
     mappings = []
     for pos in range(ways or 0):
@@ -125,6 +129,7 @@ def read_region(r: Reader, name: str, path: str, decoders: dict[str, Decoder]) -
 
 
 def read_cxl(r: Reader) -> tuple[tuple[Memdev, ...], tuple[Port, ...], tuple[Decoder, ...], tuple[Region, ...]]:
+    """Memdevs, ports, decoders and regions on the CXL bus, each sorted by the numbers in its name."""
     devices = _devices(r, CXL)
     memdevs, ports, dec_paths, reg_paths = [], {}, [], []
     for name, path in devices:
@@ -148,7 +153,7 @@ def read_cxl(r: Reader) -> tuple[tuple[Memdev, ...], tuple[Port, ...], tuple[Dec
 
 
 def dax_kind(path: str) -> str:
-    """hwloc's rule on a dax device's real path."""
+    """The kind of a dax device by hwloc's rule on its real path: cxl-ram, cxl-pmem, nvdimm, hmem or unknown."""
     if "/ndbus" in path:
         return "cxl-pmem" if "nvdimm-bridge" in path else "nvdimm"
     if re.search(r"/region\d+/dax_region\d+/", path):
@@ -159,6 +164,7 @@ def dax_kind(path: str) -> str:
 
 
 def read_dax(r: Reader) -> list[DaxDevice]:
+    """Every dax device: kind, region, range, target node and bound driver (memory block counts not yet filled)."""
     out = []
     for name, path in _devices(r, DAX):
         m = re.search(r"/(region\d+)/dax_region\d+/", path)

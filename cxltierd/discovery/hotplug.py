@@ -19,11 +19,19 @@ DEBOUNCE = 1.0
 
 
 class EventSource(Protocol):
-    def fileno(self) -> int: ...
+    """A source of hotplug events for the daemon's selector: readable fileno(), then drain() without blocking."""
 
-    def drain(self) -> list[str]: ...
+    def fileno(self) -> int:
+        """The descriptor that becomes readable when events are pending."""
+        ...
 
-    def close(self) -> None: ...
+    def drain(self) -> list[str]:
+        """The pending events as one-line descriptions ("cxl add region0"); empty when none. Never blocks."""
+        ...
+
+    def close(self) -> None:
+        """Release the descriptor; the source is not used afterwards."""
+        ...
 
 
 class Debouncer:
@@ -35,11 +43,13 @@ class Debouncer:
         self.last: float | None = None
 
     def add(self, events: list[str], now: float) -> None:
+        """Record events that arrived at `now`; an empty list changes nothing."""
         if events:
             self.events.extend(events)
             self.last = now
 
     def due(self, now: float) -> bool:
+        """True when events are pending and none arrived for `delay` seconds."""
         return self.last is not None and now - self.last >= self.delay
 
     def wait(self, now: float) -> float | None:
@@ -47,6 +57,7 @@ class Debouncer:
         return None if self.last is None else max(0.0, self.last + self.delay - now)
 
     def take(self) -> list[str]:
+        """The pending events, oldest first; the debouncer is empty afterwards."""
         events, self.events, self.last = self.events, [], None
         return events
 
@@ -73,14 +84,16 @@ class UdevEvents:
             ) from None
 
     def fileno(self) -> int:
+        """The netlink socket's descriptor."""
         return int(self.monitor.fileno())
 
     def drain(self) -> list[str]:
+        """Every queued udev event, described."""
         out = []
         while (device := self.monitor.poll(timeout=0)) is not None:
             out.append(describe(device))
         return out
 
     def close(self) -> None:
-        """pyudev's Monitor has no stop(): dropping it closes its netlink socket."""
+        """Drop the monitor, which closes its netlink socket (pyudev's Monitor has no stop())."""
         self.monitor = None

@@ -42,6 +42,7 @@ def read_access(r: Reader, base: str) -> Access | None:
 
 
 def read_caches(r: Reader, base: str) -> tuple[MemSideCache, ...]:
+    """A node's memory-side caches (memory_side_cache/indexN): size, line size, indexing and write policy."""
     caches = []
     for entry in r.fs.listdir(base):
         idx = index_of(entry, "index")
@@ -61,6 +62,7 @@ def read_caches(r: Reader, base: str) -> tuple[MemSideCache, ...]:
 
 
 def read_node(r: Reader, n: int, online: tuple[int, ...]) -> NodeFacts:
+    """One node: CPUs, meminfo totals, distances to the online nodes, HMAT access classes, caches and memory blocks."""
     d = f"{NODE}/node{n}"
     entries = r.fs.listdir(d)
     meminfo = r.parse(f"{d}/meminfo", parse_meminfo) or {}

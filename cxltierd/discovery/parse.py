@@ -100,7 +100,7 @@ def parse_kernel_release(version_text: str) -> tuple[str, tuple[int, int]]:
 
 
 def parse_bool(text: str) -> bool:
-    """sysfs booleans: true/false, 1/0, Y/N."""
+    """A sysfs boolean: true/false, 1/0, y/n, yes/no, on/off (any case)."""
     t = text.strip().lower()
     if t in ("true", "1", "y", "yes", "on"):
         return True

@@ -20,9 +20,11 @@ class Reader:
         self.warnings: list[str] = []
 
     def warn(self, message: str) -> None:
+        """Record one warning; discovery returns them with the facts."""
         self.warnings.append(message)
 
     def text(self, kpath: str, required: bool = True) -> str | None:
+        """The attribute's text; None (and a warning unless it is optional and absent) when it cannot be read."""
         try:
             if required:
                 return self.fs.read(kpath)
@@ -32,6 +34,7 @@ class Reader:
             return None
 
     def parse(self, kpath: str, parser: Callable[[str], T], required: bool = True) -> T | None:
+        """The attribute parsed by `parser`; None, with a warning naming the file, when unreadable or malformed."""
         text = self.text(kpath, required)
         if text is None:
             return None
@@ -42,4 +45,5 @@ class Reader:
             return None
 
     def int(self, kpath: str, required: bool = True, base: int = 0) -> int | None:
+        """An integer attribute (base 0: decimal or 0x hex; base 16: hex without 0x), or None as for parse()."""
         return self.parse(kpath, lambda t: parse_int(t, base), required)

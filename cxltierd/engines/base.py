@@ -24,11 +24,17 @@ class Tracker(Protocol):
 
     name: str
 
-    def configure(self, topology: Topology, policy: Policy) -> None: ...
+    def configure(self, topology: Topology, policy: Policy) -> None:
+        """Take the topology and policy in force; called at start and after every reload or topology change."""
+        ...
 
-    def sample(self, now: float) -> Sample: ...
+    def sample(self, now: float) -> Sample:
+        """The heat of managed regions and every node's (free, total) bytes at `now`."""
+        ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Release what sampling holds (kernel monitors, descriptors); the tracker is not used afterwards."""
+        ...
 
 
 class Migrator(Protocol):
@@ -37,14 +43,20 @@ class Migrator(Protocol):
     name: str
     kernel_executed: bool  # True: the kernel moves memory under gate(); apply() gets empty plans and reports
 
-    def configure(self, topology: Topology, policy: Policy) -> None: ...
+    def configure(self, topology: Topology, policy: Policy) -> None:
+        """Take the topology and policy in force; writes no kernel setting when policy.dry_run is set."""
+        ...
 
     def gate(self, gates: Gates) -> None:
         """Switch the kernel's promotion/demotion on or off (kernel-executed engines; others ignore it)."""
 
-    def apply(self, plan: Plan, now: float) -> Outcome: ...
+    def apply(self, plan: Plan, now: float) -> Outcome:
+        """Execute the plan (or, when kernel-executed, report what the kernel moved since the last call)."""
+        ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Undo what configure() set in the kernel; the migrator is not used afterwards."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from cxltierd.topology import Topology
 
 
 class IdleEngine:
+    """Tracker and migrator for a single-tier host: samples node memory only, never moves a page."""
+
     name = "none"
     kernel_executed = False
 
@@ -24,14 +26,18 @@ class IdleEngine:
         """Only kernel-executed engines are gated."""
 
     def configure(self, topology: Topology, policy: Policy) -> None:
+        """Follow the topology's nodes."""
         self.nodes = list(topology.node_ids)
 
     def sample(self, now: float) -> Sample:
+        """Node memory only: no regions."""
         free, total = node_memory(self.fs, self.nodes)
         return Sample(regions=(), free_bytes=free, total_bytes=total)
 
     def apply(self, plan: Plan, now: float) -> Outcome:
+        """An empty outcome: nothing moves."""
         return Outcome()
 
     def stop(self) -> None:
+        """Nothing to release."""
         pass

@@ -25,12 +25,18 @@ from cxltierd.topology import Topology
 class Pages(Protocol):
     """The syscall layer (cxltierd.engines.syscalls), injectable for tests."""
 
-    def query(self, pid: int, addrs: array) -> array: ...
+    def query(self, pid: int, addrs: array) -> array:
+        """The node of each page in `addrs`, or a negative errno per page."""
+        ...
 
-    def move_pages(self, pid: int, addrs: array, node: int | array, flags: int = ...) -> array: ...
+    def move_pages(self, pid: int, addrs: array, node: int | array, flags: int = ...) -> array:
+        """Move the pages to `node` (one node, or one per page); the per-page status as for query()."""
+        ...
 
 
 class MovePagesEngine:
+    """Migrator executing a Plan with move_pages(2) per process; reports bytes moved and pages failed by reason."""
+
     name = "move_pages"
     kernel_executed = False
 
@@ -45,12 +51,15 @@ class MovePagesEngine:
         """Only kernel-executed engines are gated."""
 
     def configure(self, topology: Topology, policy: Policy) -> None:
+        """Nothing to set: this engine writes no kernel setting."""
         pass
 
     def stop(self) -> None:
+        """Nothing to release."""
         pass
 
     def apply(self, plan: Plan, now: float, clock: Callable[[], float] = time.monotonic) -> Outcome:
+        """Execute every move of the plan; bytes moved per (source, target) node and pages failed per reason."""
         started = clock()
         moved_bytes: Counter[tuple[int, int]] = Counter()
         failures: Counter[str] = Counter()

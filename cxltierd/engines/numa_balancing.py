@@ -13,8 +13,8 @@ pgpromote_success (counted on the node pages were promoted to) and pgdemote_* (c
 The kernel does not count where a promoted page came from: the engine charges promotions to the slow nodes whose
 user pages (nr_anon_pages + nr_file_pages) dropped since the last call, the biggest drop first and at most the
 drop of each, and the rest to the node with the biggest drop (or the slowest node when none dropped). Free memory
-is no good for this: in the lab it moved by thousands of pages on a node nothing was promoted from. With one slow
-tier (the usual DDR + CXL host) the attribution is exact per tier; the totals always equal pgpromote_success.
+is not used for this: it changes by thousands of pages on nodes nothing was promoted from. With one slow tier (the
+usual DDR + CXL host) the attribution is exact per tier; the totals always equal pgpromote_success.
 Demotions go to the next slower node, as the kernel's default demotion order does.
 """
 
@@ -52,6 +52,8 @@ def hot_threshold_ms(accesses_per_s: float) -> int:
 
 
 class NumaBalancingEngine:
+    """Tracker and kernel-executed migrator for NUMA-balancing tiering: sets its knobs, reports its counters."""
+
     name = "numa_balancing"
     kernel_executed = True
 
@@ -91,6 +93,7 @@ class NumaBalancingEngine:
         return None
 
     def configure(self, topology: Topology, policy: Policy) -> None:
+        """Save and set the tiering knobs (only watch on a conflict or a dry run); take the fast and slow nodes."""
         if policy.dry_run and not self.saved:
             self.watch_only = True  # dry run: watch the kernel, write nothing
         if not self.saved and not self.watch_only:
@@ -132,6 +135,7 @@ class NumaBalancingEngine:
         """The kernel applies its own watermarks to NUMA-balancing promotion and to demotion: nothing to switch."""
 
     def sample(self, now: float) -> Sample:
+        """Node memory only: the kernel tracks heat itself."""
         nodes = list(self.topology.node_ids) if self.topology else []
         free, total = node_memory(self.fs, nodes)
         return Sample(regions=(), free_bytes=free, total_bytes=total)
@@ -181,6 +185,7 @@ class NumaBalancingEngine:
         return Outcome(transfers=tuple(Transfer(s, d, p * PAGE_SIZE, p) for (s, d), p in sorted(moved.items())))
 
     def stop(self) -> None:
+        """Restore the saved knobs and forget them; CxltierdError names every knob that could not be restored."""
         errors = []
         for path, value in self.saved.items():
             try:

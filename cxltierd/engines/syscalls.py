@@ -37,6 +37,8 @@ _REASONS = {
 
 
 class PagesError(CxltierdError):
+    """A failed move_pages(2) call as a whole, with the pid and the errno."""
+
     def __init__(self, pid: int, err: int, what: str) -> None:
         super().__init__(f"move_pages({what}) on pid {pid}: {os.strerror(err)}")
         self.pid = pid

@@ -80,16 +80,19 @@ class Planner:
         return int(self.total[node] * mark.max_used_percent / 100)
 
     def pressure(self, node: int) -> bool:
+        """True when the node has less free memory than its tier's min_free_percent."""
         mark = self.policy.watermark(self.roles.kind.get(node, "unknown"))
         return self.total[node] - self.used[node] < self.total[node] * mark.min_free_percent / 100
 
     def room(self, nodes: Sequence[int], size: int, most_free: bool = False) -> int | None:
+        """The first of `nodes` (with most_free: the roomiest) that can take `size` bytes below its limit, or None."""
         fits = [n for n in nodes if self.used[n] + size <= self.limit(n)]
         if not fits:
             return None
         return max(fits, key=lambda n: self.limit(n) - self.used[n]) if most_free else fits[0]
 
     def add(self, r: RegionHeat, dst: int, reason: str) -> bool:
+        """Plan moving the region to `dst` and charge its size; False (noted) when the rate-limit budget is spent."""
         if r.size > self.budget:
             if "rate limit reached" not in self.notes:
                 self.notes.append("rate limit reached")
@@ -102,6 +105,7 @@ class Planner:
         return True
 
     def name(self, node: int) -> str:
+        """A node as move reasons name it: "<kind> node <n>"."""
         return f"{self.roles.kind.get(node, 'unknown')} node {node}"
 
 

@@ -14,6 +14,7 @@ def _access(a: Access | None) -> dict[str, Any] | None:
 
 
 def memdev_json(m: Memdev) -> dict[str, Any]:
+    """A memdev as JSON; fields `cxl list -M` also shows carry its names."""
     return {
         "memdev": m.memdev,
         "ram_size": m.ram_size,
@@ -29,6 +30,7 @@ def memdev_json(m: Memdev) -> dict[str, Any]:
 
 
 def dax_json(d: DaxDevice) -> dict[str, Any]:
+    """A dax device as JSON with `daxctl list`'s field names, plus its region, resource and kind."""
     return {
         "chardev": d.chardev,
         "size": d.size,
@@ -45,6 +47,7 @@ def dax_json(d: DaxDevice) -> dict[str, Any]:
 
 
 def region_json(g: Region, dax: tuple[DaxDevice, ...]) -> dict[str, Any]:
+    """A region as JSON shaped like `cxl list -R -T -X` (mappings, dax region, devices), plus target node and access."""
     devices = [d for d in dax if d.region == g.region]
     return {
         "region": g.region,
@@ -69,6 +72,7 @@ def region_json(g: Region, dax: tuple[DaxDevice, ...]) -> dict[str, Any]:
 
 
 def decoder_json(d: Decoder) -> dict[str, Any]:
+    """A decoder as JSON; fields `cxl list -D` also shows carry its names."""
     return {
         "decoder": d.decoder,
         "kind": d.kind,
@@ -89,6 +93,7 @@ def decoder_json(d: Decoder) -> dict[str, Any]:
 
 
 def cxl_text(facts: HostFacts) -> list[str]:
+    """Text lines for memdevs, regions with their dax devices, and dax devices outside a region; empty if none."""
     lines = []
     if facts.memdevs:
         lines.append("CXL memdevs:")

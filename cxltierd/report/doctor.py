@@ -17,6 +17,8 @@ NEEDED_CAPS = {"CAP_SYS_ADMIN": CAP_SYS_ADMIN, "CAP_SYS_NICE": CAP_SYS_NICE, "CA
 
 @dataclass(frozen=True)
 class Check:
+    """One doctor finding: status is "ok", "warn" or "fail", and `fix` says what to do about it (may be empty)."""
+
     name: str
     status: str  # ok | warn | fail
     message: str

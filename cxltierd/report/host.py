@@ -73,6 +73,7 @@ def topology_json(facts: HostFacts, topo: Topology) -> dict[str, Any]:
 
 
 def topology_text(facts: HostFacts, topo: Topology) -> str:
+    """What `cxltierd topology` prints: tiers fast to slow, each node with its kind and why, CXL objects, warnings."""
     lines = ["Tiers (fast to slow):"]
     for t in topo.tiers:
         total = sum(topo.node(x).total_bytes for x in t.nodes)
@@ -100,6 +101,7 @@ def topology_text(facts: HostFacts, topo: Topology) -> str:
 
 
 def status_text(facts: HostFacts, topo: Topology) -> str:
+    """What `cxltierd status` prints without a daemon: each tier's size and free memory, and the CXL objects."""
     lines = ["Tiers:"]
     for t in topo.tiers:
         total = sum(topo.node(x).total_bytes for x in t.nodes)

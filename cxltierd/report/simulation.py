@@ -9,6 +9,7 @@ from cxltierd.units import human_bytes
 
 
 def sim_json(r: RunResult) -> dict[str, Any]:
+    """One simulated run as JSON: placer, fast-tier access share, bytes moved, ping-pong, failures, time series."""
     return {
         "placer": r.placer,
         "fast_tier_access_share": r.share,

@@ -39,6 +39,8 @@ STOP_WITHIN = 5.0  # seconds: SIGTERM abandons the migration batches left after 
 
 @dataclass
 class Options:
+    """How the daemon runs: metrics address, control socket path, and when to stop (one tick, N ticks, or never)."""
+
     listen: tuple[str, int] | None = None
     socket: str | None = None
     once: bool = False
@@ -99,6 +101,7 @@ class Daemon:
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def run(self) -> int:
+        """Tick until SIGTERM/SIGINT or the tick limit, then stop engines and servers; the exit status."""
         restore = self._install_signals()
         try:
             self.loop.start()
@@ -305,6 +308,7 @@ class Daemon:
         return {"ok": True, "status": status_json(snap)}
 
     def healthy(self) -> tuple[bool, str]:
+        """(healthy, reason) for /healthz: false while starting or once the last tick is max(3 intervals, 30 s) old."""
         s = self.snapshot
         if s is None or s.last_tick is None:
             return False, "starting"

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 
 class Notifier:
+    """A client of $NOTIFY_SOCKET (and of the watchdog settings) from the environment; sending never raises."""
+
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         path = env.get("NOTIFY_SOCKET", "")
@@ -28,6 +30,7 @@ class Notifier:
 
     @property
     def enabled(self) -> bool:
+        """True when $NOTIFY_SOCKET names a socket."""
         return self.address is not None
 
     @property
@@ -36,6 +39,7 @@ class Notifier:
         return self.watchdog_usec / 2e6 if self.watchdog_usec else None
 
     def send(self, *lines: str) -> bool:
+        """Send the lines as one datagram; False when not under systemd or the send failed (counted in `errors`)."""
         if self.address is None:
             return False
         try:
@@ -48,16 +52,21 @@ class Notifier:
             return False
 
     def ready(self, status: str) -> bool:
+        """Tell systemd that start-up is complete (READY=1) with a status line."""
         return self.send("READY=1", f"STATUS={status}")
 
     def status(self, status: str) -> bool:
+        """Set the status line `systemctl status` shows."""
         return self.send(f"STATUS={status}")
 
     def reloading(self) -> bool:
+        """Tell systemd that a reload has begun (RELOADING=1 with the monotonic time, as Type=notify-reload expects)."""
         return self.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
 
     def watchdog(self) -> bool:
+        """Ping the watchdog (WATCHDOG=1)."""
         return self.send("WATCHDOG=1")
 
     def stopping(self) -> bool:
+        """Tell systemd that shutdown has begun (STOPPING=1)."""
         return self.send("STOPPING=1")

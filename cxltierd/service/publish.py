@@ -120,7 +120,7 @@ def tick_line(loop: Loop, r: TickReport) -> str:
 
 
 def status_line(s: Snapshot | None) -> str:
-    """systemd's STATUS= line."""
+    """The STATUS= line for systemd: "starting" before the first snapshot."""
     if s is None:
         return "starting"
     share = "" if s.fast_tier_access_ratio is None else f", fast-tier share {100 * s.fast_tier_access_ratio:.0f}%"

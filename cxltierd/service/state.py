@@ -19,6 +19,8 @@ TICK_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 @dataclass(frozen=True)
 class ReloadResult:
+    """The outcome of the last policy reload: whether it took, when, the error if not, and the policy file."""
+
     ok: bool
     time: float  # wall clock, seconds since the epoch
     error: str | None = None
@@ -81,6 +83,7 @@ class Snapshot:
         return n.total_bytes, n.free_bytes
 
     def tier_usage(self) -> dict[str, tuple[int, int]]:
+        """(total, free) bytes per tier name, summed over its nodes' node_usage()."""
         out = {}
         for t in self.topology.tiers:
             pairs = [self.node_usage(n) for n in t.nodes]
