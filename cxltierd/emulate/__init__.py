@@ -10,18 +10,11 @@
 
 from __future__ import annotations
 
+from cxltierd.emulate.host import check_nodes, host_root, host_topology, simulated_topology
+from cxltierd.emulate.load import load_scenario, read_scenario, scenario_names
 from cxltierd.emulate.memory import VBASE, HotplugRecord, SimStats, SimulatedMemory
-from cxltierd.emulate.scenario import (
-    Scenario,
-    check_nodes,
-    host_root,
-    host_topology,
-    load_scenario,
-    parse_scenario,
-    read_scenario,
-    scenario_names,
-    simulated_topology,
-)
+from cxltierd.emulate.scenario import parse_scenario
+from cxltierd.emulate.spec import Scenario
 from cxltierd.topology import Topology
 
 __all__ = [

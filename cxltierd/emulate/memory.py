@@ -21,7 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cxltierd.emulate.scenario import PAGE_SIZE, Placement, Scenario, check_nodes, simulated_topology
+from cxltierd.emulate.host import check_nodes, simulated_topology
+from cxltierd.emulate.scenario import PAGE_SIZE
+from cxltierd.emulate.spec import Placement, Scenario
 from cxltierd.emulate.workload import ProcessWorkload
 from cxltierd.model import Move, Outcome, Plan, Process, RegionHeat, Sample, Transfer
 from cxltierd.topology import Tier, Topology
