@@ -11,7 +11,7 @@ from cxltierd.state import Snapshot
 from cxltierd.topology import Topology
 
 if TYPE_CHECKING:
-    from cxltierd.simulate import RunResult
+    from cxltierd.emulate.simulate import RunResult
 
 
 def _access(a: Access | None) -> dict[str, Any] | None:
