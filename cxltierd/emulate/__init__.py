@@ -5,7 +5,9 @@
     sim = SimulatedMemory(scenario, topology, seed=7)  # a Tracker and a Migrator
     sample = sim.sample(1.0); outcome = sim.apply(plan, 1.0)
 
-`build_simulation(name_or_path)` does the first three lines in one call.
+`build_simulation(name_or_path)` does the first three lines in one call. `cxltierd.emulate.simulate.run` runs a
+scenario under cxltierd's policy or one of the baselines (cxltierd.emulate.baselines); it is not imported here, as
+it needs the loop.
 """
 
 from __future__ import annotations

@@ -108,6 +108,7 @@ class CopyEngine:
         c.begun = True
 
     def complete(self, p: Proc, i: int, c: Copy, t: float) -> None:
+        """A copy is done at t: the region serves from dst from now on and its room on src is freed."""
         if c.cancelled:
             return
         self.sampler.settle(p, i, t)
@@ -117,6 +118,7 @@ class CopyEngine:
         self.migrated[(c.src, c.dst)] += c.size
 
     def cancel(self, c: Copy, reason: str, error: str) -> None:
+        """Drop a copy in flight, releasing its reservation; counted as failed and reported by the next queue()."""
         c.cancelled = True
         if c.begun:
             self.store.used[c.dst] -= c.size

@@ -53,6 +53,7 @@ class SimStats:
 
     @property
     def fast_share(self) -> float | None:
+        """Share of all accesses the fastest tier served; None before any access."""
         return self.fast_accesses / self.total_accesses if self.total_accesses > 0 else None
 
 
@@ -142,6 +143,7 @@ class SimulatedMemory:
         return self._hotplug.log
 
     def stats(self) -> SimStats:
+        """Cumulative accounting since the simulation started."""
         sm, st, cp = self._sampler, self._store, self._copies
         return SimStats(
             time=self.now,
@@ -156,6 +158,7 @@ class SimulatedMemory:
         )
 
     def live_nodes(self) -> tuple[int, ...]:
+        """The nodes online now, in id order."""
         return tuple(sorted(self._store.live))
 
     def live_topology(self) -> Topology:
@@ -167,6 +170,7 @@ class SimulatedMemory:
         return self._store.placement()
 
     def region_sizes(self) -> dict[tuple[int, int], int]:
+        """Size of every allocated region of every live process, by key (pid, start)."""
         return self._store.region_sizes()
 
     def in_flight(self) -> dict[tuple[int, int], tuple[int, int, float, float]]:
@@ -179,6 +183,7 @@ class SimulatedMemory:
         return self._store.used_bytes()
 
     def capacity(self) -> dict[int, int]:
+        """Capacity of every node of the scenario, online or not."""
         return dict(self._store.capacity)
 
     def rates_at(self, when: float) -> dict[tuple[int, int], float]:

@@ -29,6 +29,7 @@ class Schedule:
         self._births_after: float | None = None
 
     def push(self, t: float, prio: int, kind: str, payload: Any) -> None:
+        """Schedule an event of `kind` at scenario time t."""
         self._seq += 1
         heapq.heappush(self._heap, (t, prio, self._seq, kind, payload))
 

@@ -57,6 +57,7 @@ class Store:
         self.waits = 0  # regions that found no room when allocated and had to wait
 
     def free(self, n: int) -> int:
+        """Bytes node n can still take."""
         return self.capacity[n] - self.unmanaged[n] - self.used[n]
 
     def _by_speed(self) -> list[int]:
@@ -137,6 +138,7 @@ class Store:
         }
 
     def region_sizes(self) -> dict[tuple[int, int], int]:
+        """Size of every allocated region of every live process, by key (pid, start)."""
         rs = self.region_size
         return {
             (p.pid, VBASE + i * rs): p.work.sizes[i]
