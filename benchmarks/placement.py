@@ -3,10 +3,10 @@
 
     .venv/bin/python benchmarks/placement.py [--duration S] [--interval S] [--seed N] [--jobs 2] [--json FILE] [--markdown]
 
-Every placer runs each scenario from the same seed on a fresh simulated memory system (cxltierd.simulate), with the
-same rate limit and watermarks: cxltierd (the default policy), static (first touch), promote-on-access (the kernel's
-NUMA-balancing tiering idea), age (memtierd's age policy idea) and oracle (knows each region's access rate over the
-next interval). Printed per scenario: the share of all accesses served by the fastest tier for each placer,
+Every placer runs each scenario from the same seed on a fresh simulated memory system (cxltierd.emulate.simulate),
+with the same rate limit and watermarks: cxltierd (the default policy), static (first touch), promote-on-access (the
+kernel's NUMA-balancing tiering idea), age (memtierd's age policy idea) and oracle (knows each region's access rate
+over the next interval). Printed per scenario: the share of all accesses served by the fastest tier for each placer,
 cxltierd's share as a fraction of the oracle's, GiB migrated and ping-pong moves. Targets (issue 3): cxltierd >= 0.95
 of the oracle's share on average, never more than 1 point below the best baseline, migration volume at most 2x the
 oracle's. Exits 1, naming each missed target on stderr, when one is missed.
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cxltierd.emulate import scenario_names
-from cxltierd.simulate import PLACERS, run
+from cxltierd.emulate.simulate import PLACERS, run
 
 BASELINES = ("static", "promote-on-access", "age")
 GiB = 1 << 30

@@ -236,9 +236,9 @@ def simulate(
     as_json: bool,
 ) -> None:
     """Run a scenario faster than real time: cxltierd's policy next to the baselines."""
+    from cxltierd.emulate.simulate import PLACERS
+    from cxltierd.emulate.simulate import run as run_sim
     from cxltierd.policy.schema import Policy, load_policy
-    from cxltierd.simulate import PLACERS
-    from cxltierd.simulate import run as run_sim
 
     pol = load_policy(policy_file) if policy_file else Policy()
     placers = PLACERS if baselines else ("cxltierd",)

@@ -5,23 +5,18 @@
     sim = SimulatedMemory(scenario, topology, seed=7)  # a Tracker and a Migrator
     sample = sim.sample(1.0); outcome = sim.apply(plan, 1.0)
 
-`build_simulation(name_or_path)` does the first three lines in one call.
+`build_simulation(name_or_path)` does the first three lines in one call. `cxltierd.emulate.simulate.run` runs a
+scenario under cxltierd's policy or one of the baselines (cxltierd.emulate.baselines); it is not imported here, as
+it needs the loop.
 """
 
 from __future__ import annotations
 
+from cxltierd.emulate.host import check_nodes, host_root, host_topology, simulated_topology
+from cxltierd.emulate.load import load_scenario, read_scenario, scenario_names
 from cxltierd.emulate.memory import VBASE, HotplugRecord, SimStats, SimulatedMemory
-from cxltierd.emulate.scenario import (
-    Scenario,
-    check_nodes,
-    host_root,
-    host_topology,
-    load_scenario,
-    parse_scenario,
-    read_scenario,
-    scenario_names,
-    simulated_topology,
-)
+from cxltierd.emulate.scenario import parse_scenario
+from cxltierd.emulate.spec import Scenario
 from cxltierd.topology import Topology
 
 __all__ = [

@@ -1,216 +1,50 @@
 """Scenario files: YAML -> validated frozen dataclasses describing a simulated memory system and its workloads.
 
 `parse_scenario(data, source)` is pure: it checks every key (unknown keys get a did-you-mean, values their allowed
-range) and raises ConfigError with one line that starts with the file name. `load_scenario(name_or_path)` reads a
-shipped scenario (cxltierd/data/scenarios/NAME.yaml) or a file, parses it, and checks its node ids against the
-host's topology (`check_nodes`). The format is documented in the header of every shipped scenario and in README.
+range) and raises ConfigError with one line that starts with the file name. The dataclasses, and the format's keys
+and defaults, are in cxltierd.emulate.spec; cxltierd.emulate.load reads shipped scenarios and files, and
+cxltierd.emulate.host checks node ids against a host (`check_nodes`). The format is documented in the header of every
+shipped scenario and in README.
 """
 
 from __future__ import annotations
 
-import atexit
-import difflib
-import shutil
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from cxltierd.errors import ConfigError
-from cxltierd.topology import Tier, Topology
+from cxltierd.emulate.spec import (
+    DEFAULT_BANDWIDTH,
+    DEFAULT_DURATION,
+    DEFAULT_INTERVAL,
+    DEFAULT_REGION_SIZE,
+    DEFAULT_SAMPLE_FRACTION,
+    DEFAULT_SEED,
+    FIRST_PID,
+    PATTERN_KEYS,
+    PLACEMENTS,
+    PROCESS_KEYS,
+    TOP_KEYS,
+    Burst,
+    Event,
+    Groups,
+    Growth,
+    HotSet,
+    NodeSpec,
+    Pattern,
+    Phase,
+    Placement,
+    ProcessSpec,
+    Scenario,
+    Uniform,
+    Zipf,
+)
 from cxltierd.units import format_size
-from cxltierd.validate import REQUIRED, Checker, join, parse_yaml, show
+from cxltierd.validate import REQUIRED, Checker, join, show
 
 PAGE_SIZE = 4096
 MAX_RATE = 1e12
 MAX_TIME = 1e7
-
-# ---------------------------------------------------------------------------------------------------------------
-# The data model.
-
-
-@dataclass(frozen=True)
-class Zipf:
-    """Accesses over the regions follow Zipf's law by rank; the ranking rotates by `shift` every `shift_period`."""
-
-    kind: ClassVar[str] = "zipf"
-    rate: float  # total accesses/s of the process
-    skew: float
-    shift_period: float | None = None
-    shift: float = 0.25  # fraction of the address space the ranking rotates by at each shift
-
-
-@dataclass(frozen=True)
-class HotSet:
-    """A contiguous hot set of `hot_fraction` of the regions takes `hot_share` of the accesses."""
-
-    kind: ClassVar[str] = "hotset"
-    rate: float
-    hot_fraction: float
-    hot_share: float
-    shift_period: float | None = None
-    shift: float = 0.25
-
-
-@dataclass(frozen=True)
-class Growth:
-    """Memory grows by `grow_rate` bytes/s up to the process size; the newest regions are the hottest.
-
-    A region is accessed at `region_rate` when allocated, decaying toward `cold_rate` with `half_life`. With `wrap`,
-    once the size is reached allocation restarts at the oldest region, which becomes the newest (in place).
-    """
-
-    kind: ClassVar[str] = "growth"
-    grow_rate: int  # bytes/s
-    region_rate: float  # accesses/s of a new region
-    half_life: float
-    cold_rate: float = 0.0  # accesses/s of a region that has fully cooled
-    initial: int = 0  # bytes allocated when the phase starts
-    wrap: bool = False
-
-
-@dataclass(frozen=True)
-class Burst:
-    """Every `period`, a block of `region_fraction` of the regions is hot (`rate`) for `duty` x period."""
-
-    kind: ClassVar[str] = "burst"
-    period: float
-    duty: float
-    rate: float  # total accesses/s over the burst regions while the burst lasts
-    region_fraction: float = 1.0
-    base_rate: float = 0.0  # total accesses/s over all regions outside bursts
-    offset: float = 0.0  # seconds into each period when the burst starts
-
-
-@dataclass(frozen=True)
-class Groups:
-    """`groups` equal groups (MoE experts); each `period` a seeded random set of `active` groups gets `active_share`."""
-
-    kind: ClassVar[str] = "groups"
-    groups: int
-    active: int
-    period: float
-    rate: float
-    active_share: float = 0.9
-
-
-@dataclass(frozen=True)
-class Uniform:
-    """The rate spread evenly over the regions."""
-
-    kind: ClassVar[str] = "uniform"
-    rate: float
-
-
-Pattern = Zipf | HotSet | Growth | Burst | Groups | Uniform
-
-
-@dataclass(frozen=True)
-class Phase:
-    at: float  # scenario time the phase starts; it lasts until the next phase (or the process exits)
-    pattern: Pattern
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where new regions go: "first-touch", "interleave", "slow", or "node" (preferred `node`)."""
-
-    kind: str
-    node: int | None = None
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    name: str
-    pid: int
-    size: int
-    phases: tuple[Phase, ...]
-    placement: Placement = Placement("first-touch")
-    cgroup: str = "/"
-    cmdline: str = ""
-    start_at: float = 0.0
-    exit_at: float | None = None
-
-    @property
-    def growth(self) -> Growth | None:
-        p = self.phases[0].pattern
-        return p if isinstance(p, Growth) else None
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    node: int
-    capacity: int
-    used: int = 0  # bytes held by unmanaged memory
-
-
-@dataclass(frozen=True)
-class Event:
-    at: float
-    action: str  # "remove" or "add"
-    node: int
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    duration: float
-    interval: float
-    seed: int
-    region_size: int
-    host: str  # embedded host name or a fixture directory
-    nodes: tuple[NodeSpec, ...]
-    migration_bandwidth: int  # bytes/s
-    sample_fraction: float  # share of accesses the simulated tracker sees; 0 = exact rates, no noise
-    processes: tuple[ProcessSpec, ...]
-    events: tuple[Event, ...] = ()
-    source: str = "<scenario>"  # file it came from, for messages and relative host paths
-
-    def node(self, n: int) -> NodeSpec:
-        for spec in self.nodes:
-            if spec.node == n:
-                return spec
-        raise KeyError(n)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Parsing.
-
-TOP_KEYS = (
-    "name",
-    "description",
-    "duration",
-    "interval",
-    "seed",
-    "region_size",
-    "host",
-    "nodes",
-    "migration_bandwidth",
-    "sample_fraction",
-    "processes",
-    "events",
-)
-PROCESS_KEYS = ("name", "pid", "cgroup", "cmdline", "size", "placement", "start_at", "exit_at", "phases")
-PLACEMENTS = ("first-touch", "interleave", "slow")
-SHIFT_KEYS = ("shift_period", "shift")
-PATTERN_KEYS: dict[str, tuple[str, ...]] = {
-    "zipf": ("rate", "skew", *SHIFT_KEYS),
-    "hotset": ("rate", "hot_fraction", "hot_share", *SHIFT_KEYS),
-    "growth": ("grow_rate", "region_rate", "half_life", "cold_rate", "initial", "wrap"),
-    "burst": ("period", "duty", "rate", "region_fraction", "base_rate", "offset"),
-    "groups": ("groups", "active", "period", "rate", "active_share"),
-    "uniform": ("rate",),
-}
-DEFAULT_INTERVAL = 1.0
-DEFAULT_DURATION = 600.0
-DEFAULT_SEED = 1
-DEFAULT_REGION_SIZE = 2 << 20
-DEFAULT_BANDWIDTH = 2 << 30
-DEFAULT_SAMPLE_FRACTION = 0.01
-FIRST_PID = 1000
 
 
 def parse_scenario(data: Any, source: str = "scenario.yaml") -> Scenario:
@@ -431,115 +265,3 @@ def _check_room(c: Checker, s: Scenario) -> None:
                 f"{format_size(live)} of process memory is alive at {at:g} s, more than the "
                 f"{format_size(room)} the nodes have (capacity - used)",
             )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Shipped scenarios, files, and the host they run on (the only I/O here).
-
-
-def _scenario_dir() -> Any:
-    return resources.files("cxltierd") / "data" / "scenarios"
-
-
-def scenario_names() -> list[str]:
-    """Names of the scenarios shipped in cxltierd/data/scenarios."""
-    return sorted(p.name.removesuffix(".yaml") for p in _scenario_dir().iterdir() if p.name.endswith(".yaml"))
-
-
-def read_scenario(name_or_path: str | Path) -> Scenario:
-    """Parse a shipped scenario (by name) or a YAML file, without checking it against its host."""
-    text, source = _read(name_or_path)
-    return parse_scenario(parse_yaml(text, source), source)
-
-
-def load_scenario(name_or_path: str | Path, topology: Topology | None = None) -> Scenario:
-    """A validated scenario: shipped name or file path. Node ids are checked against `topology`, or against the
-    scenario's host (discovered: I/O) when no topology is given."""
-    scenario = read_scenario(name_or_path)
-    check_nodes(scenario, topology if topology is not None else host_topology(scenario))
-    return scenario
-
-
-def _read(name_or_path: str | Path) -> tuple[str, str]:
-    path = Path(name_or_path)
-    looks_like_path = isinstance(name_or_path, Path) or "/" in str(name_or_path) or path.suffix in (".yaml", ".yml")
-    if looks_like_path or path.is_file():
-        try:
-            return path.read_text(encoding="utf-8"), str(name_or_path)
-        except OSError as e:
-            raise ConfigError(f"{name_or_path}: cannot read scenario file ({e.strerror or e})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{name_or_path}: not a text file") from None
-    names = scenario_names()
-    if str(name_or_path) not in names:
-        close = difflib.get_close_matches(str(name_or_path), names, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(
-            f"{name_or_path}: no such scenario file and not a shipped scenario ({hint}shipped: {', '.join(names)})"
-        )
-    return (_scenario_dir() / f"{name_or_path}.yaml").read_text(encoding="utf-8"), f"{name_or_path}.yaml"
-
-
-def check_nodes(scenario: Scenario, topology: Topology) -> None:
-    """Raise ConfigError unless every node of the scenario is a memory node of the host topology. Pure."""
-    known = topology.node_ids
-    for spec in scenario.nodes:
-        if spec.node not in known:
-            raise ConfigError(
-                f"{scenario.source}: nodes.{spec.node}: node {spec.node} is not a memory node of host "
-                f"{scenario.host!r} (its nodes: {', '.join(map(str, known))})"
-            )
-
-
-def host_root(scenario: Scenario) -> Path:
-    """The root directory of the scenario's host: an embedded host (unpacked once) or a fixture directory, relative
-    to the working directory or else to the scenario file."""
-    from cxltierd import embedded
-
-    if scenario.host in embedded.host_names():
-        if scenario.host == "default":
-            return embedded.default_root()
-        if scenario.host not in _extracted:
-            tmp = Path(tempfile.mkdtemp(prefix="cxltierd-host-"))
-            atexit.register(shutil.rmtree, tmp, True)
-            _extracted[scenario.host] = embedded.extract_host(tmp / "root", scenario.host)
-        return _extracted[scenario.host]
-    path = Path(scenario.host)
-    if not path.is_absolute() and not path.is_dir():
-        beside = Path(scenario.source).parent / path
-        if beside.is_dir():
-            return beside
-    if not path.is_dir():
-        raise ConfigError(
-            f"{scenario.source}: host: {scenario.host!r} is neither an embedded host "
-            f"({', '.join(embedded.host_names())}) nor a directory"
-        )
-    return path
-
-
-_extracted: dict[str, Path] = {}
-
-
-def host_topology(scenario: Scenario) -> Topology:
-    """Discover and classify the scenario's host (reads its fixture tree)."""
-    from cxltierd.discovery import discover
-    from cxltierd.hostfs import HostFS
-    from cxltierd.topology import classify
-
-    return classify(discover(HostFS(host_root(scenario))))
-
-
-def simulated_topology(scenario: Scenario, topology: Topology) -> Topology:
-    """The host topology cut down to the scenario's nodes, with the scenario's capacities; tiers re-ranked. Pure."""
-    specs = {n.node: n for n in scenario.nodes}
-    nodes = tuple(
-        replace(n, total_bytes=specs[n.node].capacity, free_bytes=specs[n.node].capacity - specs[n.node].used)
-        for n in topology.nodes
-        if n.node in specs
-    )
-    tiers: list[Tier] = []
-    for tier in topology.tiers:
-        members = tuple(n for n in tier.nodes if n in specs)
-        if members:
-            tiers.append(Tier(tier.name, len(tiers), members))
-    return Topology(nodes=nodes, tiers=tuple(tiers), warnings=topology.warnings)

@@ -14,7 +14,8 @@ import math
 import random
 from abc import ABC, abstractmethod
 
-from cxltierd.emulate.scenario import PAGE_SIZE, Burst, Groups, Growth, HotSet, Pattern, ProcessSpec, Uniform, Zipf
+from cxltierd.emulate.spec import Burst, Groups, Growth, HotSet, Pattern, ProcessSpec, Uniform, Zipf
+from cxltierd.model import PAGE_SIZE
 
 INF = math.inf
 _EPS = 1e-9

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cxltierd.simulate import RunResult
+from cxltierd.emulate.simulate import RunResult
 from cxltierd.units import human_bytes
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from cxltierd.cli import main
-from cxltierd.simulate import run as simulate
+from cxltierd.emulate.simulate import run as simulate
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,19 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from cxltierd.emulate.scenario import (
-    Burst,
-    Growth,
-    Placement,
-    Zipf,
-    check_nodes,
-    host_topology,
-    load_scenario,
-    parse_scenario,
-    read_scenario,
-    scenario_names,
-    simulated_topology,
-)
+from cxltierd.emulate.host import check_nodes, host_topology, simulated_topology
+from cxltierd.emulate.load import load_scenario, read_scenario, scenario_names
+from cxltierd.emulate.scenario import parse_scenario
+from cxltierd.emulate.spec import Burst, Growth, Placement, Zipf
 from cxltierd.errors import ConfigError
 from cxltierd.units import format_size, parse_seconds, parse_size
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cxltierd import baselines
-from cxltierd.emulate import Scenario, SimulatedMemory, host_topology, read_scenario
+from cxltierd.emulate import Scenario, SimulatedMemory, baselines, host_topology, read_scenario
 from cxltierd.engines.base import Engines
 from cxltierd.loop import Decide, Loop
 from cxltierd.policy.decide import decide as cxltierd_decide
