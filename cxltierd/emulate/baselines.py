@@ -49,6 +49,8 @@ def _demote_to_fit(pl: Planner, victims: list[RegionHeat], node: int, size: int,
 
 
 def static() -> Decide:
+    """Never move anything: placement stays where first touch put it."""
+
     def decide(
         topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state: PlacementState, now: float
     ) -> Plan:
@@ -58,6 +60,8 @@ def static() -> Decide:
 
 
 def promote_on_access() -> Decide:
+    """Promote a slow region on its first sampled access while there is room; demote the least recently accessed
+    fast regions to keep the fast tier below its mark (the kernel's NUMA-balancing tiering idea)."""
     last_access: dict[Key, float] = {}
 
     def decide(
@@ -91,6 +95,8 @@ def promote_on_access() -> Decide:
 
 
 def age(idle: float = 30.0, active: int = 2) -> Decide:
+    """Demote fast regions idle for `idle` seconds, promote slow regions active in `active` consecutive samples,
+    when there is room (memtierd's age policy idea)."""
     idle_since: dict[Key, float] = {}
     streak: dict[Key, int] = {}
 

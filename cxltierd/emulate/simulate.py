@@ -30,6 +30,8 @@ def _host(sc: Scenario) -> Topology:
 
 @dataclass
 class RunResult:
+    """One placer's run of a scenario: the fast-tier share overall and per interval, and what it moved."""
+
     placer: str
     share: float  # share of all accesses served by the fastest tier over the run
     series: list[tuple[float, float]] = field(default_factory=list)  # (time, share in that interval)
@@ -41,9 +43,11 @@ class RunResult:
 
     @property
     def migrated_bytes(self) -> int:
+        """Bytes promoted plus bytes demoted."""
         return self.promoted_bytes + self.demoted_bytes
 
     def share_between(self, t0: float, t1: float) -> float | None:
+        """Mean interval share for intervals ending in (t0, t1], or None when there are none."""
         values = [s for t, s in self.series if t0 < t <= t1]
         return sum(values) / len(values) if values else None
 

@@ -92,6 +92,8 @@ Pattern = Zipf | HotSet | Growth | Burst | Groups | Uniform
 
 @dataclass(frozen=True)
 class Phase:
+    """One phase of a process's access pattern: the pattern, its rate and its parameters, from `at` on."""
+
     at: float  # scenario time the phase starts; it lasts until the next phase (or the process exits)
     pattern: Pattern
 
@@ -106,6 +108,8 @@ class Placement:
 
 @dataclass(frozen=True)
 class ProcessSpec:
+    """A simulated process: what selectors match, its size, placement, phases and lifetime."""
+
     name: str
     pid: int
     size: int
@@ -118,12 +122,15 @@ class ProcessSpec:
 
     @property
     def growth(self) -> Growth | None:
+        """The growth phase, if the process grows to its size over time."""
         p = self.phases[0].pattern
         return p if isinstance(p, Growth) else None
 
 
 @dataclass(frozen=True)
 class NodeSpec:
+    """A simulated node: its capacity and the memory unmanaged software holds on it."""
+
     node: int
     capacity: int
     used: int = 0  # bytes held by unmanaged memory
@@ -131,6 +138,8 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class Event:
+    """A scripted hotplug event: a node removed or added at a scenario time."""
+
     at: float
     action: str  # "remove" or "add"
     node: int
@@ -138,6 +147,8 @@ class Event:
 
 @dataclass(frozen=True)
 class Scenario:
+    """A validated scenario: the simulated host, its nodes, processes and events, and the simulation's settings."""
+
     name: str
     description: str
     duration: float
@@ -153,6 +164,7 @@ class Scenario:
     source: str = "<scenario>"  # file it came from, for messages and relative host paths
 
     def node(self, n: int) -> NodeSpec:
+        """The node spec of node n (KeyError when the scenario does not simulate it)."""
         for spec in self.nodes:
             if spec.node == n:
                 return spec

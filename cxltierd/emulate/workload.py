@@ -22,7 +22,7 @@ _EPS = 1e-9
 
 
 def _rotate(values: list[float], offset: int) -> list[float]:
-    """values shifted right by offset: out[(i + offset) % n] = values[i]."""
+    """Values shifted right by offset: out[(i + offset) % n] = values[i]."""
     n = len(values)
     offset %= n
     return values[n - offset :] + values[: n - offset] if offset else list(values)
@@ -309,6 +309,7 @@ class ProcessWorkload:
         self.growth = first if isinstance(first, _Growth) else None
 
     def alive(self, t: float) -> bool:
+        """Whether the process exists at scenario time t."""
         return self.spec.start_at <= t < self.end
 
     def allocated_at(self, t: float) -> int:

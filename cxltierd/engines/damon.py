@@ -66,6 +66,8 @@ class Goal:
 
 @dataclass(frozen=True)
 class Scheme:
+    """One DAMOS scheme as cxltierd programs it: action, access pattern bounds, quota, filters and goals."""
+
     action: str = "stat"  # stat | migrate_hot | migrate_cold | ...
     target_nid: int | None = None
     sz: tuple[int, int] = (0, SIZE_MAX)
@@ -84,12 +86,16 @@ class Scheme:
 
 @dataclass(frozen=True)
 class Target:
+    """A monitoring target: a process (vaddr) or physical address ranges (paddr)."""
+
     pid: int | None = None  # vaddr targets
     regions: tuple[tuple[int, int], ...] = ()  # paddr targets: physical [start, end) ranges
 
 
 @dataclass(frozen=True)
 class Context:
+    """One kdamond's context: operations set, targets, schemes and monitoring attributes."""
+
     operations: str  # vaddr | paddr
     targets: tuple[Target, ...]
     schemes: tuple[Scheme, ...] = (Scheme(),)
@@ -103,6 +109,8 @@ class Context:
 
 @dataclass(frozen=True)
 class DamonRegion:
+    """One region DAMON tried a scheme on: its address range, nr_accesses and age (aggregation intervals)."""
+
     start: int
     end: int
     nr_accesses: int
@@ -268,9 +276,11 @@ class Kdamonds:
         return int(self._read(f"{KDAMONDS}/nr_kdamonds"))
 
     def available(self) -> bool:
+        """Whether this kernel has DAMON's sysfs interface."""
         return self.fs.exists(f"{KDAMONDS}/nr_kdamonds")
 
     def state(self, i: int) -> str:
+        """The state file of kdamond i (on, off), retried while DAMON's mutex is busy."""
         return self._read(f"{KDAMONDS}/{i}/state")
 
     def foreign(self) -> list[str]:

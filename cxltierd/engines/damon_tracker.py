@@ -41,7 +41,7 @@ WARMUP = 20  # aggregation intervals a new kdamond runs before its regions are r
 
 
 def chunks(regions: list[DamonRegion], size: int, aggr_s: float) -> dict[int, tuple[float, float]]:
-    """chunk start -> (accesses/s, age s): regions cut at `size` boundaries, overlap-weighted per chunk."""
+    """Chunk start -> (accesses/s, age s): regions cut at `size` boundaries, overlap-weighted per chunk."""
     acc: dict[int, list[float]] = {}
     for r in regions:
         rate = r.nr_accesses / aggr_s
@@ -59,7 +59,7 @@ def chunks(regions: list[DamonRegion], size: int, aggr_s: float) -> dict[int, tu
 
 
 def chunk_nodes(pid: int, starts: list[int], size: int, pages: Any, page_size: int) -> dict[int, int]:
-    """chunk start -> majority node of PROBES pages spread over it; chunks with no page present are left out."""
+    """Chunk start -> majority node of PROBES pages spread over it; chunks with no page present are left out."""
     step = max(page_size, (size // PROBES) - (size // PROBES) % page_size)
     addrs = array("Q")
     for c in starts:
@@ -77,6 +77,8 @@ def chunk_nodes(pid: int, starts: list[int], size: int, pages: Any, page_size: i
 
 
 class DamonTracker:
+    """Tracker: heat of the managed processes' memory per region_size chunk, from a pool of vaddr kdamonds."""
+
     name = "damon"
 
     def __init__(
@@ -115,6 +117,7 @@ class DamonTracker:
                     self.kdamonds.commit(i, self.context(pid))
 
     def context(self, pid: int) -> Context:
+        """The vaddr context that monitors one process."""
         d = self.policy.damon
         return Context(
             operations="vaddr",
@@ -167,6 +170,7 @@ class DamonTracker:
             self.slots[i], self.since[i] = pid, now
 
     def sample(self, now: float) -> Sample:
+        """Retarget the pool to the managed processes, then read the warm kdamonds' regions as chunk heat."""
         procs = self.select(list_processes(self.fs))
         self._retarget([p.pid for p in procs], now)
         size = self.policy.damon.region_size
@@ -195,6 +199,7 @@ class DamonTracker:
         )
 
     def stop(self) -> None:
+        """Turn off and remove the pool's kdamonds."""
         try:
             self.kdamonds.cleanup()
         except (HostFSError, CxltierdError, OSError) as e:

@@ -88,6 +88,8 @@ def uses(features: DamonFeatures, policy: Policy) -> tuple[str, ...]:
 
 
 class DamosEngine:
+    """Kernel-executed engine: two paddr kdamonds whose DAMOS schemes migrate hot and cold memory (module docstring)."""
+
     name = "damos"
     kernel_executed = True
 
@@ -109,11 +111,12 @@ class DamosEngine:
 
     # ---- programming -----------------------------------------------------------------------------------------
     def memcg(self, policy: Policy) -> str | None:
+        """The first processes.manage cgroup selector (a memcg filter matches exactly one cgroup), or None."""
         cgroups = [s.cgroup for s in policy.processes.manage if s.cgroup]
         return cgroups[0] if cgroups else None
 
     def goal_metric(self) -> str | None:
-        """The quota-goal metric family the schemes use (see goal_metric())."""
+        """The quota-goal metric family the schemes use, from the probed features."""
         return goal_metric(self.features)
 
     def goals(self) -> tuple[Goal, ...]:
@@ -132,6 +135,7 @@ class DamosEngine:
         return (Goal("user_input", max(1, free_bp), current=self.usage_bp[1]),)
 
     def contexts(self) -> list[Context]:
+        """The hot kdamond's and the cold kdamond's contexts for the current policy, ranges and gates."""
         p = self.policy
         assert p is not None
         d = p.damon
@@ -196,6 +200,7 @@ class DamosEngine:
         return [ctx(self.sources, (*hot, prime)), ctx(self.fast, (cold,))]
 
     def configure(self, topology: Topology, policy: Policy) -> None:
+        """Program (or reprogram, counting what moved so far) the kdamonds for this topology and policy."""
         self.policy = policy
         r = roles(topology, policy)
         if not r.fast or not r.slow:
@@ -234,6 +239,7 @@ class DamosEngine:
 
     # ---- tracking and outcomes -------------------------------------------------------------------------------
     def sample(self, now: float) -> Sample:
+        """Node memory now, and the stat scheme's regions of both kdamonds as heat (accesses/s)."""
         assert self.policy is not None
         free, total = node_memory(self.fs, [*self.fast, *self.slow])
         self._feed_goals(free, total)
@@ -301,6 +307,7 @@ class DamosEngine:
                 self.pending.append(Transfer(src, dst, delta, delta // PAGE_SIZE))
 
     def apply(self, plan: Plan, now: float) -> Outcome:
+        """What the migrate schemes moved since the last call (their sz_applied deltas)."""
         self._harvest(exact=False)
         moved: dict[tuple[int, int], int] = {}
         for t in self.pending:
@@ -309,5 +316,6 @@ class DamosEngine:
         return Outcome(transfers=tuple(Transfer(s, d, b, b // PAGE_SIZE) for (s, d), b in sorted(moved.items())))
 
     def stop(self) -> None:
+        """Turn off and remove the kdamonds."""
         self.kdamonds.cleanup()
         self.started = False
