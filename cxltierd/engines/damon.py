@@ -9,7 +9,7 @@ Monitoring results are read as damo does: every context carries a `stat` scheme 
 writing `update_schemes_tried_regions` to the kdamond's state fills schemes/0/tried_regions/N/{start,end,
 nr_accesses,age}.
 
-What the real 6.12 kernel does that the writes must respect (found in the QEMU lab):
+What the kernel (6.12 and later) does that the writes must respect:
 - `state`, `pid` and every `nr_*` file take DAMON's sysfs mutex with trylock and fail with EBUSY while another
   writer (another kdamond's command, damo, a test reading `state`) holds it: every access here retries on EBUSY.
 - `nr_kdamonds` cannot change while any kdamond runs (EBUSY): kdamonds are turned off before they are removed.

@@ -11,12 +11,10 @@ access) becomes accesses per second; age becomes seconds. One sampled access sta
 accesses per second (the Sample's resolution), so the policy's min_samples floor keeps a region that DAMON saw
 accessed once or twice from being promoted. DAMON starts a vaddr target with min_regions regions over the whole
 address space and needs many aggregation intervals to split them; each kdamond gets at least MIN_REGIONS, so that
-the initial regions are already close to the chunk size and a hot set is not averaged with its cold neighbours
-(with 10, the lab's hot 16 MiB and the 20 MiB after it were promoted together). Even so, the first aggregation
-intervals of a new kdamond see regions that straddle a hot set's edges, and every chunk of such a region reads as
-warm: the tracker reports a kdamond's regions only once it has run WARMUP aggregation intervals. In the lab, before
-the warm-up, 0 to 8 MiB of cold memory at either end of the hot set moved with it (6 runs); with it, 2 of 9 runs
-moved one 2 MiB chunk at the edge and the rest none, one or two ticks later.
+the initial regions are already close to the chunk size and a hot set is not averaged with its cold neighbours.
+Even so, the first aggregation intervals of a new kdamond see regions that straddle a hot set's edges, and every
+chunk of such a region reads as warm: the tracker reports a kdamond's regions only once it has run WARMUP
+aggregation intervals.
 """
 
 from __future__ import annotations

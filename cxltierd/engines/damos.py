@@ -10,7 +10,7 @@ for each direction, per second, split between the hot schemes).
 
 Hot means the policy's promotion floor, the same as decide()'s: at least hot_threshold accesses/s and at least
 min_samples sampled accesses per aggregation interval. DAMON regions are coarse, and a region that qualifies may mix
-hot and cold pages, which is how cold memory got promoted in the lab. Two guards keep most cold pages where they
+hot and cold pages. Two guards keep most cold pages where they
 are: a region larger than DAMON's own merge limit (monitored size / min_regions) is not trusted yet (the first
 seconds, before DAMON has split its initial regions), and a `young` filter moves only the pages accessed since they
 were last checked. The young filter alone is not enough: a page nobody has checked yet counts as young (its idle
