@@ -141,3 +141,28 @@ def test_discovery_markdown_is_the_readme_table_format() -> None:
         "largest host: 75.3 ms (target < 100 ms); time grew 13.0x for 16x the blocks (growth/linear = 0.81; <= 1 is"
         " linear or better).",
     ]
+
+
+def test_overhead_benchmark_measures_the_pipeline_and_judges_the_budget() -> None:
+    """A tiny run: every row has a positive CPU time, an RSS, and a verdict that follows the budget."""
+    done = subprocess.run(
+        [sys.executable, "overhead.py", "--sizes", "64MiB,256MiB", "--procs", "1,4", "--ticks", "2", "--markdown"],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines()[2:]]
+    assert [(r[0].strip(), r[1].strip(), r[2].strip()) for r in rows] == [
+        ("64MiB", "1", "32"),
+        ("64MiB", "4", "32"),
+        ("256MiB", "1", "128"),
+        ("256MiB", "4", "128"),
+    ]
+    overhead = load("overhead")
+    for r in rows:
+        cpu_ms, share, rss = float(r[3].split()[0]), float(r[4].strip().rstrip("%")), int(r[5].split()[0])
+        assert cpu_ms >= 0 and rss > 0
+        met = share / 100 < overhead.CPU_BUDGET and rss << 20 < overhead.RSS_BUDGET
+        assert r[6].strip() == ("yes" if met else "no")
