@@ -22,13 +22,13 @@ from cxltierd.app import Runtime
 from cxltierd.discovery.hotplug import Debouncer
 from cxltierd.errors import CxltierdError
 from cxltierd.loop import Loop
-from cxltierd.report.status import status_json
 from cxltierd.service import publish
 from cxltierd.service.clock import Clock, FakeClock
 from cxltierd.service.control import ControlServer, Peer
 from cxltierd.service.metrics import MetricsServer, registry_for
 from cxltierd.service.notify import Notifier
 from cxltierd.service.state import ReloadResult, Snapshot
+from cxltierd.service.status import status_json
 
 __all__ = ["Clock", "Daemon", "FakeClock", "Options"]
 

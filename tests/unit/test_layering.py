@@ -41,6 +41,7 @@ MUST_NOT: dict[str, tuple[str, ...]] = {
     "cxltierd.emulate": ("cxltierd.service", "cxltierd.report", "cxltierd.app", "cxltierd.cli"),
     "cxltierd.loop": ("cxltierd.service", "cxltierd.report", "cxltierd.app", "cxltierd.cli", "cxltierd.emulate"),
     "cxltierd.app": ("cxltierd.service", "cxltierd.report", "cxltierd.cli"),
+    "cxltierd.report": ("cxltierd.service", "cxltierd.app", "cxltierd.cli"),  # the service renders with report
 }
 # who may import the renderers: the CLI, the service (daemon, status) and report itself
 RENDER_USERS = ("cxltierd.cli", "cxltierd.service", "cxltierd.report")

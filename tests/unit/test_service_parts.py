@@ -127,9 +127,10 @@ def test_parse_listen_rejects_garbage():
 
 def test_daemon_usage_and_kernel_gates_are_exported_and_shown():
     from cxltierd.model import Gates
-    from cxltierd.report.status import live_status_text, status_json
+    from cxltierd.report.status import live_status_text
     from cxltierd.service.publish import self_usage
     from cxltierd.service.state import SelfUsage
+    from cxltierd.service.status import status_json
 
     me = self_usage()
     assert me is not None and me.rss_bytes > 1 << 20 and me.threads >= 1 and me.open_fds >= 3 and me.cpu_seconds > 0
