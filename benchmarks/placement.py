@@ -9,7 +9,9 @@ kernel's NUMA-balancing tiering idea), age (memtierd's age policy idea) and orac
 over the next interval). Printed per scenario: the share of all accesses served by the fastest tier for each placer,
 cxltierd's share as a fraction of the oracle's, GiB migrated and ping-pong moves. Targets (issue 3): cxltierd >= 0.95
 of the oracle's share on average, never more than 1 point below the best baseline, migration volume at most 2x the
-oracle's. Exits 1, naming each missed target on stderr, when one is missed.
+oracle's. Then, for each scenario whose heat moves (hot-set shifts, bursts, expert groups, phases), the reaction:
+intervals from each change to cxltierd's interval share within 5% of the oracle's, median and worst (issue 17:
+median at most 3 intervals). Exits 1, naming each missed target on stderr, when one is missed.
 
     --markdown prints the README's placement table and its summary line, exactly as the README shows them.
 """
@@ -26,20 +28,70 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cxltierd.emulate import scenario_names
+from cxltierd.emulate import read_scenario, scenario_names
+from cxltierd.emulate.reaction import change_times, median, reaction_times
 from cxltierd.emulate.simulate import PLACERS, run
 
 BASELINES = ("static", "promote-on-access", "age")
 GiB = 1 << 30
 # the targets: share vs the oracle's (average), points vs the best baseline (worst), migration vs the oracle's (largest)
 TARGET_RATIO, TARGET_GAP, TARGET_VOLUME = 0.95, -1.0, 2.0
+TARGET_REACTION = 3.0  # median intervals from a change in heat to within 5% of the oracle's share (issue 17)
 
 
-def one(job: tuple[str, str, float | None, int | None, float | None]) -> tuple[str, str, float, int, int, float]:
+Series = list[tuple[float, float]]
+
+
+def one(
+    job: tuple[str, str, float | None, int | None, float | None],
+) -> tuple[str, str, float, int, int, float, Series]:
     scenario, placer, duration, seed, interval = job
     t = time.perf_counter()
     r = run(scenario, placer, seed=seed, duration=duration, interval=interval)
-    return scenario, placer, r.share, r.migrated_bytes, r.ping_pong, time.perf_counter() - t
+    return scenario, placer, r.share, r.migrated_bytes, r.ping_pong, time.perf_counter() - t, r.series
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """Seconds from each change in a scenario's heat to cxltierd's interval share within 5% of the oracle's."""
+
+    scenario: str
+    interval: float
+    times: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return median(self.times) / self.interval
+
+    @property
+    def worst(self) -> float:
+        return max(self.times) / self.interval
+
+
+def reactions(
+    series: dict[tuple[str, str], Series], scenarios: list[str], duration: float | None, interval: float | None
+) -> list[Reaction]:
+    """Per scenario whose heat moves: reaction times of cxltierd against the oracle, in the same runs."""
+    out = []
+    for s in scenarios:
+        sc = read_scenario(s)
+        changes = change_times(sc, duration if duration is not None else sc.duration)
+        if changes:
+            times = reaction_times(series[(s, "cxltierd")], series[(s, "oracle")], changes)
+            out.append(Reaction(s, interval or sc.interval, tuple(times)))
+    return out
+
+
+def reaction_table(rs: list[Reaction]) -> str:
+    """The README's reaction table: changes, median and worst in intervals, and the target's verdict."""
+    lines = [
+        "| scenario | changes in heat | median reaction | worst reaction |",
+        "|---|---|---|---|",
+    ]
+    for r in rs:
+        worst = "not caught up" if r.worst == float("inf") else f"{r.worst:.0f} intervals"
+        lines.append(f"| {r.scenario} | {len(r.times)} | {r.median:.1f} intervals | {worst} |")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -169,26 +221,43 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(s, p, args.duration, args.seed, args.interval) for s in scenarios for p in PLACERS]
     with Pool(args.jobs) as pool:
         results = pool.map(one, jobs)
-    res = {(s, p): (share, moved, pp) for s, p, share, moved, pp, _ in results}
+    res = {(s, p): (share, moved, pp) for s, p, share, moved, pp, *_ in results}
     rows = table_rows(res, scenarios)
+    react = reactions({(s, p): series for s, p, *_, series in results}, scenarios, args.duration, args.interval)
     if args.markdown:
         print(markdown(rows))
+        print()
+        print(reaction_table(react))
     else:
         print(text(rows))
         print("\nping-pong (moves sent back within two cooldowns): "
               + ", ".join(f"{p} {sum(res[(s, p)][2] for s in scenarios)}" for p in PLACERS))  # fmt: skip
-        print("wall time per run: " + ", ".join(f"{s}/{p} {t:.0f}s" for s, p, *_, t in results if p == "cxltierd"))
+        print("wall time per run: " + ", ".join(f"{s}/{p} {t:.0f}s" for s, p, *_, t, _ in results if p == "cxltierd"))
+        print("\nreaction (intervals from a change in heat to within 5% of the oracle's interval share):")
+        for r in react:
+            print(f"  {r.scenario:<18} {len(r.times):>3} changes: median {r.median:.1f}, worst {r.worst:.0f}")
     if args.json:
         args.json.write_text(
             json.dumps(
                 [
-                    dict(zip(("scenario", "placer", "share", "migrated_bytes", "ping_pong", "seconds"), r, strict=True))
+                    dict(
+                        zip(
+                            ("scenario", "placer", "share", "migrated_bytes", "ping_pong", "seconds"),
+                            r[:6],
+                            strict=True,
+                        )
+                    )
                     for r in results
                 ],
                 indent=2,
             )
         )
     misses = summarize(rows).misses()
+    misses += [
+        f"{r.scenario}: median reaction {r.median:.1f} intervals > {TARGET_REACTION:g}"
+        for r in react
+        if r.median > TARGET_REACTION
+    ]
     for miss in misses:
         print(f"placement.py: target missed: {miss}", file=sys.stderr)
     return 1 if misses else 0

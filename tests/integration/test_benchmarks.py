@@ -166,3 +166,15 @@ def test_overhead_benchmark_measures_the_pipeline_and_judges_the_budget() -> Non
         assert cpu_ms >= 0 and rss > 0
         met = share / 100 < overhead.CPU_BUDGET and rss << 20 < overhead.RSS_BUDGET
         assert r[6].strip() == ("yes" if met else "no")
+
+
+def test_placement_reaction_table_and_its_target() -> None:
+    """Reactions come from cxltierd's and the oracle's series of the same runs; the median feeds the target."""
+    oracle = [(float(t), 0.9) for t in range(1, 301)]
+    slow = [(t, 0.5 if 90 < t <= 95 or 180 < t <= 185 or 270 < t <= 275 else 0.89) for t, _ in oracle]
+    series = {("hotset-shift", "cxltierd"): slow, ("hotset-shift", "oracle"): oracle}
+    (r,) = placement.reactions(series, ["hotset-shift"], 300.0, None)
+    assert r.times == (6.0, 6.0, 6.0) and r.median == 6.0 and r.worst == 6.0
+    table = placement.reaction_table([r])
+    assert table.splitlines()[2] == "| hotset-shift | 3 | 6.0 intervals | 6 intervals |"
+    assert r.median > placement.TARGET_REACTION
