@@ -39,10 +39,10 @@ from cxltierd.emulate.spec import (
     Uniform,
     Zipf,
 )
+from cxltierd.model import PAGE_SIZE
 from cxltierd.units import format_size
 from cxltierd.validate import REQUIRED, Checker, join, show
 
-PAGE_SIZE = 4096
 MAX_RATE = 1e12
 MAX_TIME = 1e7
 

@@ -10,10 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cxltierd.emulate import VBASE, SimulatedMemory, parse_scenario, read_scenario
-from cxltierd.emulate.scenario import PAGE_SIZE
 from cxltierd.emulate.spec import Scenario
 from cxltierd.emulate.workload import ProcessWorkload
-from cxltierd.model import FAILURE_REASONS, Move, Plan
+from cxltierd.model import FAILURE_REASONS, PAGE_SIZE, Move, Plan
 from cxltierd.topology import Node, Tier, Topology
 
 MiB = 1 << 20
