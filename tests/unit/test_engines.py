@@ -476,3 +476,39 @@ def test_tracker_reports_damon_resolution_and_asks_for_fine_regions(tmp_path):
     c = t.context(42)
     assert (c.min_regions, c.max_regions) == (100, 1000)
     assert t.sample(0.0).resolution == pytest.approx(5.0)  # one sampled access per 200 ms = 5 accesses/s
+
+
+class OrderedDamon(FakeDamon):
+    """DAMON sysfs as kernel 7.3 has it: turning a kdamond on fails (EINVAL) when a target's regions are not in
+    ascending address order."""
+
+    def write(self, kpath: str, value: str, record: bool = True) -> None:  # type: ignore[override]
+        if kpath.endswith("/state") and value == "on":
+            k = kpath.rsplit("/", 1)[0]
+            for t in self.path(f"{k}/contexts/0/targets").glob("[0-9]*"):
+                n = int((t / "regions/nr_regions").read_text())
+                starts = [int((t / f"regions/{j}/start").read_text()) for j in range(n)]
+                if starts != sorted(starts):
+                    raise HostFSError(f"{kpath}: {os.strerror(errno.EINVAL)}")
+        super().write(kpath, value, record)
+
+
+def test_damos_lists_a_targets_regions_by_address_whatever_the_tier_order(tmp_path):
+    """With the CXL node (blocks 110-111) ranked before the unknown node 2 (block 40), as 7.3's lab gives, the hot
+    kdamond's regions are still written node 2's first: the kernel refuses them in tier order."""
+    fs = damos_host(tmp_path, OrderedDamon)
+    bs = 128 * MiB
+    cxl_first = Topology(
+        nodes=TOPO3.nodes, tiers=(Tier("ddr", 0, (0, 1)), Tier("cxl", 1, (4,)), Tier("unknown", 2, (2,)))
+    )
+    e = DamosEngine(fs, Kdamonds(fs, tmp_path / "run/k.json"))
+    e.configure(cxl_first, build_policy(None))
+    w = dict(fs.writes)
+    regions = f"{KDAMONDS}/0/contexts/0/targets/0/regions"
+    assert [(w[f"{regions}/{j}/start"], w[f"{regions}/{j}/end"]) for j in range(2)] == [
+        (str(40 * bs), str(41 * bs)),
+        (str(110 * bs), str(112 * bs)),
+    ]
+    assert fs.read(f"{KDAMONDS}/0/state") == "on" and fs.read(f"{KDAMONDS}/1/state") == "on"
+    assert e.sources == (4, 2)  # the schemes stay in tier order: scheme 1 still migrates node 4's memory
+    e.stop()
