@@ -32,6 +32,7 @@ log = logging.getLogger("cxltierd")
 
 DEFAULT_SCENARIO = "hotset-shift"
 STATE_DIR = "/run/cxltierd"
+DAMON_STAT_FILE = "damon_stat.json"  # in the state dir: DAMON_STAT's value before cxltierd turned it off
 
 
 @dataclass
@@ -237,12 +238,21 @@ def _host(settings: Settings, policy: Policy) -> Runtime:
         conflicts=list(choice.conflicts),
         events=events,
         state_dir=settings.state_dir,
+        cleanup=[lambda: _restore_damon_stat(fs, Path(settings.state_dir))],
     )
+
+
+def _restore_damon_stat(fs: HostFS, state: Path) -> None:
+    """At stop, after the engine's kdamonds are gone: DAMON_STAT back as it was, if a DAMON engine turned it off."""
+    from cxltierd.engines.damon_stat import DamonStat
+
+    DamonStat(fs, state / DAMON_STAT_FILE).restore()
 
 
 def host_engine(fs: HostFS, facts: HostFacts, topology: Topology, policy: Policy, state: Path) -> tuple[Any, Any, Any]:
     """(tracker, migrator, Choice) for the real host: the idle engine while there is one memory tier."""
     from cxltierd.engines.damon import Kdamonds
+    from cxltierd.engines.damon_stat import DamonStat
     from cxltierd.engines.numa_balancing import NumaBalancingEngine
     from cxltierd.engines.select import Choice, choose
 
@@ -256,7 +266,20 @@ def host_engine(fs: HostFS, facts: HostFacts, topology: Topology, policy: Policy
     nb = NumaBalancingEngine(fs, state / "numa_balancing.json")
     foreign = kdamonds.foreign() if kdamonds.available() else []
     tiering = nb.check() if facts.kernel.numa_balancing is not None else None
-    choice = choose(policy.engine, facts.kernel, foreign, tiering)
+    # The kernel's DAMON_STAT kdamond keeps every sysfs kdamond from starting: a DAMON engine takes it over (when
+    # the policy allows it), any other engine leaves it as it was.
+    damon_stat = DamonStat(fs, state / DAMON_STAT_FILE)
+    blocked = damon_stat.blocker(policy.damon.take_over_damon_stat)
+    choice = choose(policy.engine, facts.kernel, foreign, tiering, blocked)
+    if choice.engine in ("damos", "move_pages"):
+        try:
+            note = damon_stat.take_over()
+        except CxltierdError as e:
+            choice = choose(policy.engine, facts.kernel, foreign, tiering, str(e))
+        else:
+            choice = replace(choice, reason=f"{choice.reason}; {note}") if note else choice
+    else:
+        damon_stat.restore()
     tracker: Any
     migrator: Any
     if choice.engine == "numa_balancing":

@@ -26,13 +26,20 @@ class Choice:
     conflicts: tuple[str, ...] = ()
 
 
-def choose(requested: str, k: KernelFacts, foreign_kdamonds: list[str], tiering_by_other: str | None) -> Choice:
+def choose(
+    requested: str,
+    k: KernelFacts,
+    foreign_kdamonds: list[str],
+    tiering_by_other: str | None,
+    damon_blocked: str | None = None,
+) -> Choice:
+    """The engine to run; `damon_blocked` says why no sysfs kdamond can start here (DAMON_STAT kept running)."""
     conflicts = []
     if foreign_kdamonds:
         conflicts.append(f"DAMON in use by another tool ({', '.join(foreign_kdamonds)}): cxltierd leaves it alone")
     if tiering_by_other:
         conflicts.append(tiering_by_other)
-    damon_free = k.damon.sysfs and not foreign_kdamonds
+    damon_free = k.damon.sysfs and not foreign_kdamonds and not damon_blocked
     damos_ok = damon_free and k.version is not None and k.version >= DAMOS_MIN
     nb_ok = k.numa_balancing is not None
     release = k.release or "unknown"
@@ -42,6 +49,10 @@ def choose(requested: str, k: KernelFacts, foreign_kdamonds: list[str], tiering_
         else "needs DAMON sysfs not in use by another tool and a kernel >= 6.11 "
         f"(kernel {release}, DAMON {'busy' if foreign_kdamonds else 'present' if k.damon.sysfs else 'absent'})",
         "move_pages": None if damon_free else "needs DAMON sysfs (vaddr tracking) not in use by another tool",
+    }
+    if damon_blocked:
+        why_not["damos"] = why_not["move_pages"] = f"needs DAMON sysfs kdamonds, and {damon_blocked}"
+    why_not |= {
         "numa_balancing": None if nb_ok else "needs the kernel.numa_balancing sysctl (CONFIG_NUMA_BALANCING)",
         "simulated": "is the emulated backend's engine (--backend emulated)",
     }
@@ -63,6 +74,6 @@ def choose(requested: str, k: KernelFacts, foreign_kdamonds: list[str], tiering_
             "move_pages", f"DAMON sysfs without DAMOS migrate actions (kernel {release} < 6.11)", tuple(conflicts)
         )
     if nb_ok:
-        why = "DAMON in use by another tool" if foreign_kdamonds else "no DAMON sysfs"
+        why = "DAMON in use by another tool" if foreign_kdamonds else damon_blocked or "no DAMON sysfs"
         return Choice("numa_balancing", f"{why}; the kernel's NUMA-balancing tiering", tuple(conflicts))
     raise CxltierdError("no engine can run on this kernel: no DAMON sysfs and no kernel.numa_balancing sysctl")

@@ -22,6 +22,9 @@ from cxltierd.engines.damon import (
     commit_writes,
     context_writes,
 )
+from cxltierd.engines.damon_stat import PARAM as DAMON_STAT
+from cxltierd.engines.damon_stat import DamonStat
+from cxltierd.engines.damon_stat import enabled as damon_stat_enabled
 from cxltierd.engines.damon_tracker import DamonTracker, chunk_nodes, chunks
 from cxltierd.engines.damos import DamosEngine, node_ranges
 from cxltierd.engines.numa_balancing import DEMOTION, NUMA_BALANCING, RATE_LIMIT, NumaBalancingEngine
@@ -512,3 +515,48 @@ def test_damos_lists_a_targets_regions_by_address_whatever_the_tier_order(tmp_pa
     assert fs.read(f"{KDAMONDS}/0/state") == "on" and fs.read(f"{KDAMONDS}/1/state") == "on"
     assert e.sources == (4, 2)  # the schemes stay in tier order: scheme 1 still migrates node 4's memory
     e.stop()
+
+
+def damon_stat_host(tmp_path: Path, value: str | None) -> HostFS:
+    fs = HostFS(tmp_path)
+    if value is not None:
+        fs.path(DAMON_STAT).parent.mkdir(parents=True, exist_ok=True)
+        fs.path(DAMON_STAT).write_text(value + "\n")
+    return fs
+
+
+def test_damon_stat_probe_take_over_and_restore(tmp_path):
+    assert damon_stat_enabled(damon_stat_host(tmp_path / "none", None)) is None
+    assert damon_stat_enabled(damon_stat_host(tmp_path / "off", "N")) is False
+    fs = damon_stat_host(tmp_path / "on", "Y")
+    assert damon_stat_enabled(fs) is True
+    state = tmp_path / "run/damon_stat.json"
+    stat = DamonStat(fs, state)
+    assert stat.blocker(True) is None
+    assert "turned off" in (stat.take_over() or "")
+    assert fs.read(DAMON_STAT) == "N" and json.loads(state.read_text()) == {"enabled": "Y"}
+    # a restart after a crash: the record says it was on, so the new daemon keeps it off and restores it at stop
+    again = DamonStat(fs, state)
+    assert "kept off" in (again.take_over() or "") and fs.read(DAMON_STAT) == "N"
+    again.restore()
+    assert fs.read(DAMON_STAT) == "Y" and not state.exists()
+    again.restore()  # nothing recorded: nothing written
+    assert fs.read(DAMON_STAT) == "Y"
+    # not allowed by the policy: left running, and the reason names the key
+    assert "damon.take_over_damon_stat is false" in (DamonStat(fs, state).blocker(False) or "")
+    assert fs.read(DAMON_STAT) == "Y" and not state.exists()
+    # off already, or absent: nothing to take over, nothing recorded
+    assert DamonStat(damon_stat_host(tmp_path / "off", "N"), state).take_over() is None and not state.exists()
+    assert DamonStat(damon_stat_host(tmp_path / "none", None), state).take_over() is None
+
+
+def test_damon_stat_kept_by_the_policy_makes_the_damon_engines_unavailable():
+    k = KernelFacts(release="7.3.4", version=(7, 3), numa_balancing=1, damon=Damon(sysfs=True, stat=True))
+    why = "the kernel's DAMON_STAT kdamond runs (damon_stat.enabled=Y) and damon.take_over_damon_stat is false"
+    c = choose("auto", k, [], None, why)
+    assert c.engine == "numa_balancing" and c.reason.startswith(why) and c.conflicts == ()
+    with pytest.raises(CxltierdError, match=r"engine damos cannot run here: .*take_over_damon_stat is false"):
+        choose("damos", k, [], None, why)
+    with pytest.raises(CxltierdError, match=r"engine move_pages cannot run here: .*DAMON_STAT"):
+        choose("move_pages", k, [], None, why)
+    assert choose("auto", k, [], None).engine == "damos"
