@@ -50,6 +50,7 @@ NB_KNOBS = (
     "/proc/sys/kernel/numa_balancing",
     "/sys/kernel/mm/numa/demotion_enabled",
     "/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps",
+    "/sys/module/damon_stat/parameters/enabled",  # 7.3: the kernel's DAMON_STAT, which a DAMON engine turns off
 )
 SYS_MOVE_PAGES = 279
 MPOL_MF_MOVE = 2
@@ -446,8 +447,8 @@ def loopback_up() -> None:
 @pytest.fixture
 def lab_daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFactory]:
     """Factory: lab_daemon(policy, state_dir=None) -> LabDaemon (started). Teardown: SIGTERM (SIGKILL after 60 s),
-    log copied to the share, then DAMON emptied and numa_balancing / demotion_enabled / the promote rate limit put
-    back to what they were before the test, whatever the daemon did."""
+    log copied to the share, then DAMON emptied and numa_balancing / demotion_enabled / the promote rate limit /
+    DAMON_STAT (where the kernel has it) put back to what they were before the test, whatever the daemon did."""
     loopback_up()
     saved = {p: Path(p).read_text().strip() for p in NB_KNOBS if Path(p).exists()}
     started: list[LabDaemon] = []

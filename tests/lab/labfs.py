@@ -45,3 +45,39 @@ def assert_agrees(ours: int, kernel: int, v0: dict[str, int], v1: dict[str, int]
     assert kernel - ours <= AGREE_PAGES + sum(others.values()), (
         f"kernel {kernel} vs daemon {ours}, other causes {others}"
     )
+
+
+# ---- the tier-order evidence the kernel reports (read here, independently of cxltierd's discovery) --------------------
+
+NODES = Path("/sys/devices/system/node")
+ACCESS = ("read_latency", "write_latency", "read_bandwidth", "write_bandwidth")
+
+
+def access_figures(node: int, region: str | None = None) -> tuple[str, dict[str, int]] | None:
+    """(where, {read_latency, write_latency: ns, read_bandwidth, write_bandwidth: MB/s}) for a CPU initiator: the
+    node's own HMAT entries (access1, else access0), else those of the CXL region feeding it; None without any."""
+    places = [NODES / f"node{node}/access1/initiators", NODES / f"node{node}/access0/initiators"]
+    if region:
+        places += [Path(f"/sys/bus/cxl/devices/{region}/access1"), Path(f"/sys/bus/cxl/devices/{region}/access0")]
+    for d in places:
+        if all((d / f).exists() for f in ACCESS):
+            return str(d), {f: int(read(d / f)) for f in ACCESS}
+    return None
+
+
+def cost(figures: dict[str, int]) -> float:
+    """(read + write latency) / (read + write bandwidth): lower is faster (what the kernel's memory tiers rank by)."""
+    return (figures["read_latency"] + figures["write_latency"]) / (
+        figures["read_bandwidth"] + figures["write_bandwidth"]
+    )
+
+
+def kernel_tiers() -> dict[int, int]:
+    """node -> N of the kernel's memory_tierN (lower is faster)."""
+    out: dict[int, int] = {}
+    for t in Path("/sys/devices/virtual/memory_tiering").glob("memory_tier[0-9]*"):
+        for part in read(t / "nodelist").split(","):
+            lo, _, hi = part.partition("-")
+            if lo:
+                out |= {n: int(t.name[11:]) for n in range(int(lo), int(hi or lo) + 1)}
+    return out
