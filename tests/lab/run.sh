@@ -145,7 +145,7 @@ if ! kernel_cached; then
     echo "$KPKG" > "$KC/package"
 fi
 KPKG=$(cat "$KC/package")
-KDEBS=$(cd "$KC/debs" && echo -- *.deb)
+KDEBS=$(cd "$KC/debs" && printf "%s " *.deb)
 KROOT=$KC/root
 if [ "$(cat "$KROOT/.unpacked" 2>/dev/null)" != "$KDEBS" ]; then
     log "unpacking $KDEBS + depmod"
