@@ -25,6 +25,7 @@ from cxltierd.discovery import discover, read_vmstat
 from cxltierd.discovery.hotplug import EventSource
 from cxltierd.engines import registry
 from cxltierd.engines.base import Engines
+from cxltierd.engines.damon_stat import DamonStat
 from cxltierd.engines.registry import Wiring
 from cxltierd.engines.select import choose
 from cxltierd.errors import CxltierdError
@@ -193,6 +194,7 @@ def _host(settings: Settings, policy: Policy, path: str | None) -> tuple[Runtime
         classify=lambda f, p: classify(f, p.tiers.overrides),
         engines_for=lambda f, t, p: host_engines(fs, f, t, p, state_dir),
         events=events,
+        cleanup=(lambda: DamonStat(fs, state_dir / registry.DAMON_STAT_FILE).restore(),),
     )
     facts = rt.discover()
     topology = rt.classify(facts, policy)
@@ -201,11 +203,23 @@ def _host(settings: Settings, policy: Policy, path: str | None) -> tuple[Runtime
 
 def host_engines(fs: HostFS, facts: HostFacts, topology: Topology, policy: Policy, state_dir: Path) -> Engines:
     """The engine for a real host, chosen by the registry's probes; the idle engine while there is one tier."""
-    wiring = Wiring(fs, topology, policy, state_dir)
     if len(topology.tiers) < 2:
         names = ", ".join(t.name for t in topology.tiers) or "none"
-        return registry.build(
-            "none", wiring, f"one memory tier ({names}): nothing to place until a slower tier appears"
-        )
-    choice = choose(policy.engine, registry.probe_env(fs, facts, state_dir))
+        why = f"one memory tier ({names}): nothing to place until a slower tier appears"
+        return registry.build("none", Wiring(fs, topology, policy, state_dir), why)
+    env = registry.probe_env(fs, facts, state_dir, policy.damon.take_over_damon_stat)
+    choice = choose(policy.engine, env)
+    # The kernel's DAMON_STAT kdamond keeps every sysfs kdamond from starting: a DAMON engine takes it over (the
+    # policy allowed it, or probe_env said why not), any other engine leaves it as it was before cxltierd.
+    damon_stat = DamonStat(fs, state_dir / registry.DAMON_STAT_FILE)
+    if choice.engine in registry.DAMON_ENGINES:
+        try:
+            note = damon_stat.take_over()
+        except CxltierdError as e:
+            choice = choose(policy.engine, replace(env, damon_blocked=str(e)))
+        else:
+            choice = replace(choice, reason=f"{choice.reason}; {note}") if note else choice
+    else:
+        damon_stat.restore()
+    wiring = Wiring(fs, topology, policy, state_dir, env.damon)
     return registry.build(choice.engine, wiring, choice.reason, choice.conflicts)

@@ -175,6 +175,7 @@ class Damon:
     sysfs: bool = False  # /sys/kernel/mm/damon/admin exists
     nr_kdamonds: int = 0
     running: tuple[int, ...] = ()  # indexes of kdamonds whose state is "on"
+    stat: bool | None = None  # the kernel's DAMON_STAT module enabled (None: no such module parameter)
 
 
 @dataclass(frozen=True)

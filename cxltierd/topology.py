@@ -10,7 +10,7 @@ import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cxltierd.facts import HostFacts, NodeFacts
+from cxltierd.facts import HostFacts, NodeFacts, Region
 
 # Tier kinds from fastest to slowest when nothing else orders them.
 TIER_KINDS: tuple[str, ...] = ("hbm", "ddr", "cxl", "pmem", "unknown")
@@ -18,12 +18,25 @@ TIER_KINDS: tuple[str, ...] = ("hbm", "ddr", "cxl", "pmem", "unknown")
 
 @dataclass(frozen=True)
 class Hmat:
-    """HMAT figures of a node for its best CPU initiator (access1, else access0). MiB/s and ns."""
+    """Access figures of a node for its best CPU initiator (access1, else access0), in MiB/s and ns: the node's HMAT
+    entries, or for a CXL node without them its region's (the kernel's CDAT + generic port computation)."""
 
     read_latency_ns: int | None = None
     write_latency_ns: int | None = None
     read_bandwidth_mbps: int | None = None
     write_bandwidth_mbps: int | None = None
+
+    @property
+    def cost(self) -> float | None:
+        """Latency over bandwidth, (read + write latency) / (read + write bandwidth): what the kernel's memory tiers
+        rank nodes by (their abstract distance scales with the latency ratio times the inverse bandwidth ratio to
+        DRAM's). Lower is faster; None without a latency and a bandwidth. A missing write figure counts as the read."""
+        rl, rb = self.read_latency_ns, self.read_bandwidth_mbps
+        if rl is None or not rb:
+            return None
+        wl = self.write_latency_ns if self.write_latency_ns is not None else rl
+        wb = self.write_bandwidth_mbps or rb
+        return (rl + wl) / (rb + wb)
 
 
 @dataclass(frozen=True)
@@ -84,11 +97,13 @@ _KNOWN_ORDER = ("hbm", "ddr", "cxl", "pmem")
 HBM_BANDWIDTH_FACTOR = 2.0
 
 
-def _hmat(nf: NodeFacts) -> Hmat | None:
-    a = nf.access1 or nf.access0
-    if a is None or all(v is None for v in (a.read_latency, a.read_bandwidth)):
-        return None
-    return Hmat(a.read_latency, a.write_latency, a.read_bandwidth, a.write_bandwidth)
+def _hmat(nf: NodeFacts, region: Region | None = None) -> Hmat | None:
+    """The node's own access figures; failing those, those of the CXL region feeding it (7.3 shows a CXL node's
+    figures only under its region, 6.12 under the node too)."""
+    for a in (nf.access1, nf.access0, *((region.access1, region.access0) if region else ())):
+        if a is not None and any(v is not None for v in (a.read_latency, a.read_bandwidth)):
+            return Hmat(a.read_latency, a.write_latency, a.read_bandwidth, a.write_bandwidth)
+    return None
 
 
 def _memory_nodes(facts: HostFacts) -> list[NodeFacts]:
@@ -130,8 +145,16 @@ def _cxl_evidence(facts: HostFacts) -> dict[int, tuple[str, str, str]]:
 
 
 def _faster(a: dict[str, float | None], b: dict[str, float | None]) -> bool | None:
-    """Is group a faster than group b, by the first figure both have (HMAT latency, bandwidth, kernel tier, distance)?"""
-    for key, lower_is_faster in (("latency", True), ("bandwidth", False), ("kernel_tier", True), ("distance", True)):
+    """Is group a faster than group b, by the first figure both have (HMAT latency over bandwidth, latency, bandwidth,
+    kernel tier, distance)?"""
+    order = (
+        ("cost", True),
+        ("latency", True),
+        ("bandwidth", False),
+        ("kernel_tier", True),
+        ("distance", True),
+    )
+    for key, lower_is_faster in order:
         x, y = a[key], b[key]
         if x is not None and y is not None and x != y:
             return (x < y) if lower_is_faster else (x > y)
@@ -158,10 +181,11 @@ def classify(facts: HostFacts, overrides: Mapping[int, str] | None = None) -> To
     ]
     ddr_ref = max(ddr_bw) if ddr_bw else None
 
+    regions = {g.region: g for g in facts.regions}
     classified: list[Node] = []
     for nf in mem_nodes:
-        hmat = _hmat(nf)
         region = cxl[nf.node][1] if nf.node in cxl else None
+        hmat = _hmat(nf, regions.get(region or ""))
         if nf.node in overrides:
             kind, reason = overrides[nf.node], "override in config"
         elif nf.node in cxl:
@@ -211,6 +235,7 @@ def _group_evidence(nodes: list[Node]) -> dict[str, float | None]:
         return sum(values) / len(values) if values else None
 
     return {
+        "cost": avg([c for n in nodes if n.hmat and (c := n.hmat.cost) is not None]),
         "latency": avg([n.hmat.read_latency_ns for n in nodes if n.hmat and n.hmat.read_latency_ns is not None]),
         "bandwidth": avg(
             [n.hmat.read_bandwidth_mbps for n in nodes if n.hmat and n.hmat.read_bandwidth_mbps is not None]

@@ -29,8 +29,9 @@ echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest (host)"; .venv/bin/python -m pytest -p no:cacheprovider "$@"
 
-# Real-kernel lab: a QEMU guest (TCG) with emulated CXL memory runs tests/lab (needs root, x86_64, apt reaching
-# Debian bookworm + bookworm-backports). One boot serves every lab test.
+# Real-kernel lab: a QEMU guest (TCG) with emulated CXL memory runs tests/lab, once per guest kernel: the long-term
+# 6.12 of bookworm-backports and the newest of trixie-backports (needs root, x86_64, apt reaching Debian bookworm,
+# bookworm-backports and trixie-backports). One boot per kernel serves every lab test; both always run.
 why_not=""
 [ "$(id -u)" = 0 ] || why_not="not root"
 [ "$(uname -m)" = x86_64 ] || why_not="${why_not:+$why_not, }not x86_64"
@@ -40,6 +41,14 @@ if [ -n "${CXLTIERD_SKIP_LAB:-}" ]; then
 elif [ -n "$why_not" ]; then
     echo "== lab: SKIPPED, this machine cannot run the QEMU guest ($why_not); see tests/lab/README.md"
 else
-    echo "== lab (QEMU guest, real 6.12 kernel with emulated CXL)"
-    bash tests/lab/run.sh tests/lab -q -p no:hypothesispytest -p no:cacheprovider
+    lab_failed=""
+    for kernel in lts newest; do
+        echo "== lab, kernel $kernel (QEMU guest, real kernel with emulated CXL)"
+        start=$SECONDS
+        rc=0
+        CXLTIERD_LAB_KERNEL=$kernel bash tests/lab/run.sh tests/lab -q -p no:hypothesispytest -p no:cacheprovider || rc=$?
+        echo "== lab, kernel $kernel: exit $rc after $((SECONDS - start)) s"
+        [ "$rc" = 0 ] || lab_failed="${lab_failed:+$lab_failed, }$kernel (exit $rc)"
+    done
+    [ -z "$lab_failed" ] || { echo "== lab FAILED on: $lab_failed"; exit 1; }
 fi

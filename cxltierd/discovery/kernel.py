@@ -15,6 +15,7 @@ from cxltierd.facts import Damon, GpuNode
 from cxltierd.hostfs import HostFS
 
 DAMON_ADMIN = "/sys/kernel/mm/damon/admin"
+DAMON_STAT = "/sys/module/damon_stat/parameters/enabled"
 
 
 def read_vmstat(fs: HostFS) -> dict[str, int]:
@@ -36,7 +37,8 @@ def read_damon(r: Reader) -> Damon:
         return Damon()
     nr = r.int(f"{DAMON_ADMIN}/kdamonds/nr_kdamonds", required=False) or 0
     running = tuple(i for i in range(nr) if r.text(f"{DAMON_ADMIN}/kdamonds/{i}/state", required=False) == "on")
-    return Damon(sysfs=True, nr_kdamonds=nr, running=running)
+    stat = r.text(DAMON_STAT, required=False)
+    return Damon(sysfs=True, nr_kdamonds=nr, running=running, stat=None if stat is None else stat in ("Y", "1"))
 
 
 def read_gpus(r: Reader) -> tuple[GpuNode, ...]:

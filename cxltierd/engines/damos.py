@@ -184,7 +184,8 @@ class DamosEngine:
         )
 
         def ctx(nodes: tuple[int, ...], schemes: tuple[Scheme, ...]) -> Context:
-            regions = tuple(r for n in nodes for r in self.ranges.get(n, []))
+            # By address, not by tier order: 7.3 refuses a target whose regions are out of order (EINVAL on `on`).
+            regions = tuple(sorted(r for n in nodes for r in self.ranges.get(n, [])))
             return Context(
                 operations="paddr",
                 targets=(Target(regions=regions),),

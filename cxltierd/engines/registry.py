@@ -19,6 +19,8 @@ from cxltierd.hostfs import HostFS
 from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
 
+DAMON_ENGINES = ("damos", "move_pages")  # the engines that need sysfs kdamonds (and so DAMON_STAT off)
+DAMON_STAT_FILE = "damon_stat.json"  # in the state dir: DAMON_STAT's value before cxltierd turned it off
 DAMOS_MIN = (6, 11)  # DAMOS migrate_hot / migrate_cold, when DAMON could not be asked
 DAMOS_ACTIONS = ("migrate_hot", "migrate_cold")
 DAMOS_FILTERS = ("young", "addr", "memcg")
@@ -31,9 +33,8 @@ class Env:
     kernel: KernelFacts
     foreign_kdamonds: tuple[str, ...] = ()  # kdamonds another tool runs
     tiering_by_other: str | None = None  # NUMA-balancing tiering mode set by someone else (a sentence), or None
-    damon: DamonFeatures = field(
-        default_factory=DamonFeatures
-    )  # what DAMON accepted when asked (probed=False: not asked)
+    damon: DamonFeatures = field(default_factory=DamonFeatures)  # what DAMON accepted when asked (probed: was asked)
+    damon_blocked: str | None = None  # why no sysfs kdamond can start here (the kernel's DAMON_STAT kept running)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Spec:
 
 
 def _damon_free(env: Env) -> bool:
-    return env.kernel.damon.sysfs and not env.foreign_kdamonds
+    return env.kernel.damon.sysfs and not env.foreign_kdamonds and not env.damon_blocked
 
 
 def _damon_state(env: Env) -> str:
@@ -74,6 +75,8 @@ def _probe_damos(env: Env) -> str | None:
     """DAMOS needs the migrate actions and the young, addr and memcg filters; asked of the kernel where it could be,
     else inferred from the version (>= 6.11)."""
     k, f = env.kernel, env.damon
+    if env.damon_blocked:
+        return f"needs DAMON sysfs kdamonds, and {env.damon_blocked}"
     if f.probed:
         missing = [a for a in DAMOS_ACTIONS if a not in f.actions] + [x for x in DAMOS_FILTERS if x not in f.filters]
         if _damon_free(env) and not missing:
@@ -89,6 +92,8 @@ def _probe_damos(env: Env) -> str | None:
 
 
 def _probe_move_pages(env: Env) -> str | None:
+    if env.damon_blocked:
+        return f"needs DAMON sysfs kdamonds, and {env.damon_blocked}"
     return None if _damon_free(env) else "needs DAMON sysfs (vaddr tracking) not in use by another tool"
 
 
@@ -173,9 +178,11 @@ REGISTRY: dict[str, Spec] = {
 SELECTABLE = ("damos", "move_pages", "numa_balancing", "simulated")  # what a policy's `engine:` may name
 
 
-def probe_env(fs: HostFS, facts: HostFacts, state_dir: Path) -> Env:
-    """Read what the probes need beyond the kernel facts: other tools' kdamonds, who set NUMA-balancing tiering."""
+def probe_env(fs: HostFS, facts: HostFacts, state_dir: Path, take_over_damon_stat: bool = True) -> Env:
+    """Read what the probes need beyond the kernel facts: other tools' kdamonds, who set NUMA-balancing tiering,
+    whether the kernel's DAMON_STAT keeps sysfs kdamonds from starting, and what DAMON accepts."""
     from cxltierd.engines.damon import Kdamonds
+    from cxltierd.engines.damon_stat import DamonStat
     from cxltierd.engines.numa_balancing import NumaBalancingEngine
 
     kdamonds = Kdamonds(fs, state_dir / "kdamonds.json")
@@ -183,7 +190,8 @@ def probe_env(fs: HostFS, facts: HostFacts, state_dir: Path) -> Env:
     nb = NumaBalancingEngine(fs, state_dir / "numa_balancing.json")
     tiering = nb.check() if facts.kernel.numa_balancing is not None else None
     features = probe(fs) if facts.kernel.damon.sysfs and not foreign else DamonFeatures(why_not="DAMON busy or absent")
-    return Env(facts.kernel, foreign, tiering, features)
+    blocked = DamonStat(fs, state_dir / DAMON_STAT_FILE).blocker(take_over_damon_stat)
+    return Env(facts.kernel, foreign, tiering, features, blocked)
 
 
 def probes(env: Env) -> dict[str, str | None]:

@@ -54,6 +54,6 @@ def choose(requested: str, env: Env) -> Choice:
     if why_not["move_pages"] is None:
         return Choice("move_pages", f"DAMON sysfs without DAMOS migrate actions (kernel {release} < 6.11)", found)
     if why_not["numa_balancing"] is None:
-        why = "DAMON in use by another tool" if env.foreign_kdamonds else "no DAMON sysfs"
+        why = "DAMON in use by another tool" if env.foreign_kdamonds else env.damon_blocked or "no DAMON sysfs"
         return Choice("numa_balancing", f"{why}; the kernel's NUMA-balancing tiering", found)
     raise CxltierdError("no engine can run on this kernel: no DAMON sysfs and no kernel.numa_balancing sysctl")

@@ -100,6 +100,7 @@ class Damon:
     min_regions: int = 10
     max_regions: int = 1000
     region_size: int = 2 * MiB  # the loop's unit of placement (heat and moves are per region of this size)
+    take_over_damon_stat: bool = True  # turn the kernel's DAMON_STAT off while a DAMON engine runs (restored on stop)
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,15 @@ def _processes(c: Checker, value: Any) -> Processes:
 
 
 def _damon(c: Checker, value: Any) -> Damon:
-    keys = ("sample_interval", "aggregation_interval", "update_interval", "min_regions", "max_regions", "region_size")
+    keys = (
+        "sample_interval",
+        "aggregation_interval",
+        "update_interval",
+        "min_regions",
+        "max_regions",
+        "region_size",
+        "take_over_damon_stat",
+    )
     dm = c.mapping(value, "damon", keys)
     d = Damon()
     out = Damon(
@@ -303,6 +312,7 @@ def _damon(c: Checker, value: Any) -> Damon:
         min_regions=c.integer(dm, "min_regions", "damon", d.min_regions, lo=3, hi=1 << 20),
         max_regions=c.integer(dm, "max_regions", "damon", d.max_regions, lo=3, hi=1 << 20),
         region_size=c.size(dm, "region_size", "damon", d.region_size, lo=4096, hi=1 << 34),
+        take_over_damon_stat=c.boolean(dm, "take_over_damon_stat", "damon", d.take_over_damon_stat),
     )
     if out.aggregation_interval < out.sample_interval:
         c.fail("damon.aggregation_interval", "must be at least damon.sample_interval")

@@ -212,6 +212,17 @@ def _knobs(facts: HostFacts) -> list[Check]:
         )
     else:
         out.append(Check("damon", "ok", f"DAMON sysfs available, {d.nr_kdamonds} kdamond(s), none running"))
+    if d.stat is not None:
+        out.append(
+            Check(
+                "damon_stat",
+                "ok",
+                "the kernel's DAMON_STAT kdamond runs (not a sysfs kdamond); no sysfs kdamond can start beside it: "
+                "cxltierd's DAMON engines turn it off while they run (damon.take_over_damon_stat, restored on stop)"
+                if d.stat
+                else "DAMON_STAT present, not running",
+            )
+        )
     return out
 
 

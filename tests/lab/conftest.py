@@ -198,8 +198,8 @@ def test_cgroup() -> Iterator[str]:
 @pytest.fixture
 def lab_daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFactory]:
     """Factory: lab_daemon(policy, state_dir=None) -> LabDaemon (started). Teardown: SIGTERM (SIGKILL after 60 s),
-    log copied to the share, then DAMON emptied and numa_balancing / demotion_enabled / the promote rate limit put
-    back to what they were before the test, whatever the daemon did."""
+    log copied to the share, then DAMON emptied and numa_balancing / demotion_enabled / the promote rate limit /
+    DAMON_STAT (where the kernel has it) put back to what they were before the test, whatever the daemon did."""
     loopback_up()
     saved = {p: Path(p).read_text().strip() for p in NB_KNOBS if Path(p).exists()}
     started: list[LabDaemon] = []

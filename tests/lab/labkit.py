@@ -46,6 +46,7 @@ NB_KNOBS = (
     "/proc/sys/kernel/numa_balancing",
     "/sys/kernel/mm/numa/demotion_enabled",
     "/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps",
+    "/sys/module/damon_stat/parameters/enabled",  # 7.3: the kernel's DAMON_STAT, which a DAMON engine turns off
 )
 SYS_MOVE_PAGES = 279
 MPOL_MF_MOVE = 2
@@ -418,3 +419,39 @@ def in_guest(script: str, main: Callable[[list[str]], int]) -> None:
     if os.environ.get("CXLTIERD_LAB") != "1":
         pytest.skip(f"needs the QEMU lab guest: bash tests/lab/run.sh benchmarks/{script} -s")
     main([])
+
+
+# ---- the tier-order evidence the kernel reports (read here, independently of cxltierd's discovery) --------------------
+
+NODES = Path("/sys/devices/system/node")
+ACCESS = ("read_latency", "write_latency", "read_bandwidth", "write_bandwidth")
+
+
+def access_figures(node: int, region: str | None = None) -> tuple[str, dict[str, int]] | None:
+    """(where, {read_latency, write_latency: ns, read_bandwidth, write_bandwidth: MB/s}) for a CPU initiator: the
+    node's own HMAT entries (access1, else access0), else those of the CXL region feeding it; None without any."""
+    places = [NODES / f"node{node}/access1/initiators", NODES / f"node{node}/access0/initiators"]
+    if region:
+        places += [Path(f"/sys/bus/cxl/devices/{region}/access1"), Path(f"/sys/bus/cxl/devices/{region}/access0")]
+    for d in places:
+        if all((d / f).exists() for f in ACCESS):
+            return str(d), {f: int(read(d / f)) for f in ACCESS}
+    return None
+
+
+def cost(figures: dict[str, int]) -> float:
+    """(read + write latency) / (read + write bandwidth): lower is faster (what the kernel's memory tiers rank by)."""
+    return (figures["read_latency"] + figures["write_latency"]) / (
+        figures["read_bandwidth"] + figures["write_bandwidth"]
+    )
+
+
+def kernel_tiers() -> dict[int, int]:
+    """node -> N of the kernel's memory_tierN (lower is faster)."""
+    out: dict[int, int] = {}
+    for t in Path("/sys/devices/virtual/memory_tiering").glob("memory_tier[0-9]*"):
+        for part in read(t / "nodelist").split(","):
+            lo, _, hi = part.partition("-")
+            if lo:
+                out |= {n: int(t.name[11:]) for n in range(int(lo), int(hi or lo) + 1)}
+    return out

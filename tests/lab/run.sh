@@ -3,16 +3,20 @@
 #
 #   usage (root, x86_64 Debian 12, Debian archive reachable through apt):  bash tests/lab/run.sh [PYTEST ARGS...]
 #   e.g.  bash tests/lab/run.sh tests/lab -q -p no:hypothesispytest
+#         CXLTIERD_LAB_KERNEL=newest bash tests/lab/run.sh tests/lab -q -p no:hypothesispytest
 #
 # Steps: install QEMU 10 (bookworm-backports) and guest tools with a private apt source list (skipped when all is
-# present), fetch + unpack the bookworm-backports 6.12 kernel into the cache dir, build a busybox initramfs, boot the
+# present), fetch + unpack the guest kernel into the cache dir (CXLTIERD_LAB_KERNEL: `lts` = the 6.12 kernel of
+# bookworm-backports, `newest` = the newest kernel of trixie-backports; each resolved from its suite's
+# linux-image-amd64 metapackage and cached separately), build a busybox initramfs, boot the
 # guest (TCG), create a volatile CXL region through sysfs (it becomes CPU-less NUMA node 4, ZONE_MOVABLE), then run
 # `<checkout>/.venv/bin/python -m pytest ARGS` from the checkout with CXLTIERD_LAB=1 and CXLTIERD_LAB_SHARE set.
 # The guest sees the host's / read-only (tmpfs overlay on top, writes are discarded) at the same paths, plus the
 # read-write share $CXLTIERD_LAB_DIR/share. See tests/lab/README.md for the topology and the known traps.
 #
 # Environment: CXLTIERD_LAB_DIR (cache dir, default /var/tmp/cxltierd-lab), CXLTIERD_LAB_TIMEOUT (seconds for the
-# whole guest part, boot retry included; default 1500), CXLTIERD_LAB_KERNEL_PKG (pin a linux-image package),
+# whole guest part, boot retry included; default 1500), CXLTIERD_LAB_KERNEL (lts | newest, default lts),
+# CXLTIERD_LAB_KERNEL_PKG (pin a linux-image-KV package of that kernel's suite instead of the metapackage's),
 # CXLTIERD_LAB_APPEND (extra kernel command line), CXLTIERD_LAB_QEMU_EXTRA (extra QEMU args, split on spaces),
 # CXLTIERD_LAB_QEMU (the QEMU binary to boot with, default qemu-system-x86_64; e.g. a wrapper for debugging).
 #
@@ -29,6 +33,8 @@ readonly E_PRE=100 E_APT=101 E_QEMU_CXL=102 E_KERNEL=103 E_INITRAMFS=104 E_TIMEO
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH LC_ALL=C
 
 CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
+# shellcheck source=tests/lab/kernel.sh
+. "$CHECKOUT/tests/lab/kernel.sh"
 LAB=$(realpath -m "${CXLTIERD_LAB_DIR:-/var/tmp/cxltierd-lab}")
 TIMEOUT=${CXLTIERD_LAB_TIMEOUT:-1500}
 SHARE=$LAB/share      # read-write 9p share, same path in the guest (CXLTIERD_LAB_SHARE)
@@ -50,15 +56,21 @@ die() { # die CODE STEP MESSAGE: the one error line (plus the console tail when 
 }
 
 # ---- 0. preconditions ---------------------------------------------------------------------------------------------
+FLAVOUR=${CXLTIERD_LAB_KERNEL:-lts}
+SUITE=$(lab_kernel_suite "$FLAVOUR") || die $E_PRE preconditions "CXLTIERD_LAB_KERNEL must be lts or newest, not '$FLAVOUR'"
+PIN=${CXLTIERD_LAB_KERNEL_PKG:-}
+[[ -z $PIN || $PIN =~ ^linux-image-[0-9][A-Za-z0-9.+~-]*$ ]] \
+    || die $E_PRE preconditions "CXLTIERD_LAB_KERNEL_PKG must name a linux-image-KV package, not '$PIN'"
 [ "$(id -u)" = 0 ] || die $E_PRE preconditions "must run as root (apt-get, 9p export of /)"
 [ "$(uname -m)" = x86_64 ] || die $E_PRE preconditions "x86_64 host required, this is $(uname -m)"
 [[ $LAB != *[[:space:]]* && $LAB != / ]] || die $E_PRE preconditions "CXLTIERD_LAB_DIR '$LAB' must be a path without spaces"
 [[ $CHECKOUT != *[[:space:]]* ]] || die $E_PRE preconditions "checkout path '$CHECKOUT' must not contain spaces"
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die $E_PRE preconditions "CXLTIERD_LAB_TIMEOUT must be a number of seconds"
+KC=$LAB/kernel-$FLAVOUR  # this kernel's cache: debs/, root/ (dpkg -x of them), package (what was resolved)
 VENV_PY=$CHECKOUT/.venv/bin/python
 "$VENV_PY" -c 'import cxltierd, pytest' 2>/dev/null \
     || die $E_PRE preconditions "$CHECKOUT/.venv with cxltierd and pytest is missing (pip install -e '.[test]' into .venv first)"
-mkdir -p "$LAB"/{apt/lists/partial,apt/cache/archives/partial,debs} || die $E_PRE preconditions "cannot create $LAB"
+mkdir -p "$LAB"/{apt/lists/partial,apt/cache/archives/partial} "$KC/debs" || die $E_PRE preconditions "cannot create $LAB"
 exec 9>"$LAB/.lock"
 flock -w "$TIMEOUT" 9 || die $E_PRE preconditions "another lab run holds $LAB/.lock"
 
@@ -71,7 +83,10 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
 EOF
+# trixie-backports is there for the newest guest kernel only: like every backports suite it is NotAutomatic (apt
+# priority 100), so the bookworm tools and QEMU installed below never come from it.
 
 qemu_has_cxl() {
     local devs
@@ -87,11 +102,14 @@ tools_missing() { # prints the Debian packages of missing guest tools
     [ -x /lib/systemd/systemd-udevd ] || echo udev
     [ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" = "install ok installed" ] || echo busybox-static
 }
-kernel_deb() { compgen -G "$LAB/debs/linux-image-6.*.deb" | sort -V | tail -n 1; }
+# The kernel is cached once resolved: $KC/package names the linux-image-KV it came from, $KC/debs holds its .debs.
+kernel_cached() {
+    [ -s "$KC/package" ] && compgen -G "$KC/debs/*.deb" >/dev/null && { [ -z "$PIN" ] || [ "$(cat "$KC/package")" = "$PIN" ]; }
+}
 
 mapfile -t MISSING < <(tools_missing | sort -u)
 NEED_QEMU=0; qemu_has_cxl || NEED_QEMU=1
-if [ "$NEED_QEMU" = 1 ] || [ ${#MISSING[@]} -gt 0 ] || [ -z "$(kernel_deb)" ]; then
+if [ "$NEED_QEMU" = 1 ] || [ ${#MISSING[@]} -gt 0 ] || ! kernel_cached; then
     log "apt-get update (private lists in $LAB/apt, log $LAB/apt.log)"
     "${APT[@]}" update -qq >"$LAB/apt.log" 2>&1 || die $E_APT "install: apt-get update" "failed, see $LAB/apt.log"
 fi
@@ -111,30 +129,42 @@ fi
 command -v qemu-system-x86_64 >/dev/null || die $E_APT "install" "qemu-system-x86_64 is not installed"
 qemu_has_cxl || die $E_QEMU_CXL "QEMU check" "$(qemu-system-x86_64 --version | head -n 1) has no cxl-type3 device (need QEMU >= 8.0 from bookworm-backports)"
 
-# ---- 2. guest kernel: bookworm-backports linux-image, unpacked privately (the host kernel is not touched) ------------
-if [ -z "$(kernel_deb)" ]; then
-    KPKG=${CXLTIERD_LAB_KERNEL_PKG:-$(apt-cache -o Dir::Etc::sourcelist="$LAB/apt/sources.list" \
-        -o Dir::Etc::sourceparts=/nonexistent -o Dir::State::Lists="$LAB/apt/lists" -o Dir::Cache="$LAB/apt/cache" \
-        depends -t bookworm-backports linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6/ { print $2; exit }')}
-    [ -n "$KPKG" ] || die $E_KERNEL "kernel download" "cannot resolve linux-image-amd64 in bookworm-backports"
-    log "downloading $KPKG"
-    (cd "$LAB/debs" && "${APT[@]}" download "$KPKG" >>"$LAB/apt.log" 2>&1) \
-        || die $E_KERNEL "kernel download" "apt-get download $KPKG failed, see $LAB/apt.log"
+# ---- 2. guest kernel: linux-image-amd64 of $SUITE, unpacked privately (the host kernel is not touched) ------------
+# Resolution and layouts (Debian 12's one package, Debian 13's split one): tests/lab/kernel.sh.
+apt_cache() { apt-cache -o Dir::Etc::sourcelist="$LAB/apt/sources.list" -o Dir::Etc::sourceparts=/nonexistent \
+    -o Dir::State::Lists="$LAB/apt/lists" -o Dir::Cache="$LAB/apt/cache" "$@" 2>/dev/null; }
+if ! kernel_cached; then
+    KPKG=${PIN:-$(apt_cache depends -t "$SUITE" linux-image-amd64 | lab_kernel_image)} \
+        || die $E_KERNEL "kernel download" "cannot resolve linux-image-amd64 in $SUITE"
+    mapfile -t PKGS < <(apt_cache depends -t "$SUITE" "$KPKG" | lab_kernel_packages "$KPKG")
+    [ ${#PKGS[@]} -gt 0 ] || die $E_KERNEL "kernel download" "$KPKG is not in $SUITE (apt-cache depends -t $SUITE $KPKG)"
+    log "downloading ${PKGS[*]} ($SUITE)"
+    rm -f "$KC/package" "$KC"/debs/*.deb
+    (cd "$KC/debs" && "${APT[@]}" download -t "$SUITE" "${PKGS[@]}" >>"$LAB/apt.log" 2>&1) \
+        || die $E_KERNEL "kernel download" "apt-get download ${PKGS[*]} failed, see $LAB/apt.log"
+    echo "$KPKG" > "$KC/package"
 fi
-KDEB=$(kernel_deb)
-if [ "$(cat "$LAB/kernel/.unpacked" 2>/dev/null)" != "$(basename "$KDEB")" ]; then
-    log "unpacking $(basename "$KDEB") + depmod"
-    rm -rf "$LAB/kernel" && mkdir -p "$LAB/kernel"
-    dpkg -x "$KDEB" "$LAB/kernel" || { rm -f "$KDEB"; die $E_KERNEL "kernel unpack" "dpkg -x $KDEB failed (deleted it; the next run downloads it again)"; }
-    KV=$(ls "$LAB/kernel/lib/modules")
-    depmod -b "$LAB/kernel" "$KV" || die $E_KERNEL "kernel unpack" "depmod -b $LAB/kernel $KV failed"
-    basename "$KDEB" > "$LAB/kernel/.unpacked"
+KPKG=$(cat "$KC/package")
+KDEBS=$(cd "$KC/debs" && printf "%s " *.deb)
+KROOT=$KC/root
+if [ "$(cat "$KROOT/.unpacked" 2>/dev/null)" != "$KDEBS" ]; then
+    log "unpacking $KDEBS + depmod"
+    rm -rf "$KROOT" && mkdir -p "$KROOT"
+    for deb in "$KC"/debs/*.deb; do
+        dpkg -x "$deb" "$KROOT" || { rm -f "$KC"/debs/*.deb; die $E_KERNEL "kernel unpack" "dpkg -x $deb failed (deleted the kernel's .debs; the next run downloads them again)"; }
+    done
+    mapfile -t KFILES < <(lab_kernel_files "$KROOT")
+    [ ${#KFILES[@]} = 3 ] || die $E_KERNEL "kernel unpack" "no lib/modules/KV with a vmlinuz and a config in $KDEBS"
+    depmod -b "$KROOT" "${KFILES[0]}" || die $E_KERNEL "kernel unpack" "depmod -b $KROOT ${KFILES[0]} failed"
+    echo "$KDEBS" > "$KROOT/.unpacked"
 fi
-KV=$(ls "$LAB/kernel/lib/modules")
-KDIR=$LAB/kernel/lib/modules/$KV
+mapfile -t KFILES < <(lab_kernel_files "$KROOT")
+[ ${#KFILES[@]} = 3 ] || die $E_KERNEL "kernel check" "no lib/modules/KV with a vmlinuz and a config in $KROOT"
+KV=${KFILES[0]} VMLINUZ=${KFILES[1]} KCONFIG=${KFILES[2]}
+KDIR=$KROOT/lib/modules/$KV
 for opt in CXL_BUS CXL_ACPI CXL_PCI CXL_MEM CXL_REGION DEV_DAX_CXL DEV_DAX_KMEM ACPI_HMAT MEMORY_HOTPLUG NET_9P_VIRTIO \
            9P_FS OVERLAY_FS; do
-    grep -Eq "^CONFIG_$opt=(y|m)" "$LAB/kernel/boot/config-$KV" || die $E_KERNEL "kernel check" "kernel $KV lacks CONFIG_$opt"
+    grep -Eq "^CONFIG_$opt=(y|m)" "$KCONFIG" || die $E_KERNEL "kernel check" "kernel $KV lacks CONFIG_$opt"
 done
 
 # ---- 3. initramfs: busybox-static + 9p/overlay modules; mounts host / read-only with a tmpfs overlay ---------------
@@ -165,11 +195,11 @@ for d in dev proc sys; do mount --move /$d /newroot/$d; done
 exec switch_root /newroot /bin/bash "$MAIN"
 EOF
 )
-INITRD=$LAB/initramfs.cpio.gz
-STAMP="$(basename "$KDEB") $(printf '%s' "$INIT" | md5sum | cut -d' ' -f1)"
-if [ ! -s "$INITRD" ] || [ "$(cat "$LAB/initramfs.stamp" 2>/dev/null)" != "$STAMP" ]; then
+INITRD=$KC/initramfs.cpio.gz
+STAMP="$KDEBS $(printf '%s' "$INIT" | md5sum | cut -d' ' -f1)"
+if [ ! -s "$INITRD" ] || [ "$(cat "$KC/initramfs.stamp" 2>/dev/null)" != "$STAMP" ]; then
     log "building initramfs"
-    R=$LAB/initramfs-src
+    R=$KC/initramfs-src
     rm -rf "$R" && mkdir -p "$R"/{bin,proc,sys,dev,mods,lower,upper,newroot}
     cp /bin/busybox "$R/bin/busybox" || die $E_INITRAMFS initramfs "cannot copy /bin/busybox"
     printf '%s\n' "$INIT" > "$R/init" && chmod 755 "$R/init"
@@ -189,7 +219,7 @@ if [ ! -s "$INITRD" ] || [ "$(cat "$LAB/initramfs.stamp" 2>/dev/null)" != "$STAM
     done
     printf '%s\n' "${ORDER[@]}" > "$R/mods/order"
     (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) > "$INITRD.tmp" || die $E_INITRAMFS initramfs "cpio failed"
-    mv "$INITRD.tmp" "$INITRD" && echo "$STAMP" > "$LAB/initramfs.stamp"
+    mv "$INITRD.tmp" "$INITRD" && echo "$STAMP" > "$KC/initramfs.stamp"
 fi
 
 # ---- 4. the guest's PID 1 after switch_root (static text; per-run settings come from $CTL/config) -----------------
@@ -200,7 +230,7 @@ cat > "$LAB/guest-main.sh.tmp" <<'EOF'
 read -r -a CMDLINE < /proc/cmdline
 for a in "${CMDLINE[@]}"; do case $a in cxltierd.share=*) SHARE=${a#*=} ;; esac; done
 CTL=$SHARE/.lab
-. "$CTL/config"   # LAB KV CHECKOUT VENV_PY
+. "$CTL/config"   # KDIR KV FLAVOUR CHECKOUT VENV_PY
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb
 up() { cut -d' ' -f1 /proc/uptime; }
 stamp() { echo "$1 $(up)" >> "$CTL/times"; }
@@ -236,7 +266,7 @@ cxl_node_online() { # prints the target node of a kmem-bound dax device under a 
 }
 
 mkdir -p /lib/modules /dev/pts /dev/shm /sys/fs/cgroup /tmp
-ln -sfn "$LAB/kernel/lib/modules/$KV" "/lib/modules/$KV"
+ln -sfn "$KDIR" "/lib/modules/$KV"
 mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
 # A fresh /tmp, unless the checkout or the lab dir live there (CI may clone into /tmp): a tmpfs would hide them. The
 # root is a tmpfs overlay anyway, so writes to the host's /tmp stay in the guest either way.
@@ -268,7 +298,7 @@ say "CXL region online as node $node; running pytest"
 mapfile -d '' -t ARGS < "$CTL/args"
 cd "$CHECKOUT" || fail 107 "guest pytest: cannot cd to $CHECKOUT"
 stamp pytest_start
-PATH=${VENV_PY%/*}:$PATH CXLTIERD_LAB=1 CXLTIERD_LAB_SHARE=$SHARE "$VENV_PY" -m pytest "${ARGS[@]}" >> "$CTL/pytest.out" 2>&1 < /dev/null
+PATH=${VENV_PY%/*}:$PATH CXLTIERD_LAB=1 CXLTIERD_LAB_SHARE=$SHARE CXLTIERD_LAB_KERNEL=$FLAVOUR "$VENV_PY" -m pytest "${ARGS[@]}" >> "$CTL/pytest.out" 2>&1 < /dev/null
 echo $? > "$CTL/rc"
 stamp pytest_end
 poweroff_now
@@ -298,7 +328,7 @@ QEMU=("${CXLTIERD_LAB_QEMU:-qemu-system-x86_64}" -accel tcg,thread=multi -cpu ma
     -device cxl-rp,port=0,bus=cxl.1,id=rp0,chassis=0,slot=2
     -device cxl-type3,bus=rp0,volatile-memdev=cxl-mem0,id=cxl-vmem0
     -M cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G
-    -kernel "$LAB/kernel/boot/vmlinuz-$KV" -initrd "$INITRD"
+    -kernel "$VMLINUZ" -initrd "$INITRD"
     -append "console=ttyS0 panic=-1 quiet memhp_default_state=online_movable cxltierd.share=$SHARE cxltierd.main=$LAB/guest-main.sh ${CXLTIERD_LAB_APPEND:-}"
     -fsdev local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap
     -device virtio-9p-pci,bus=pcie.0,fsdev=fs0,mount_tag=hostroot
@@ -315,7 +345,7 @@ trap 'exit 130' INT TERM
 
 boot() { # boot SECONDS: one guest run; sets QRC
     rm -rf "$SHARE" && mkdir -p "$CTL"
-    printf 'LAB=%q KV=%q CHECKOUT=%q VENV_PY=%q\n' "$LAB" "$KV" "$CHECKOUT" "$VENV_PY" > "$CTL/config"
+    printf 'KDIR=%q KV=%q FLAVOUR=%q CHECKOUT=%q VENV_PY=%q\n' "$KDIR" "$KV" "$FLAVOUR" "$CHECKOUT" "$VENV_PY" > "$CTL/config"
     : > "$CTL/args"
     [ ${#PYTEST_ARGS[@]} = 0 ] || printf '%s\0' "${PYTEST_ARGS[@]}" > "$CTL/args"
     : > "$CTL/pytest.out"
@@ -330,7 +360,7 @@ boot() { # boot SECONDS: one guest run; sets QRC
 guest_time() { awk -v k="$1" '$1 == k { print $2 }' "$CTL/times" 2>/dev/null; }
 
 PYTEST_ARGS=("$@")
-log "$(qemu-system-x86_64 --version | head -n 1), kernel $KV; prepared; booting (TCG, console $CONSOLE)"
+log "$(qemu-system-x86_64 --version | head -n 1), kernel $KV ($FLAVOUR: $KPKG, $SUITE); prepared; booting (TCG, console $CONSOLE)"
 DEADLINE=$(( ${EPOCHREALTIME%.*} + TIMEOUT ))
 TB=$EPOCHREALTIME
 boot "$TIMEOUT"

@@ -6,6 +6,9 @@ import shutil
 from pathlib import Path
 
 from cxltierd.app import Settings, build
+from cxltierd.discovery import discover
+from cxltierd.hostfs import HostFS
+from cxltierd.topology import classify
 
 HOSTS = Path(__file__).resolve().parents[2] / "fixtures" / "hosts"
 
@@ -74,4 +77,74 @@ def test_scripted_hotplug_reaches_the_daemon_as_an_event_source(tmp_path):
     assert select.select([source.fileno()], [], [], 0)[0] == []  # drained
     facts = rt.discover()
     assert 2 not in {n.node for n in facts.nodes}
+    rt.close()
+
+
+def test_a_damon_engine_takes_damon_stat_over_and_gives_it_back(tmp_path):
+    """7.3 runs the kernel's DAMON_STAT kdamond by default, and no sysfs kdamond starts beside it: the DAMON engine
+    turns it off (recorded in the state dir), says so in its reason, and the runtime turns it back on at close. With
+    damon.take_over_damon_stat false it is left alone and auto falls back to the NUMA-balancing engine."""
+    root = tmp_path / "host"
+    shutil.copytree(HOSTS / "two-socket-cxl", root, symlinks=True)
+    param = root / "sys/module/damon_stat/parameters/enabled"
+    param.parent.mkdir(parents=True)
+    param.write_text("Y\n")
+    state = tmp_path / "state"
+    rt, loop = build(Settings(backend="host", root=str(root), state_dir=str(state)))
+    e = loop.engines
+    assert e.name == "damos" and "DAMON_STAT turned off" in e.reason and e.conflicts == ()
+    assert param.read_text() == "N" and (state / "damon_stat.json").exists()
+    rt.close()
+    assert param.read_text() == "Y" and not (state / "damon_stat.json").exists()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("damon:\n  take_over_damon_stat: false\n")
+    rt, loop = build(Settings(backend="host", root=str(root), state_dir=str(state), config=str(policy)))
+    e = loop.engines
+    assert e.name == "numa_balancing" and "damon.take_over_damon_stat is false" in e.reason
+    assert param.read_text().strip() == "Y"
+    rt.close()
+    assert param.read_text().strip() == "Y"
+
+
+def test_doctor_shows_whether_damon_stat_runs(tmp_path):
+    from cxltierd.report.doctor import run_checks
+
+    root = tmp_path / "host"
+    shutil.copytree(HOSTS / "two-socket-cxl", root, symlinks=True)
+    facts = discover(HostFS(root))
+    assert facts.kernel.damon.stat is None and "damon_stat" not in {
+        c.name for c in run_checks(facts, classify(facts), 0)
+    }
+    param = root / "sys/module/damon_stat/parameters/enabled"
+    param.parent.mkdir(parents=True)
+    for value, expect in (("Y", "kdamond runs (not a sysfs kdamond)"), ("N", "present, not running")):
+        param.write_text(value + "\n")
+        facts = discover(HostFS(root))
+        assert facts.kernel.damon.stat is (value == "Y") and facts.kernel.damon.running == ()
+        (check,) = [c for c in run_checks(facts, classify(facts), 0) if c.name == "damon_stat"]
+        assert check.status == "ok" and expect in check.message
+
+
+def test_the_engine_is_built_with_what_the_kernel_said_it_accepts(tmp_path, monkeypatch):
+    """The DAMON probe's findings reach the DAMOS engine (its goals, refresh_ms) and `status` (its uses)."""
+    from cxltierd.engines import registry
+    from cxltierd.engines.damon_probe import DamonFeatures
+
+    said = DamonFeatures(
+        True,
+        actions=("migrate_hot", "migrate_cold", "stat"),
+        filters=("anon", "memcg", "young", "addr"),
+        goal_metrics=("user_input",),
+        refresh_ms=True,
+    )
+    monkeypatch.setattr(registry, "probe", lambda fs: said)
+    root = tmp_path / "host"
+    shutil.copytree(HOSTS / "two-socket-cxl", root, symlinks=True)
+    rt, loop = build(Settings(backend="host", root=str(root), state_dir=str(tmp_path / "state")))
+    e = loop.engines
+    assert e.name == "damos" and e.migrator.features is said  # type: ignore[attr-defined]
+    assert "goal:user_input" in e.uses
+    monkeypatch.setattr(registry, "probe", lambda fs: DamonFeatures(True, actions=("migrate_hot",)))
+    _, loop = build(Settings(backend="host", root=str(root), state_dir=str(tmp_path / "state")))
+    assert loop.engines.name == "move_pages"  # the kernel refused migrate_cold: DAMOS cannot run
     rt.close()

@@ -23,6 +23,9 @@ from cxltierd.engines.damon import (
     commit_writes,
     context_writes,
 )
+from cxltierd.engines.damon_stat import PARAM as DAMON_STAT
+from cxltierd.engines.damon_stat import DamonStat
+from cxltierd.engines.damon_stat import enabled as damon_stat_enabled
 from cxltierd.engines.damon_tracker import DamonTracker, chunk_nodes, chunks
 from cxltierd.engines.damos import DamosEngine
 from cxltierd.engines.numa_balancing import DEMOTION, NUMA_BALANCING, RATE_LIMIT, NumaBalancingEngine
@@ -598,3 +601,84 @@ def test_damos_lets_the_kernel_refresh_stats_where_it_can(tmp_path):
     e.apply(Plan(), 1.0)
     assert any(v == "update_schemes_stats" for _, v in plain.writes)
     e.stop()
+
+
+class OrderedDamon(FakeDamon):
+    """DAMON sysfs as kernel 7.3 has it: turning a kdamond on fails (EINVAL) when a target's regions are not in
+    ascending address order."""
+
+    def write(self, kpath: str, value: str, record: bool = True) -> None:  # type: ignore[override]
+        if kpath.endswith("/state") and value == "on":
+            k = kpath.rsplit("/", 1)[0]
+            for t in self.path(f"{k}/contexts/0/targets").glob("[0-9]*"):
+                n = int((t / "regions/nr_regions").read_text())
+                starts = [int((t / f"regions/{j}/start").read_text()) for j in range(n)]
+                if starts != sorted(starts):
+                    raise HostFSError(f"{kpath}: {os.strerror(errno.EINVAL)}")
+        super().write(kpath, value, record)
+
+
+def test_damos_lists_a_targets_regions_by_address_whatever_the_tier_order(tmp_path):
+    """With the CXL node (blocks 110-111) ranked before the unknown node 2 (block 40), as 7.3's lab gives, the hot
+    kdamond's regions are still written node 2's first: the kernel refuses them in tier order."""
+    fs = damos_host(tmp_path, OrderedDamon)
+    bs = 128 * MiB
+    cxl_first = Topology(
+        nodes=TOPO3.nodes, tiers=(Tier("ddr", 0, (0, 1)), Tier("cxl", 1, (4,)), Tier("unknown", 2, (2,)))
+    )
+    e = DamosEngine(fs, Kdamonds(fs, tmp_path / "run/k.json"))
+    e.configure(cxl_first, build_policy(None))
+    w = dict(fs.writes)
+    regions = f"{KDAMONDS}/0/contexts/0/targets/0/regions"
+    assert [(w[f"{regions}/{j}/start"], w[f"{regions}/{j}/end"]) for j in range(2)] == [
+        (str(40 * bs), str(41 * bs)),
+        (str(110 * bs), str(112 * bs)),
+    ]
+    assert fs.read(f"{KDAMONDS}/0/state") == "on" and fs.read(f"{KDAMONDS}/1/state") == "on"
+    assert e.sources == (4, 2)  # the schemes stay in tier order: scheme 1 still migrates node 4's memory
+    e.stop()
+
+
+def damon_stat_host(tmp_path: Path, value: str | None) -> HostFS:
+    fs = HostFS(tmp_path)
+    if value is not None:
+        fs.path(DAMON_STAT).parent.mkdir(parents=True, exist_ok=True)
+        fs.path(DAMON_STAT).write_text(value + "\n")
+    return fs
+
+
+def test_damon_stat_probe_take_over_and_restore(tmp_path):
+    assert damon_stat_enabled(damon_stat_host(tmp_path / "none", None)) is None
+    assert damon_stat_enabled(damon_stat_host(tmp_path / "off", "N")) is False
+    fs = damon_stat_host(tmp_path / "on", "Y")
+    assert damon_stat_enabled(fs) is True
+    state = tmp_path / "run/damon_stat.json"
+    stat = DamonStat(fs, state)
+    assert stat.blocker(True) is None
+    assert "turned off" in (stat.take_over() or "")
+    assert fs.read(DAMON_STAT) == "N" and json.loads(state.read_text()) == {"enabled": "Y"}
+    # a restart after a crash: the record says it was on, so the new daemon keeps it off and restores it at stop
+    again = DamonStat(fs, state)
+    assert "kept off" in (again.take_over() or "") and fs.read(DAMON_STAT) == "N"
+    again.restore()
+    assert fs.read(DAMON_STAT) == "Y" and not state.exists()
+    again.restore()  # nothing recorded: nothing written
+    assert fs.read(DAMON_STAT) == "Y"
+    # not allowed by the policy: left running, and the reason names the key
+    assert "damon.take_over_damon_stat is false" in (DamonStat(fs, state).blocker(False) or "")
+    assert fs.read(DAMON_STAT) == "Y" and not state.exists()
+    # off already, or absent: nothing to take over, nothing recorded
+    assert DamonStat(damon_stat_host(tmp_path / "off", "N"), state).take_over() is None and not state.exists()
+    assert DamonStat(damon_stat_host(tmp_path / "none", None), state).take_over() is None
+
+
+def test_damon_stat_kept_by_the_policy_makes_the_damon_engines_unavailable():
+    k = KernelFacts(release="7.3.4", version=(7, 3), numa_balancing=1, damon=Damon(sysfs=True, stat=True))
+    why = "the kernel's DAMON_STAT kdamond runs (damon_stat.enabled=Y) and damon.take_over_damon_stat is false"
+    c = choose("auto", Env(k, damon_blocked=why))
+    assert c.engine == "numa_balancing" and c.reason.startswith(why) and c.conflicts == ()
+    with pytest.raises(CxltierdError, match=r"engine damos cannot run here: .*take_over_damon_stat is false"):
+        choose("damos", Env(k, damon_blocked=why))
+    with pytest.raises(CxltierdError, match=r"engine move_pages cannot run here: .*DAMON_STAT"):
+        choose("move_pages", Env(k, damon_blocked=why))
+    assert choose("auto", Env(k)).engine == "damos"

@@ -66,3 +66,121 @@ def test_workload_binds_its_buffer_and_reports_it() -> None:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
+
+
+# ---- the guest kernel: CXLTIERD_LAB_KERNEL=lts|newest, resolved from the suite's metapackage (tests/lab/kernel.sh) --
+
+# `apt-cache depends -t SUITE ...` as recorded on 2026-12-01 (abridged where noted).
+META_LTS = """linux-image-amd64
+  Depends: linux-image-6.12.95+deb12-amd64
+"""
+META_NEWEST = """linux-image-amd64
+  Depends: linux-base-amd64
+  Depends: linux-image-7.3.4+deb13-amd64
+  Depends: linux-modules-amd64
+"""
+IMAGE_LTS = """linux-image-6.12.95+deb12-amd64
+  PreDepends: kmod
+  PreDepends: linux-base
+  Depends: initramfs-tools
+  Recommends: firmware-linux-free
+  Recommends: apparmor
+"""
+IMAGE_NEWEST = """linux-image-7.3.4+deb13-amd64
+  PreDepends: linux-base
+ |Depends: dracut
+ |Depends: initramfs-tools
+  Depends: <linux-initramfs-tool>
+    dracut
+  Depends: linux-base-7.3.4+deb13-amd64
+  Depends: linux-binary-7.3.4+deb13-amd64
+  Depends: linux-modules-7.3.4+deb13-amd64
+  Suggests: linux-doc-7.3
+"""
+
+
+def kernel_sh(script: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run `script` in bash after sourcing tests/lab/kernel.sh."""
+    return subprocess.run(
+        ["bash", "-c", f'. "{LAB / "kernel.sh"}"; {script}'], input=stdin, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_kernel_flavours_map_to_their_suites():
+    assert kernel_sh("lab_kernel_suite lts").stdout == "bookworm-backports\n"
+    assert kernel_sh("lab_kernel_suite newest").stdout == "trixie-backports\n"
+    assert kernel_sh("lab_kernel_suite 6.12").returncode != 0
+
+
+def test_kernel_packages_resolved_from_the_metapackage_in_both_layouts():
+    assert kernel_sh("lab_kernel_image", META_LTS).stdout == "linux-image-6.12.95+deb12-amd64\n"
+    assert kernel_sh("lab_kernel_image", META_NEWEST).stdout == "linux-image-7.3.4+deb13-amd64\n"
+    assert kernel_sh("lab_kernel_image", "linux-image-amd64\n  Depends: linux-base-amd64\n").returncode != 0
+    lts = kernel_sh("lab_kernel_packages linux-image-6.12.95+deb12-amd64", IMAGE_LTS)
+    assert lts.stdout.split() == ["linux-image-6.12.95+deb12-amd64"]
+    newest = kernel_sh("lab_kernel_packages linux-image-7.3.4+deb13-amd64", IMAGE_NEWEST)
+    assert newest.stdout.split() == [
+        "linux-binary-unsigned-7.3.4+deb13-amd64",
+        "linux-modules-7.3.4+deb13-amd64",
+        "linux-base-7.3.4+deb13-amd64",
+    ]
+    assert kernel_sh("lab_kernel_packages linux-image-9.9", "").returncode != 0  # not in the suite
+
+
+def test_kernel_files_found_in_both_layouts(tmp_path):
+    old = tmp_path / "deb12"
+    (old / "lib/modules/6.12.95+deb12-amd64/kernel").mkdir(parents=True)
+    (old / "boot").mkdir()
+    (old / "boot/vmlinuz-6.12.95+deb12-amd64").write_text("k")
+    (old / "boot/config-6.12.95+deb12-amd64").write_text("c")
+    out = kernel_sh(f"lab_kernel_files {old}")
+    assert out.returncode == 0 and out.stdout.split("\n")[:3] == [
+        "6.12.95+deb12-amd64",
+        f"{old}/boot/vmlinuz-6.12.95+deb12-amd64",
+        f"{old}/boot/config-6.12.95+deb12-amd64",
+    ]
+    new = tmp_path / "deb13"
+    kv = new / "usr/lib/modules/7.3.4+deb13-amd64"
+    (kv / "kernel").mkdir(parents=True)
+    (kv / "vmlinuz.unsigned").write_text("k")
+    (kv / "config").write_text("c")
+    out = kernel_sh(f"lab_kernel_files {new}")
+    assert out.returncode == 0 and out.stdout.split("\n")[:3] == [
+        "7.3.4+deb13-amd64",
+        f"{new}/lib/modules/7.3.4+deb13-amd64/vmlinuz.unsigned",
+        f"{new}/lib/modules/7.3.4+deb13-amd64/config",
+    ]
+    assert (new / "lib").is_symlink() and (new / "lib/modules/7.3.4+deb13-amd64/kernel").is_dir()
+    (kv / "config").unlink()
+    assert kernel_sh(f"lab_kernel_files {new}").returncode != 0  # no config: not a usable kernel
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CXLTIERD_LAB_KERNEL": "6.12"}, "CXLTIERD_LAB_KERNEL must be lts or newest, not '6.12'"),
+        (
+            {"CXLTIERD_LAB_KERNEL_PKG": "linux-modules-7.3"},
+            "CXLTIERD_LAB_KERNEL_PKG must name a linux-image-KV package",
+        ),
+    ],
+)
+def test_runner_refuses_a_bad_kernel_choice_before_doing_anything(tmp_path, env, message):
+    lab = tmp_path / "lab"
+    out = subprocess.run(
+        ["bash", str(LAB / "run.sh"), "tests/lab"],
+        env={"PATH": os.environ["PATH"], "CXLTIERD_LAB_DIR": str(lab), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 100 and f"lab: ERROR: preconditions: {message}" in out.stderr
+    assert not lab.exists()
+
+
+def test_the_whole_suite_runs_the_lab_once_per_kernel():
+    """tests/run.sh boots the lab for each kernel, even when the first one fails, and says which one it runs."""
+    text = (ROOT / "tests/run.sh").read_text()
+    loop = text[text.index("for kernel in lts newest; do") :]
+    assert "CXLTIERD_LAB_KERNEL=$kernel bash tests/lab/run.sh tests/lab" in loop
+    assert "== lab, kernel $kernel" in loop and "|| rc=$?" in loop
