@@ -10,7 +10,7 @@ A memdev's state is the worse of two levels:
   its steady-state estimate count * ln 2 / half_life * 3600. Degraded by rate alone returns to healthy once the
   rate falls below half the degraded threshold (hysteresis).
 So failing never ends by itself: only `reset` (the operator's undrain) returns a memdev to healthy. A node takes
-the worst state of its memdevs. Every change of state is a Transition naming what caused it; time is passed in.
+the worst state of its memdevs (nodes.py). Every change of state is a Transition naming what caused it; time is passed in.
 """
 
 from __future__ import annotations
@@ -52,15 +52,6 @@ class Transition:
 
     def __str__(self) -> str:
         return f"{self.memdev}: {self.old} -> {self.new} ({self.cause})"
-
-
-@dataclass(frozen=True)
-class NodeHealth:
-    """A NUMA node's state: the worst of its memdevs, and which memdevs are in that state."""
-
-    node: int
-    state: str
-    memdevs: tuple[str, ...]
 
 
 def worse(a: str, b: str) -> str:
@@ -105,6 +96,18 @@ def observe(h: MemdevHealth, event: RasEvent, now: float, policy: RasPolicy) -> 
     return _settled(h, new, now, policy, why, event)
 
 
+def observe_all(
+    states: Mapping[str, MemdevHealth], events: Iterable[RasEvent], now: float, policy: RasPolicy
+) -> tuple[dict[str, MemdevHealth], list[Transition]]:
+    """Every memdev's state after `events` (in order; a memdev seen first starts healthy), and the transitions."""
+    out, transitions = dict(states), []
+    for event in events:
+        if event.memdev:
+            out[event.memdev], t = observe(out.get(event.memdev) or MemdevHealth(event.memdev), event, now, policy)
+            transitions += [t] if t is not None else []
+    return out, transitions
+
+
 def settle(h: MemdevHealth, now: float, policy: RasPolicy) -> tuple[MemdevHealth, Transition | None]:
     """The state at `now` with no new event (corrected errors decay), and the transition if it changed."""
     return _settled(h, replace(h, corrected=_decayed(h, now, policy), as_of=now), now, policy, "", None)
@@ -134,21 +137,6 @@ def device_level(health: Mapping[str, int | str]) -> tuple[str, str]:
     for at, _ in found:
         level = worse(level, at)
     return level, ", ".join(text for at, text in found if at == level) or "normal"
-
-
-def node_states(memdevs: Mapping[str, MemdevHealth], nodes_of: Mapping[str, Iterable[int]]) -> dict[int, NodeHealth]:
-    """Each node backed by a memdev in `nodes_of` (memdev -> its nodes), in the worst state of its memdevs."""
-    by_node: dict[int, list[MemdevHealth]] = {}
-    for name, nodes in nodes_of.items():
-        for node in nodes:
-            by_node.setdefault(node, []).append(memdevs.get(name) or MemdevHealth(name))
-    out = {}
-    for node, group in sorted(by_node.items()):
-        state = HEALTHY
-        for h in group:
-            state = worse(state, h.state)
-        out[node] = NodeHealth(node, state, tuple(sorted(h.memdev for h in group if h.state == state)))
-    return out
 
 
 def _decayed(h: MemdevHealth, now: float, policy: RasPolicy) -> float:

@@ -188,3 +188,17 @@ def test_parse_lines_keeps_going_past_bad_lines():
     events, errors = parse_lines([good[-1], f"{HEAD}cxl_dram: memdev=mem0 dpa=zz", "x" * 300 + " cxl_", good[-2]])
     assert [e.name for e in events] == ["cxl_poison", "cxl_memory_module"]
     assert len(errors) == 2 and all(len(str(e)) < 200 for e in errors)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "bash-342 [000] 46.769849: ",  # no flags column (trace_options noirq-info)
+        "bash-342    (    342) [000] ..... 46.769849: ",  # record-tgid on
+        "          <idle>-0       [001] d.h1. 46.769849: ",
+    ],
+)
+def test_header_variants(head):
+    event = parse_line(f"{head}cxl_poison: memdev=mem3 hpa=0x1000 dpa=0x0 dpa_length=0x40 trace_type=List")
+    assert isinstance(event, RasEvent)
+    assert (event.time, event.memdev, event.dpa, event.hpa, event.length) == (46.769849, "mem3", 0, 0x1000, 0x40)

@@ -11,11 +11,12 @@ from cxltierd.ras.health import (
     MemdevHealth,
     corrected_per_hour,
     device_level,
-    node_states,
     observe,
+    observe_all,
     reset,
     settle,
 )
+from cxltierd.ras.nodes import node_states
 from cxltierd.ras.policy import RasPolicy
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ras"
@@ -170,3 +171,16 @@ def test_a_node_takes_the_worst_of_its_memdevs():
         6: ("healthy", ("mem3",)),  # a memdev with no state yet is healthy
     }
     assert node_states({}, {}) == {}
+
+
+def test_observe_all_routes_events_to_their_memdevs():
+    events = [
+        RasEvent("cxl_dram", 1.0, "mem1", "uncorrectable", dpa=0x10),
+        RasEvent("cxl_dram", 2.0, "mem0", "corrected"),
+        RasEvent("cxl_poison", 3.0, None, "poison"),  # no memdev: ignored
+    ]
+    before = {"mem0": MemdevHealth("mem0", corrected=5.0, as_of=9.0)}
+    states, ts = observe_all(before, events, 9.0, P)
+    assert set(states) == {"mem0", "mem1"} and states["mem0"].corrected == 6.0
+    assert [(t.memdev, t.new) for t in ts] == [("mem1", "failing")]
+    assert before["mem0"].corrected == 5.0  # the input is not changed
