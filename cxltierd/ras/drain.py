@@ -52,7 +52,8 @@ class DrainMove:
 
 @dataclass(frozen=True)
 class DrainProgress:
-    """A drain of `node` in progress: what was planned so far (bytes, and per target node)."""
+    """A drain of `node` in progress: the bytes planned so far (in all, and per target node). A planned move that
+    fails stays on the node, so the next step's residents include it again; `remaining` is always what is left."""
 
     node: int
     started: float
@@ -133,6 +134,9 @@ def plan_step(
     granularity: int = PAGE,
 ) -> DrainStep:
     """The moves of one step at `now`: hottest residents first, fastest target with room first, within budget.
+
+    `residents` is what is on the failing node now; `targets` are the nodes it may fill (the caller leaves out nodes
+    that are not healthy; the failing node itself is skipped).
 
     A resident split across targets or cut by the budget moves in whole multiples of `granularity`.
     """

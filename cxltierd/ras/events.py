@@ -137,7 +137,7 @@ def _unquote(value: str) -> str:
 
 
 def _event(name: str, ts: float, fields: dict[str, str], rest: list[str]) -> RasEvent:
-    memdev = fields.get("memdev") or fields.get("device")
+    memdev = fields.get("memdev") or (fields.get("device") if name.startswith("cxl_port_") else None)
     if not memdev:
         raise ValueError(f"{name}: no memdev= field")
     hpa = _hex(fields, "hpa")

@@ -3,6 +3,7 @@ could not make the kernel emit (lines built from the kernels' TP_printk formats)
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,24 @@ def test_header_variants(head):
     event = parse_line(f"{head}cxl_poison: memdev=mem3 hpa=0x1000 dpa=0x0 dpa_length=0x40 trace_type=List")
     assert isinstance(event, RasEvent)
     assert (event.time, event.memdev, event.dpa, event.hpa, event.length) == (46.769849, "mem3", 0, 0x1000, 0x40)
+
+
+def test_a_general_media_line_without_memdev_does_not_take_its_device_field():
+    error = parse_line(f"{HEAD}cxl_general_media: host=0000:0d:00.0 log=Failure : dpa=1000 device=0 channel=0")
+    assert isinstance(error, ParseError) and error.reason == "cxl_general_media: no memdev= field"
+
+
+def test_mangled_captured_lines_never_raise():
+    lines = []
+    for kernel in KERNELS:
+        lines += [x for x in (FIXTURES / f"cxl-events-{kernel}.trace").read_text().splitlines() if "cxl_" in x]
+    rng = random.Random(11)
+    for _ in range(3000):
+        chars = list(rng.choice(lines))
+        for _ in range(rng.randint(1, 6)):
+            chars[rng.randrange(len(chars))] = rng.choice("=:' x0f-[]\t")
+        cut = rng.randint(1, len(chars))
+        got = parse_line("".join(chars[:cut]))
+        assert got is None or isinstance(got, RasEvent | ParseError)
+        if isinstance(got, ParseError):
+            assert "\n" not in str(got)
