@@ -26,6 +26,7 @@ MAY_IMPORT: dict[str, tuple[str, ...] | None] = {
         "cxltierd.units",
     ),
     "cxltierd.hostfs": ("cxltierd.errors",),
+    "cxltierd.ras": ("cxltierd.ras", "cxltierd.model", "cxltierd.validate", "cxltierd.errors", "cxltierd.units"),
     "cxltierd.discovery": (
         "cxltierd.discovery",
         "cxltierd.hostfs",
