@@ -455,3 +455,42 @@ def kernel_tiers() -> dict[int, int]:
             if lo:
                 out |= {n: int(t.name[11:]) for n in range(int(lo), int(hi or lo) + 1)}
     return out
+
+
+DAMON_NAMES = {
+    "action": ("migrate_hot", "migrate_cold", "stat", "lru_deprio"),
+    "filter": ("anon", "memcg", "young", "addr"),
+    "goal": ("user_input", "some_mem_psi_us", "node_mem_used_bp", "node_mem_free_bp"),
+}
+
+
+def accepted_by_hand(names: dict[str, tuple[str, ...]] = DAMON_NAMES) -> set[str]:
+    """What this kernel's DAMON sysfs accepts, found the way an operator would with echo: a scratch kdamond (never
+    turned on), each name written into its file, EINVAL meaning no. Independent of cxltierd's probe."""
+    k = KDAMONDS / "0"
+    scheme = k / "contexts/0/schemes/0"
+    damon_io(KDAMONDS / "nr_kdamonds", "1")
+    try:
+        damon_io(k / "contexts/nr_contexts", "1")
+        damon_io(k / "contexts/0/schemes/nr_schemes", "1")
+        damon_io(scheme / "filters/nr_filters", "1")
+        damon_io(scheme / "quotas/goals/nr_goals", "1")
+        files = {
+            "action": scheme / "action",
+            "filter": scheme / "filters/0/type",
+            "goal": scheme / "quotas/goals/0/target_metric",
+        }
+        out = set()
+        for kind, candidates in names.items():
+            for name in candidates:
+                try:
+                    damon_io(files[kind], name)
+                except OSError as e:
+                    assert e.errno == errno.EINVAL, e
+                    continue
+                out.add(name if kind == "action" else f"{kind}:{name}")
+        if (k / "refresh_ms").exists():
+            out.add("refresh_ms")
+        return out
+    finally:
+        damon_io(KDAMONDS / "nr_kdamonds", "0")

@@ -15,7 +15,17 @@ from typing import Any
 
 import pytest
 import yaml
-from labkit import CxlHotplug, DaemonFactory, Workload, access_figures, cost, kernel_tiers, read
+from labkit import (
+    DAMON_NAMES,
+    CxlHotplug,
+    DaemonFactory,
+    Workload,
+    accepted_by_hand,
+    access_figures,
+    cost,
+    kernel_tiers,
+    read,
+)
 
 CXLTIERD = str(Path(__file__).resolve().parents[2] / ".venv/bin/cxltierd")
 KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
@@ -310,3 +320,19 @@ def test_damon_stat_left_running_when_the_policy_says_so(lab_daemon: DaemonFacto
     assert read(DAMON_STAT) == "Y" and read(KDAMONDS / "nr_kdamonds") == "0"
     assert d.stop() == 0
     assert read(DAMON_STAT) == "Y"
+
+
+def test_damon_features_are_what_the_kernel_accepts() -> None:
+    """`doctor` lists the DAMON features cxltierd's probe found (a scratch kdamond, never started, refusing names with
+    EINVAL); the same names written by hand into the same files get the same answers, on each lab kernel."""
+    assert read(KDAMONDS / "nr_kdamonds") == "0"
+    out = subprocess.run([CXLTIERD, "doctor", "--json"], capture_output=True, text=True, timeout=120)
+    check = next(c for c in json.loads(out.stdout) if c["name"] == "damon-features")
+    assert check["status"] == "ok" and check["message"].startswith("the kernel accepts: "), check
+    probed = set(check["message"].removeprefix("the kernel accepts: ").split(", "))
+    by_hand = accepted_by_hand()
+    asked = {n if k == "action" else f"{k}:{n}" for k, ns in DAMON_NAMES.items() for n in ns} | {"refresh_ms"}
+    print(f"DAMON features on {os.uname().release}: {sorted(by_hand)}")
+    assert probed & asked == by_hand, (sorted(probed & asked), sorted(by_hand))
+    assert {"migrate_hot", "migrate_cold", "filter:young", "filter:addr", "filter:memcg"} <= by_hand
+    assert read(KDAMONDS / "nr_kdamonds") == "0"  # the probe left nothing behind

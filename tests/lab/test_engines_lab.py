@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labkit import AGREE_PAGES, DaemonFactory, LabDaemon, Workload, assert_agrees, read
+from labkit import AGREE_PAGES, DaemonFactory, LabDaemon, Workload, accepted_by_hand, assert_agrees, read
 
 MIB, HOT_MIB = 64, 16
 DDR = (0, 1)
@@ -291,12 +291,14 @@ def test_damos_engine_promotes_the_hot_set(
     w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, companion=True)
     start_ddr = shares(w, pages_on_nodes)[2]  # normally 0; counted, so only what moved since is compared
     start_cold = tuple(cold_on_ddr(w, pages_on_nodes))
+    kernel_accepts = accepted_by_hand()  # before the daemon: DAMON sysfs must be free to ask
     v0 = vmstat()
     launched = time.monotonic()
     d = lab_daemon(policy("damos", test_cgroup))
     timing = promote("damos", d, w, pages_on_nodes, launched)
     settle(d)
     assert read(KDAMONDS / "nr_kdamonds") == "2"
+    assert_damos_uses_what_the_kernel_has(d.status(), kernel_accepts)
     hot_ctx = KDAMONDS / "0/contexts/0"
     assert read(hot_ctx / "operations") == "paddr"
     actions = [read(s / "action") for s in sorted((hot_ctx / "schemes").glob("[0-9]*"))]
@@ -305,6 +307,30 @@ def test_damos_engine_promotes_the_hot_set(
     # equal counts: the memcg filter works
     assert_promoted("damos", d, w, pages_on_nodes, timing, vmstat, v0, start_ddr, start_cold)
     stop_and_check_clean(d)
+
+
+def assert_damos_uses_what_the_kernel_has(status: dict[str, Any], accepts: set[str]) -> None:
+    """The demotion scheme's quota goal is the kernel's own node_mem_free_bp where the kernel accepts it (else
+    user_input, its current value fed by cxltierd: the fast node's free memory in basis points), on node 0 at
+    100 - max_used_percent; promotion has none; each kdamond refreshes its stats itself where refresh_ms exists.
+    `status` says which of these the engine drives."""
+    used = set(status["kernel_features_used"])
+    cold = KDAMONDS / "1/contexts/0/schemes/1"
+    assert read(cold / "action") in ("stat", "migrate_cold")
+    goals = cold / "quotas/goals"
+    assert read(goals / "nr_goals") == "1"
+    target = 10000 - 100 * 90  # default max_used_percent 90: demote while node 0 has less than 10% free
+    if "goal:node_mem_free_bp" in accepts:
+        assert "goal:node_mem_free_bp" in used and read(goals / "0/target_metric") == "node_mem_free_bp"
+        assert read(goals / "0/nid") == "0" and int(read(goals / "0/target_value")) == target
+    else:
+        assert "goal:user_input" in used and read(goals / "0/target_metric") == "user_input"
+        meminfo = read("/sys/devices/system/node/node0/meminfo")
+        total, free = (int(re.search(rf"{k}:\s+(\d+) kB", meminfo).group(1)) for k in ("MemTotal", "MemFree"))  # type: ignore[union-attr]
+        assert abs(int(read(goals / "0/current_value")) - 10000 * free // total) < 500  # fed within the last ticks
+    assert read(KDAMONDS / "0/contexts/0/schemes/1/quotas/goals/nr_goals") == "0"  # promotion: no goal
+    if "refresh_ms" in accepts:
+        assert read(KDAMONDS / "0/refresh_ms") == "1000" and read(KDAMONDS / "1/refresh_ms") == "1000"
 
 
 def test_numa_balancing_engine_promotes_the_hot_set(
