@@ -350,7 +350,9 @@ def test_numa_balancing_engine_promotes_the_hot_set(
     migrated pages equal the pgpromote_success delta. After SIGTERM every knob has its old value back.
 
     Lab settings, both because TCG is slow: the test lowers debugfs scan_delay_ms and scan_period_min_ms to 100 ms
-    (the kernel scans a task's memory only every scan period of the task's CPU time), and the policy's hot_threshold
+    (the kernel scans a task's memory only every scan period of the task's CPU time) and scan_period_max_ms to
+    2000 ms (the first scan promotes about 80% of the hot pages, the rest fault too late for the threshold; the
+    kernel's adaptive period put the next scan 18-20 s later, past MAX_TICKS, on both kernels), and the policy's hot_threshold
     is 0.25/s: one pass of the workload over 4096 pages that all hint-fault takes more than the kernel's default
     1000 ms under TCG, so most pages would miss the default threshold (measured: about 1000 pages per scan). The
     workload drops its MPOL_BIND once its buffer is on node 4: NUMA balancing never scans a VMA with a strict bind.
@@ -359,6 +361,7 @@ def test_numa_balancing_engine_promotes_the_hot_set(
     knob("/proc/sys/vm/compaction_proactiveness", "0")
     knob(f"{DEBUGFS_NB}/scan_delay_ms", "100")
     knob(f"{DEBUGFS_NB}/scan_period_min_ms", "100")
+    knob(f"{DEBUGFS_NB}/scan_period_max_ms", "2000")
     old = {p: read(p) for p in (NB, DEMOTION, RATE, f"{DEBUGFS_NB}/hot_threshold_ms")}
     w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, unbind=True)
     before = vmstat()
