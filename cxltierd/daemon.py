@@ -359,10 +359,12 @@ class Daemon:
         self.notify.reloading()
         try:
             policy = self.rt.load_policy()
-        except CxltierdError as e:
-            result = ReloadResult(ok=False, time=time.time(), error=str(e), source=self.rt.policy_path or "")
+        except Exception as e:  # not only CxltierdError: no policy file may end the daemon
+            error = str(e) if isinstance(e, CxltierdError) else f"{type(e).__name__}: {e}"
+            error = (error.splitlines() or [type(e).__name__])[0][:400]
+            result = ReloadResult(ok=False, time=time.time(), error=error, source=self.rt.policy_path or "")
             self.reloads["failure"] += 1
-            log.error("reload refused, old policy stays in force: %s", e)
+            log.error("reload refused, old policy stays in force: %s", error)
         else:
             overrides_changed = policy.tiers.overrides != self.loop.policy.tiers.overrides
             self.rt.policy = policy

@@ -21,11 +21,12 @@ from typing import Any, ClassVar
 from cxltierd.errors import ConfigError
 from cxltierd.topology import Tier, Topology
 from cxltierd.units import format_size
-from cxltierd.validate import REQUIRED, Checker, join, parse_yaml, show
+from cxltierd.validate import REQUIRED, Checker, join, node_id, one_line_errors, parse_yaml, show
 
 PAGE_SIZE = 4096
 MAX_RATE = 1e12
 MAX_TIME = 1e7
+MAX_CAPACITY = 1 << 50  # bytes of one node (1 PiB)
 
 # ---------------------------------------------------------------------------------------------------------------
 # The data model.
@@ -252,18 +253,19 @@ def _parse_nodes(c: Checker, value: Any) -> tuple[NodeSpec, ...]:
         c.fail("nodes", f"must be a mapping of node id -> capacity (e.g. {{0: 2GiB, 2: 8GiB}}), got {show(value)}")
     out = []
     for key, spec in value.items():
-        node = key if isinstance(key, int) and not isinstance(key, bool) else None
-        if node is None and isinstance(key, str) and key.strip().isdigit():
-            node = int(key)
-        if node is None or node < 0:
-            c.fail(f"nodes.{key}", f"node ids must be integers >= 0, got {show(key)}")
+        node = node_id(key, hi=1 << 30)
+        if node is None:
+            c.fail(
+                join("nodes", key if isinstance(key, str) else show(key)),
+                f"node ids must be integers >= 0, got {show(key)}",
+            )
         path = f"nodes.{node}"
         if isinstance(spec, Mapping):
             m = c.mapping(spec, path, ("capacity", "used"), required=("capacity",))
-            capacity = c.size(m, "capacity", path, lo=PAGE_SIZE)
+            capacity = c.size(m, "capacity", path, lo=PAGE_SIZE, hi=MAX_CAPACITY)
             used = c.size(m, "used", path, 0, hi=capacity)
         else:
-            capacity = c.size({"capacity": spec}, "capacity", path, lo=PAGE_SIZE)
+            capacity = c.size({"capacity": spec}, "capacity", path, lo=PAGE_SIZE, hi=MAX_CAPACITY)
             used = 0
         out.append(NodeSpec(node, capacity, used))
     return tuple(sorted(out, key=lambda n: n.node))
@@ -449,7 +451,8 @@ def scenario_names() -> list[str]:
 def read_scenario(name_or_path: str | Path) -> Scenario:
     """Parse a shipped scenario (by name) or a YAML file, without checking it against its host."""
     text, source = _read(name_or_path)
-    return parse_scenario(parse_yaml(text, source), source)
+    with one_line_errors(source):
+        return parse_scenario(parse_yaml(text, source), source)
 
 
 def load_scenario(name_or_path: str | Path, topology: Topology | None = None) -> Scenario:

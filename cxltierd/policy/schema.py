@@ -13,7 +13,7 @@ from typing import Any
 
 from cxltierd.errors import ConfigError
 from cxltierd.topology import TIER_KINDS
-from cxltierd.validate import Checker, join, parse_yaml, show
+from cxltierd.validate import Checker, join, node_id, one_line_errors, parse_yaml, show
 
 DEFAULT_PATH = "/etc/cxltierd/policy.yaml"
 ENGINES: tuple[str, ...] = ("auto", "simulated", "move_pages", "damos", "numa_balancing")
@@ -160,7 +160,8 @@ def load_policy(path: str | Path) -> Policy:
 
 def parse_policy(data: bytes | str, source: str = "<string>") -> Policy:
     raw = data.encode() if isinstance(data, str) else data
-    policy = build_policy(parse_yaml(raw, source), source)
+    with one_line_errors(source):
+        policy = build_policy(parse_yaml(raw, source), source)
     return replace(policy, source=source, digest=hashlib.sha256(raw).hexdigest()[:12])
 
 
@@ -203,12 +204,14 @@ def _tiers(c: Checker, value: Any) -> Tiers:
         c.fail("tiers.overrides", f"must be a mapping of node id to tier, got {show(raw)}")
     overrides: dict[int, str] = {}
     for node in raw:
-        if not (isinstance(node, int) and not isinstance(node, bool)) and not (
-            isinstance(node, str) and node.isdigit()
-        ):
-            c.fail(join("tiers.overrides", str(node)), "keys must be node ids (0, 1, ...)")
-        node_id = c.integer({node: int(node)}, node, "tiers.overrides", lo=0, hi=4095)
-        overrides[node_id] = c.choice(raw, node, "tiers.overrides", TIER_KINDS)
+        n = node_id(node, hi=1 << 30)
+        if n is None:
+            c.fail(
+                join("tiers.overrides", node if isinstance(node, str) else show(node)),
+                "keys must be node ids (0, 1, ...)",
+            )
+        n = c.integer({node: n}, node, "tiers.overrides", lo=0, hi=4095)
+        overrides[n] = c.choice(raw, node, "tiers.overrides", TIER_KINDS)
     fast, slow = _tier_refs(c, t, "fast"), _tier_refs(c, t, "slow")
     both = set(fast) & set(slow)
     if both:

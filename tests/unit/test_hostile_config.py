@@ -1,0 +1,163 @@
+"""Hostile or broken policy and scenario files: every one ends in a one-line ConfigError naming the file, from the
+loaders, the CLI and the daemon's reload (which keeps the old policy), never in a traceback or a frozen process."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cxltierd.app import Settings, build
+from cxltierd.cli import main
+from cxltierd.daemon import Daemon, FakeClock, Options
+from cxltierd.emulate.scenario import read_scenario
+from cxltierd.errors import ConfigError
+from cxltierd.policy.schema import parse_policy
+from cxltierd.shown import show
+
+HOSTS = Path(__file__).resolve().parents[2] / "fixtures" / "hosts"
+SCENARIO = """\
+nodes: {0: 1GiB, 2: 4GiB}
+processes:
+  - name: a
+    size: 64MiB
+    phases: [{pattern: uniform, rate: 100}]
+"""
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8)
+)
+
+HOSTILE_POLICIES = [
+    ("interval: " + "9" * 320, "p.yaml: line 1: an integer of 320 characters (at most 100)"),
+    ("interval: " + "9" * 5000, "p.yaml: line 1: an integer of 5000 characters (at most 100)"),
+    (
+        "interval: " + "9" * 99,
+        "p.yaml: interval: must be a duration in [0.01, 3600] s, got <integer of 99 digits>",
+    ),
+    ("hotness: {hot_threshold: " + "9" * 99 + "}", "p.yaml: hotness.hot_threshold: must be a number in [0, 1"),
+    ("processes: {min_rss: " + "9" * 99 + "}", "p.yaml: processes.min_rss: must be a size in [0B, 1024TiB]"),
+    ("tiers: {overrides: {'²': cxl}}", "p.yaml: tiers.overrides.²: keys must be node ids (0, 1, ...)"),
+    ("tiers: {overrides: {'٣': cxl}}", "p.yaml: tiers.overrides.٣: keys must be node ids (0, 1, ...)"),
+    ("tiers: {overrides: {'" + "1" * 1000 + "': cxl}}", "p.yaml: tiers.overrides.1111111111"),
+    ("tiers: {fast: " + "[" * 3000 + "]" * 3000 + "}", "p.yaml: line 1: nested more than 32 levels deep"),
+    ("tiers: " + "{a: " * 3000 + "1" + "}" * 3000, "p.yaml: line 1: nested more than 32 levels deep"),
+    ("processes: {manage: [{regex: 'a{4294967295}'}]}", "p.yaml: processes.manage[0].regex: invalid regular"),
+    ("processes: {manage: [{regex: '" + "(" * 2000 + "a" + ")" * 2000 + "'}]}", "processes.manage[0].regex: "),
+    ("processes: {min_rss: '" + "9" * 100_000 + "x'}", "p.yaml: processes.min_rss: must be a size in bytes"),
+    ("cooldown: 2001-13-45", "p.yaml: not valid YAML: month must be in 1..12"),
+    (LAUGHS, "values (aliases expanded)"),
+    ("a: [1]\ninterval: *zz\n", "p.yaml: line 2: not valid YAML: found undefined alias 'zz'"),
+    ("a: &a [*a]\n", "p.yaml: line 1: an alias refers to a value that contains it"),
+    ("interval: &x [" + ", ".join(["y" * 1000] * 200) + "]\n", "p.yaml: interval: must be a duration"),
+]
+
+
+def policy_error(text: str) -> str:
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as e:
+        parse_policy(text, "p.yaml")
+    assert time.monotonic() - started < 5, "refusing a file must not take long"
+    return str(e.value)
+
+
+def one_line(message: str, source: str) -> None:
+    assert message.startswith(f"{source}: ") and "\n" not in message and len(message) < 400, message
+
+
+@pytest.mark.parametrize(("text", "expected"), HOSTILE_POLICIES, ids=range(len(HOSTILE_POLICIES)))
+def test_hostile_policies_give_one_line(text, expected):
+    message = policy_error(text)
+    one_line(message, "p.yaml")
+    assert expected in message
+
+
+def test_an_aliased_value_is_quoted_short_not_expanded():
+    # 10**8 strings of a kilobyte once expanded: the message quotes the first few characters only
+    text = (
+        "x: &x ['"
+        + "y" * 1000
+        + "']\n"
+        + "".join(f"x{i}: &x{i} [{', '.join(['*x' if i == 0 else f'*x{i - 1}'] * 10)}]\n" for i in range(8))
+    )
+    message = policy_error(text)
+    one_line(message, "p.yaml")
+    assert "values (aliases expanded)" in message
+    assert show([["y" * 10**6] * 10] * 10**6) == "[['yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy..."
+    assert show(10**5000) == "<integer of 5001 digits>"
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda s: s.replace("0: 1GiB", "'²': 1GiB"), "s.yaml: nodes.²: node ids must be integers >= 0, got '²'"),
+        (
+            lambda s: s.replace("4GiB", "9" * 99),
+            "s.yaml: nodes.2.capacity: must be a size in [4KiB, 1024TiB], got <integer of 99 digits>",
+        ),
+        (lambda s: s.replace("rate: 100", "rate: " + "9" * 99), "s.yaml: processes[0].phases[0].rate: must be a"),
+        (lambda s: s.replace("rate: 100", "rate: " + "9" * 400), "s.yaml: line 5: an integer of 400 characters"),
+        (lambda s: s + "seed: " + "9" * 4400 + "\n", "s.yaml: line 6: an integer of 4400 characters"),
+        (lambda s: s + "x: " + "[" * 2000 + "]" * 2000 + "\n", "s.yaml: line 6: nested more than 32 levels"),
+        (lambda s: s + LAUGHS.replace("a:", "xa:"), "values (aliases expanded)"),
+    ],
+)
+def test_hostile_scenarios_give_one_line(tmp_path, edit, expected):
+    path = tmp_path / "s.yaml"
+    path.write_text(edit(SCENARIO))
+    with pytest.raises(ConfigError) as e:
+        read_scenario(path)
+    one_line(str(e.value), str(path))
+    assert expected.replace("s.yaml", str(path)) in str(e.value)
+
+
+def test_cli_refuses_hostile_files_with_one_line(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text("tiers: {overrides: {'²': cxl}}\n")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SCENARIO.replace("rate: 100", "rate: " + "9" * 400))
+    for args in (
+        ["policy", "check", str(policy)],
+        ["simulate", "--scenario", str(scenario), "--no-baselines", "--duration", "5"],
+        ["run", "--backend", "emulated", "--config", str(policy), "--listen", "off", "--socket", "off", "--once"],
+        ["run", "--backend", "emulated", "--scenario", str(scenario), "--listen", "off", "--socket", "off", "--once"],
+    ):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("cxltierd: error: " + str(tmp_path)), (args, result.output)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("interval: 2s\n")
+    rt = build(Settings(backend="host", root=str(HOSTS / "single-node"), config=str(policy), state_dir=str(tmp_path)))
+    d = Daemon(rt, Options(), clock=FakeClock())
+    yield d, policy
+    d._shutdown()
+
+
+@pytest.mark.parametrize("text", [t for t, _ in HOSTILE_POLICIES[::3]])
+def test_reload_of_a_hostile_policy_keeps_the_old_one(daemon, text):
+    d, policy = daemon
+    policy.write_text(text)
+    result = d.reload()
+    assert not result.ok and result.error.startswith(str(policy)) and "\n" not in result.error
+    assert d.loop.policy.interval == 2.0 and d.reloads == {"success": 0, "failure": 1}
+
+
+def test_reload_survives_any_exception_from_the_loader(daemon, monkeypatch, caplog):
+    d, _ = daemon
+
+    def broken() -> None:
+        raise RuntimeError("a loader bug\nwith a second line")
+
+    monkeypatch.setattr(d.rt, "load_policy", broken)
+    result = d.reload()
+    assert not result.ok and result.error == "RuntimeError: a loader bug"
+    assert d.loop.policy.interval == 2.0 and d.reloads["failure"] == 1 and d.snapshot is not None
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "reload refused, old policy stays in force: RuntimeError: a loader bug"
+    ]
