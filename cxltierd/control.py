@@ -75,7 +75,13 @@ class ControlServer:
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, mode=0o750, exist_ok=True)
-            if os.path.exists(self.path):
+            try:
+                mode = os.lstat(self.path).st_mode
+            except FileNotFoundError:
+                mode = None
+            if mode is not None:
+                if not stat.S_ISSOCK(mode):  # never delete what is not a stale socket (a file named by mistake)
+                    raise ControlError(f"{self.path}: exists and is not a socket (not removing it)")
                 if _answers(self.path):
                     raise ControlError(f"{self.path}: another cxltierd is already answering on this socket")
                 os.unlink(self.path)

@@ -205,3 +205,34 @@ def test_client_waits_while_the_backlog_is_full(tmp_path):
         s.close()
     assert request(path, "status", timeout=5) == {"ok": True}
     listener.close()
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink", "directory"])
+def test_socket_path_naming_something_else_is_left_alone(tmp_path, kind):
+    path = tmp_path / "ctl.sock"
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    if kind == "file":
+        path.write_text("keep me\n")
+    elif kind == "symlink":
+        path.symlink_to(target)
+    else:
+        path.mkdir()
+    server = ControlServer(str(path), {})
+    with pytest.raises(control.ControlError, match=r"ctl.sock: exists and is not a socket \(not removing it\)"):
+        server.start()
+    assert target.read_text() == "keep me\n"
+    assert path.is_dir() if kind == "directory" else path.read_text() == "keep me\n"
+
+
+def test_a_stale_socket_is_replaced(tmp_path):
+    path = tmp_path / "ctl.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nothing answers
+    server = ControlServer(str(path), {"status": lambda request, peer: {"ok": True}})
+    server.start()
+    try:
+        assert request(str(path), "status", timeout=5) == {"ok": True}
+    finally:
+        server.stop()
