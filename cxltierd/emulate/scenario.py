@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from cxltierd.errors import ConfigError
 from cxltierd.topology import Tier, Topology
 from cxltierd.units import format_size
-from cxltierd.validate import REQUIRED, Checker, join, node_id, one_line_errors, parse_yaml, show
+from cxltierd.validate import REQUIRED, Checker, join, node_id, one_line_errors, parse_yaml, read_config, show
 
 PAGE_SIZE = 4096
 MAX_RATE = 1e12
@@ -468,9 +468,7 @@ def _read(name_or_path: str | Path) -> tuple[str, str]:
     looks_like_path = isinstance(name_or_path, Path) or "/" in str(name_or_path) or path.suffix in (".yaml", ".yml")
     if looks_like_path or path.is_file():
         try:
-            return path.read_text(encoding="utf-8"), str(name_or_path)
-        except OSError as e:
-            raise ConfigError(f"{name_or_path}: cannot read scenario file ({e.strerror or e})") from None
+            return read_config(path, "scenario file").decode("utf-8"), str(name_or_path)
         except UnicodeDecodeError:
             raise ConfigError(f"{name_or_path}: not a text file") from None
     names = scenario_names()

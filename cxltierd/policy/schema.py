@@ -11,9 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cxltierd.errors import ConfigError
 from cxltierd.topology import TIER_KINDS
-from cxltierd.validate import Checker, join, node_id, one_line_errors, parse_yaml, show
+from cxltierd.validate import Checker, join, node_id, one_line_errors, parse_yaml, read_config, show
 
 DEFAULT_PATH = "/etc/cxltierd/policy.yaml"
 ENGINES: tuple[str, ...] = ("auto", "simulated", "move_pages", "damos", "numa_balancing")
@@ -151,11 +150,7 @@ TOP_KEYS = (
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file. Raises ConfigError("FILE: key.path: what is wrong")."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read ({e.strerror or e})") from None
-    return parse_policy(data, str(p))
+    return parse_policy(read_config(p, "policy file"), str(p))
 
 
 def parse_policy(data: bytes | str, source: str = "<string>") -> Policy:

@@ -3,6 +3,9 @@ loaders, the CLI and the daemon's reload (which keeps the old policy), never in 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from cxltierd.cli import main
 from cxltierd.daemon import Daemon, FakeClock, Options
 from cxltierd.emulate.scenario import read_scenario
 from cxltierd.errors import ConfigError
-from cxltierd.policy.schema import parse_policy
+from cxltierd.policy.schema import load_policy, parse_policy
 from cxltierd.shown import show
 
 HOSTS = Path(__file__).resolve().parents[2] / "fixtures" / "hosts"
@@ -161,3 +164,38 @@ def test_reload_survives_any_exception_from_the_loader(daemon, monkeypatch, capl
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
         "reload refused, old policy stays in force: RuntimeError: a loader bug"
     ]
+
+
+def fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (fifo, "not a regular file (a FIFO)"),
+        (lambda p: Path("/dev/zero"), "not a regular file (a device)"),
+        (lambda p: (p.mkdir(), p)[1], "not a regular file (a directory)"),
+        (lambda p: (p.write_bytes(b"#" * (2 << 20)), p)[1], "larger than 1048576 bytes, not a config file"),
+        (lambda p: (p.write_bytes(b"a: \x80\x81\n"), p)[1], "not"),
+    ],
+    ids=["fifo", "dev-zero", "directory", "huge", "binary"],
+)
+def test_config_files_must_be_small_regular_files(tmp_path, make, expected):
+    path = make(tmp_path / "f.yaml")
+    for load in (load_policy, read_scenario):
+        started = time.monotonic()
+        with pytest.raises(ConfigError) as e:
+            load(path)
+        assert time.monotonic() - started < 5
+        one_line(str(e.value), str(path))
+        assert expected in str(e.value)
+
+
+def test_policy_check_on_a_fifo_does_not_hang(tmp_path):
+    path = fifo(tmp_path / "p.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "cxltierd", "policy", "check", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2 and result.stderr == f"cxltierd: error: {path}: not a regular file (a FIFO)\n"
