@@ -229,6 +229,64 @@ def node_id(key: object, hi: int = 4095) -> int | None:
     return None
 
 
+MAX_REGEX = 256  # characters of a regex selector
+MAX_WIDE_REPEATS = 2  # repeats of more than WIDE items ("*", "+", "{1,100}") in one regex
+WIDE = 32
+
+
+def regex_risk(pattern: str) -> str | None:
+    """Why searching `pattern` could take exponential or steep polynomial time, or None when it cannot.
+
+    Python's re backtracks and cannot be interrupted, and a regex selector runs against command lines that any
+    user writes. Refused: a repeat inside a repeat ("(a+)+", "(a*b?)*"), an alternative inside a repeat unless
+    its branches start with different characters ("(a|ab)*"), a backreference, and more than MAX_WIDE_REPEATS
+    wide repeats (".*a.*b.*c": the search is a polynomial of that degree in the command line's length, which
+    policy.Selector bounds to MATCH_CHARS). The pattern must compile."""
+    sre: Any = getattr(re, "_parser")  # noqa: B009 (the stdlib's regex parser; no public name in 3.11)
+    c: Any = getattr(re, "_constants")  # noqa: B009
+    repeats = (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT)
+    wide = 0
+
+    def walk(items: Any, in_repeat: bool) -> str | None:
+        nonlocal wide
+        for op, av in items:
+            found = None
+            if op in repeats:
+                lo, hi, sub = av
+                if lo != hi:  # a fixed count ("{3}") only repeats its body, like writing it three times
+                    if in_repeat:
+                        return "a repeat inside a repeat (like (a+)+)"
+                    if hi == c.MAXREPEAT or hi > WIDE:
+                        wide += 1
+                found = walk(sub, in_repeat or hi > 1)
+            elif op == c.BRANCH:
+                if in_repeat and not _distinct_starts(av[1], c):
+                    return "alternatives inside a repeat that can start alike (like (a|ab)*)"
+                found = next((r for b in av[1] if (r := walk(b, in_repeat))), None)
+            elif op == c.SUBPATTERN:
+                found = walk(av[3], in_repeat)
+            elif op in (c.ASSERT, c.ASSERT_NOT):
+                found = walk(av[1], in_repeat)
+            elif op == c.ATOMIC_GROUP:
+                found = walk(av, in_repeat)
+            elif op in (c.GROUPREF, c.GROUPREF_EXISTS):
+                return "a backreference"
+            if found:
+                return found
+        return None
+
+    why = walk(sre.parse(pattern), False)
+    if why is None and wide > MAX_WIDE_REPEATS:
+        why = f"more than {MAX_WIDE_REPEATS} unbounded or long repeats (like .*a.*b.*c)"
+    return why
+
+
+def _distinct_starts(branches: list[Any], c: Any) -> bool:
+    """Every branch starts with a literal character, and no two with the same one."""
+    firsts = [b[0][1] if b and b[0][0] == c.LITERAL else None for b in branches]
+    return None not in firsts and len(set(firsts)) == len(firsts)
+
+
 def _did_you_mean(word: object, choices: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(word, choices, n=1) if isinstance(word, str) and len(word) <= 64 else []
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -366,15 +424,21 @@ class Checker:
         return text
 
     def regex(self, m: Any, key: str | int, path: str, default: T = REQUIRED) -> str | T:
-        """A non-empty string that compiles as a Python regular expression."""
+        """A non-empty string of at most MAX_REGEX characters that compiles as a Python regular expression and
+        cannot backtrack without bound (regex_risk)."""
         where, value = self._lookup(m, key, path)
         if value is _ABSENT:
             return self._default(where, default)
         text = self.string(m, key, path)
+        if len(text) > MAX_REGEX:
+            self.fail(where, f"a regular expression of at most {MAX_REGEX} characters, got {len(text)}")
         try:
             re.compile(text)
+            risk = regex_risk(text)
         except (re.error, OverflowError, RecursionError) as e:  # a repeat count too large, nesting too deep
             self.fail(where, f"invalid regular expression {show(text)}: {_cut(str(e) or type(e).__name__)}")
+        if risk:
+            self.fail(where, f"regular expression {show(text)} could take very long on a hostile command line: {risk}")
         return text
 
     def _lookup(self, m: Any, key: str | int, path: str) -> tuple[str, Any]:

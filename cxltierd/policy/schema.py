@@ -5,6 +5,7 @@ Every key is documented in packaging/policy.yaml (installed as /etc/cxltierd/pol
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from cxltierd.validate import Checker, join, node_id, one_line_errors, parse_yam
 DEFAULT_PATH = "/etc/cxltierd/policy.yaml"
 ENGINES: tuple[str, ...] = ("auto", "simulated", "move_pages", "damos", "numa_balancing")
 MiB = 1 << 20
+MATCH_CHARS = 512  # a regex selector sees this much of a command line (bounds its worst case, see regex_risk)
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Selector:
 
     pid: int | None = None
     name: str | None = None  # comm / executable base name, exact
-    regex: str | None = None  # searched in the command line
+    regex: str | None = None  # searched in the command line's first MATCH_CHARS characters
     cgroup: str | None = None  # cgroup v2 path prefix ("/ai.slice")
 
     def matches(self, pid: int, name: str, cmdline: str, cgroup: str) -> bool:
@@ -34,9 +36,15 @@ class Selector:
         return (
             (self.pid is None or self.pid == pid)
             and (self.name is None or self.name == name)
-            and (self.regex is None or re.search(self.regex, cmdline or name) is not None)
+            and (self.regex is None or _search(self.regex, (cmdline or name)[:MATCH_CHARS]))
             and (self.cgroup is None or _cgroup_under(cgroup, self.cgroup))
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _search(regex: str, text: str) -> bool:
+    """re.search, remembered: a process's command line is searched once, not on every tick."""
+    return re.search(regex, text) is not None
 
 
 def _cgroup_under(cgroup: str, prefix: str) -> bool:

@@ -199,3 +199,37 @@ def test_policy_check_on_a_fifo_does_not_hang(tmp_path):
         [sys.executable, "-m", "cxltierd", "policy", "check", str(path)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2 and result.stderr == f"cxltierd: error: {path}: not a regular file (a FIFO)\n"
+
+
+@pytest.mark.parametrize(
+    ("regex", "why"),
+    [
+        ("^(a+)+$", "a repeat inside a repeat (like (a+)+)"),
+        ("(x*y?)*z", "a repeat inside a repeat (like (a+)+)"),
+        ("(a|ab)*c", "alternatives inside a repeat that can start alike (like (a|ab)*)"),
+        (r"(\w+) \1", "a backreference"),
+        (".*a.*b.*c", "more than 2 unbounded or long repeats (like .*a.*b.*c)"),
+        ("a{1,100}b{1,100}c{1,100}", "more than 2 unbounded or long repeats (like .*a.*b.*c)"),
+    ],
+)
+def test_regex_selectors_that_can_backtrack_without_bound_are_refused(regex, why):
+    message = policy_error(f"processes: {{manage: [{{regex: '{regex}'}}]}}")
+    one_line(message, "p.yaml")
+    assert message.startswith("p.yaml: processes.manage[0].regex: regular expression ")
+    assert message.endswith(f"could take very long on a hostile command line: {why}")
+
+
+def test_regex_selectors_of_the_usual_kinds_are_accepted_and_bounded():
+    good = ["vllm .*serve", r"python3? .*train\.py", r"[0-9]+\.[0-9]+", "(?:ab|cd)*x", "((ab){3})+", "^java .*-Xmx"]
+    text = "processes: {manage: [" + ", ".join(f"{{regex: '{r}'}}" for r in good) + "]}"
+    selectors = parse_policy(text, "p.yaml").processes.manage
+    assert [s.regex for s in selectors] == good
+    worst = parse_policy("processes: {manage: [{regex: '.*x.*z'}]}", "p.yaml").processes.manage[0]
+    hostile = "x" * 200_000  # a command line any user can give a process
+    started = time.monotonic()
+    assert not worst.matches(1, "x", hostile, "/")
+    assert time.monotonic() - started < 2
+    assert worst.matches(1, "x", "x" * 500 + "z", "/") and not worst.matches(1, "x", "x" * 600 + "z", "/")
+    assert policy_error("processes: {pin: [{regex: '" + "a" * 300 + "', tier: cxl}]}").endswith(
+        "processes.pin[0].regex: a regular expression of at most 256 characters, got 300"
+    )
