@@ -21,8 +21,23 @@ STASH = ".cxltierd-hotplug"
 
 
 def copy_tree(src: Path, dest: Path) -> Path:
-    """A private copy of a host tree (symlinks kept as symlinks)."""
+    """A private copy of a host tree, symlinks kept as symlinks but never pointing out of the copy: an absolute
+    link ("/sys/devices/x", which names a path of that host) is rewritten relative, into the copy, and a relative
+    link that climbs out of the tree is dropped. Scripted hotplug then writes inside the copy only."""
     shutil.copytree(src, dest, symlinks=True)
+    top = os.path.realpath(dest)
+    for d, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(d, name)
+            if not os.path.islink(path):
+                continue
+            target = os.readlink(path)
+            if os.path.isabs(target):
+                inside = os.path.normpath(os.path.join(top, target.lstrip("/")))
+                os.unlink(path)
+                os.symlink(os.path.relpath(inside, d), path)
+            elif os.path.relpath(os.path.normpath(os.path.join(d, target)), top).startswith(".."):
+                os.unlink(path)
     return dest
 
 

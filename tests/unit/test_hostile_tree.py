@@ -1,0 +1,109 @@
+"""--root trees planted with symlinks out of the tree and FIFOs: reads and writes stay beneath the root, nothing
+blocks, and the emulated backend's private copy has no link out of itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cxltierd.emulate.tree import copy_tree, remove_node
+from cxltierd.errors import HostFSError
+from cxltierd.hostfs import HostFS
+
+HOSTS = Path(__file__).resolve().parents[2] / "fixtures" / "hosts"
+FIRMWARE = "sys/devices/pci0000:0c/0000:0c:00.0/0000:0d:00.0/mem0/firmware_version"
+
+
+@pytest.fixture
+def host(tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(HOSTS / "two-socket-cxl", root, symlinks=True)
+    secret = tmp_path / "secret"
+    secret.write_text("root-only secret\n")
+    return root, secret
+
+
+def test_reads_do_not_follow_symlinks_out_of_the_root(host):
+    root, secret = host
+    (root / FIRMWARE).unlink()
+    os.symlink(secret, root / FIRMWARE)
+    with pytest.raises(HostFSError, match="firmware_version: resolves outside the root"):
+        HostFS(root).read("/" + FIRMWARE)
+    os.unlink(root / FIRMWARE)
+    os.symlink(os.path.relpath(secret, (root / FIRMWARE).parent), root / FIRMWARE)  # ../../.. out of the tree
+    with pytest.raises(HostFSError, match="resolves outside the root"):
+        HostFS(root).read("/" + FIRMWARE)
+    result = subprocess.run(
+        [sys.executable, "-m", "cxltierd", "topology", "--root", str(root), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "secret" not in result.stdout, result.stderr
+    assert json.loads(result.stdout)["cxl"]
+
+
+def test_directories_linked_out_of_the_root_are_not_listed(host, tmp_path):
+    root, _ = host
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "private-name").write_text("x")
+    os.symlink(outside, root / "sys/bus/cxl/devices/planted")
+    assert HostFS(root).listdir("/sys/bus/cxl/devices/planted") == []
+    assert HostFS("/").listdir(str(outside)) == ["private-name"]  # the real root is not confined
+
+
+def test_writes_do_not_follow_symlinks_out_of_the_root(host):
+    root, secret = host
+    target = root / "sys/kernel/mm/numa/demotion_enabled"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():
+        target.unlink()
+    os.symlink(secret, target)
+    with pytest.raises(HostFSError, match="resolves outside the root"):
+        HostFS(root).write("/sys/kernel/mm/numa/demotion_enabled", "true")
+    assert secret.read_text() == "root-only secret\n"
+
+
+def test_a_fifo_attribute_is_refused_at_once(host):
+    root, _ = host
+    (root / FIRMWARE).unlink()
+    os.mkfifo(root / FIRMWARE)
+    started = time.monotonic()
+    with pytest.raises(HostFSError, match="firmware_version: not a regular file"):
+        HostFS(root).read("/" + FIRMWARE)
+    with pytest.raises(HostFSError, match=r"write 'x' failed \(No such device or address\)"):
+        HostFS(root).write("/" + FIRMWARE, "x")  # nobody reads the FIFO: refused at open, no wait
+    assert time.monotonic() - started < 1
+    for command in ("topology", "doctor"):
+        result = subprocess.run(
+            [sys.executable, "-m", "cxltierd", command, "--root", str(root)], capture_output=True, text=True, timeout=60
+        )
+        assert "Traceback" not in result.stderr and result.returncode in (0, 1, 2), (command, result.stderr)
+
+
+def test_the_emulated_copy_has_no_link_out_of_itself(host, tmp_path):
+    root, secret = host
+    node_masks = root / "sys/devices/system/node"
+    (node_masks / "has_cpu").unlink()
+    os.symlink(secret, node_masks / "has_cpu")  # absolute: a path of the host the tree came from
+    os.symlink("../../../../../secret", node_masks / "escape")
+    os.symlink("/sys/devices/system/node/node0", root / "sys/bus/node/devices/absolute0")
+    copy = copy_tree(root, tmp_path / "copy")
+    links = [Path(d) / n for d, ds, fs in os.walk(copy) for n in ds + fs if (Path(d) / n).is_symlink()]
+    real = os.path.realpath(copy)
+    assert links and all(not os.readlink(p).startswith("/") for p in links)
+    assert all(os.path.realpath(p).startswith(real + "/") for p in links)
+    assert not (copy / "sys/devices/system/node/escape").is_symlink()
+    assert os.path.realpath(copy / "sys/bus/node/devices/absolute0") == os.path.realpath(
+        copy / "sys/devices/system/node/node0"
+    )
+    assert remove_node(copy, 2)  # scripted hotplug rewrites the masks: inside the copy only
+    assert secret.read_text() == "root-only secret\n"
