@@ -177,7 +177,7 @@ class Daemon:
             log.warning("conflict: %s", c)
         self._tick()
         self.notify.ready(self._status_line())
-        if self.opts.once:
+        if self.opts.once or (self.opts.ticks is not None and self.loop.totals.ticks >= self.opts.ticks):
             return 0
         next_tick = self.clock.now() + self.loop.policy.interval
         wd = self.notify.watchdog_interval

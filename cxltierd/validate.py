@@ -99,7 +99,7 @@ def parse_yaml(data: bytes | str, source: str) -> Any:
 
     Refused as well, each with one line: more than MAX_DOCUMENT_BYTES, nesting deeper than MAX_DEPTH, more than
     MAX_NODES values once aliases are expanded (or an alias inside itself), an integer of more than MAX_INT_DIGITS
-    digits, and any value the YAML constructor cannot build.
+    digits, a key given twice in one mapping, and any value the YAML constructor cannot build.
     """
     if len(data) > MAX_DOCUMENT_BYTES:
         raise ConfigError(f"{source}: larger than {MAX_DOCUMENT_BYTES} bytes, not a config file")
@@ -165,6 +165,8 @@ def _check_nodes(root: yaml.Node) -> None:
             continue
         if key in open_:
             raise _Refused("an alias refers to a value that contains it", node.start_mark)
+        if isinstance(node, yaml.MappingNode):
+            _check_keys(node)
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _INT_TAG and len(node.value) > MAX_INT_DIGITS:
                 raise _Refused(
@@ -175,6 +177,16 @@ def _check_nodes(root: yaml.Node) -> None:
         open_.add(key)
         stack.append((node, True))
         stack.extend((c, False) for c in _children(node) if id(c) not in size)
+
+
+def _check_keys(node: yaml.MappingNode) -> None:
+    """A key written twice in one mapping is refused (YAML would keep the last silently)."""
+    seen: set[tuple[str, str]] = set()
+    for k, _ in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+            if (k.tag, k.value) in seen:
+                raise _Refused(f"key {show(k.value)} is given twice in one mapping", k.start_mark)
+            seen.add((k.tag, k.value))
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

@@ -27,6 +27,8 @@ PAGE_SIZE = 4096
 MAX_RATE = 1e12
 MAX_TIME = 1e7
 MAX_CAPACITY = 1 << 50  # bytes of one node (1 PiB)
+MAX_REGIONS = 1 << 20  # regions of all processes together (the simulator keeps state per region)
+MIN_INTERVAL = 0.01  # seconds between ticks, as for the policy's interval
 
 # ---------------------------------------------------------------------------------------------------------------
 # The data model.
@@ -228,12 +230,19 @@ def parse_scenario(data: Any, source: str = "scenario.yaml") -> Scenario:
     node_ids = tuple(n.node for n in nodes)
     duration = c.seconds(top, "duration", "", DEFAULT_DURATION, hi=MAX_TIME, lo_open=True)
     processes = _parse_processes(c, top["processes"], node_ids, region_size)
+    regions = sum(-(-p.size // region_size) for p in processes)
+    if regions > MAX_REGIONS:
+        c.fail(
+            "processes",
+            f"{regions} regions of {format_size(region_size)} in all, more than {MAX_REGIONS} "
+            "(use a larger region_size or smaller processes)",
+        )
     events = _parse_events(c, top.get("events") or [], node_ids)
     scenario = Scenario(
         name=c.string(top, "name", "", Path(source).stem),
         description=str(top.get("description") or "").strip(),
         duration=duration,
-        interval=c.seconds(top, "interval", "", DEFAULT_INTERVAL, lo_open=True, hi=3600.0),
+        interval=c.seconds(top, "interval", "", DEFAULT_INTERVAL, lo=MIN_INTERVAL, hi=3600.0),
         seed=c.integer(top, "seed", "", DEFAULT_SEED, lo=0),
         region_size=region_size,
         host=c.string(top, "host", "", "default"),

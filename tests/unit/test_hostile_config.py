@@ -233,3 +233,45 @@ def test_regex_selectors_of_the_usual_kinds_are_accepted_and_bounded():
     assert policy_error("processes: {pin: [{regex: '" + "a" * 300 + "', tier: cxl}]}").endswith(
         "processes.pin[0].regex: a regular expression of at most 256 characters, got 300"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("interval: 5s\nengine: auto\ninterval: 1s\n", "p.yaml: line 3: key 'interval' is given twice in one mapping"),
+        ("hotness: {half_life: 3, half_life: 4}", "p.yaml: line 1: key 'half_life' is given twice in one mapping"),
+    ],
+)
+def test_duplicate_keys_are_refused(text, expected):
+    assert policy_error(text) == expected
+
+
+def test_scenario_size_and_interval_are_bounded(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.replace("4GiB", "1024TiB").replace("64MiB", "1024TiB") + "region_size: 4KiB\n")
+    with pytest.raises(ConfigError) as e:
+        read_scenario(path)
+    assert str(e.value) == (
+        f"{path}: processes: 274877906944 regions of 4KiB in all, more than 1048576 "
+        "(use a larger region_size or smaller processes)"
+    )
+    path.write_text(SCENARIO + "interval: 1us\n")
+    with pytest.raises(ConfigError, match=r"interval: must be a duration in \[0.01, 3600\] s, got '1us'$"):
+        read_scenario(path)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--duration", "0"], ["--duration", "-5"], ["--interval", "0"], ["--interval", "-1"], ["--interval", "0.001"]],
+)
+def test_simulate_refuses_durations_and_intervals_out_of_range(args):
+    result = CliRunner().invoke(main, ["simulate", "--scenario", "zipf-static", "--no-baselines", *args])
+    assert result.exit_code == 2 and "Invalid value for" in result.output and "Traceback" not in result.output
+
+
+def test_run_ticks_1_runs_one_tick(daemon):
+    d, _ = daemon
+    d.opts.ticks = 1
+    assert d.run() == 0
+    assert d.loop.totals.ticks == 1
+    assert CliRunner().invoke(main, ["run", "--ticks", "0"]).exit_code == 2
