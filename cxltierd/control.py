@@ -165,8 +165,8 @@ class ControlServer:
             return {"ok": False, "error": str(e)}
         try:
             request = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return {"ok": False, "error": f"request is not JSON: {e}"}
+        except (ValueError, RecursionError) as e:  # also an integer over 4300 digits, nesting too deep
+            return {"ok": False, "error": f"request is not JSON: {str(e)[:200]}"}
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return {"ok": False, "error": 'request must be an object like {"command": "status"}'}
         command = request["command"]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from cxltierd.discovery.parse import parse_cpulist
+from cxltierd.errors import RootError
 from cxltierd.render import cpulist
 
 NODE = "sys/devices/system/node"
@@ -24,7 +26,12 @@ def copy_tree(src: Path, dest: Path) -> Path:
     """A private copy of a host tree, symlinks kept as symlinks but never pointing out of the copy: an absolute
     link ("/sys/devices/x", which names a path of that host) is rewritten relative, into the copy, and a relative
     link that climbs out of the tree is dropped. Scripted hotplug then writes inside the copy only."""
-    shutil.copytree(src, dest, symlinks=True)
+    if not src.is_dir():
+        raise RootError(f"{src}: host tree {'does not exist' if not src.exists() else 'is not a directory'}")
+    try:
+        shutil.copytree(src, dest, symlinks=True, ignore=_special_files)
+    except (OSError, shutil.Error) as e:
+        raise RootError(f"{src}: cannot copy the host tree ({_first_error(e)})") from None
     top = os.path.realpath(dest)
     for d, dirs, files in os.walk(top):
         for name in dirs + files:
@@ -39,6 +46,29 @@ def copy_tree(src: Path, dest: Path) -> Path:
             elif os.path.relpath(os.path.normpath(os.path.join(d, target)), top).startswith(".."):
                 os.unlink(path)
     return dest
+
+
+def _special_files(directory: str, names: list[str]) -> list[str]:
+    """Entries not copied: anything but regular files, directories and symlinks (a FIFO would block the copy)."""
+    skip = []
+    for name in names:
+        try:
+            mode = os.lstat(os.path.join(directory, name)).st_mode
+        except OSError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            skip.append(name)
+    return skip
+
+
+def _first_error(e: BaseException) -> str:
+    """One line for an OSError or for shutil.Error's list of (src, dst, reason)."""
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
+        first = e.args[0][0]
+        return f"{first[0]}: {first[2]}" + (f" and {len(e.args[0]) - 1} more" if len(e.args[0]) > 1 else "")
+    if isinstance(e, OSError):
+        return f"{e.filename}: {e.strerror}" if e.filename else str(e.strerror or e)
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _set_mask(path: Path, node: int, present: bool) -> None:

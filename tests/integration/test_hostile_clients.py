@@ -236,3 +236,20 @@ def test_a_stale_socket_is_replaced(tmp_path):
         assert request(str(path), "status", timeout=5) == {"ok": True}
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"command": "status", "n": ' + b"9" * 5000 + b"}\n", "request is not JSON: Exceeds the limit (4300 digits)"),
+        (b"[" * 60000 + b"\n", "request is not JSON: "),
+    ],
+)
+def test_requests_json_cannot_parse_get_a_plain_error(control_server, raw, expected):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(control_server.path)
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        reply = json.loads(s.recv(65536))
+    assert reply["ok"] is False and reply["error"].startswith(expected) and "internal" not in reply["error"]

@@ -107,3 +107,28 @@ def test_the_emulated_copy_has_no_link_out_of_itself(host, tmp_path):
     )
     assert remove_node(copy, 2)  # scripted hotplug rewrites the masks: inside the copy only
     assert secret.read_text() == "root-only secret\n"
+
+
+def run_once(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "cxltierd", "run", "--once", "--listen", "off", "--socket", "off", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_emulated_root_that_is_missing_a_file_or_holds_a_fifo_gives_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for root, expected in (
+        (tmp_path / "missing", f"cxltierd: error: {tmp_path / 'missing'}: host tree does not exist\n"),
+        (tmp_path / "file", f"cxltierd: error: {tmp_path / 'file'}: host tree is not a directory\n"),
+    ):
+        result = run_once("--backend", "emulated", "--root", str(root))
+        assert result.returncode == 2 and result.stderr.endswith(expected), result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_copying_a_tree_skips_fifos(host, tmp_path):
+    root, _ = host
+    os.mkfifo(root / "sys/planted-fifo")
+    started = time.monotonic()
+    copy = copy_tree(root, tmp_path / "copy")
+    assert time.monotonic() - started < 30
+    assert not (copy / "sys/planted-fifo").exists() and (copy / FIRMWARE).is_file()
