@@ -103,8 +103,9 @@ def parse_yaml(data: bytes | str, source: str) -> Any:
     """
     if len(data) > MAX_DOCUMENT_BYTES:
         raise ConfigError(f"{source}: larger than {MAX_DOCUMENT_BYTES} bytes, not a config file")
-    loader = _Loader(data)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(data)  # reads the start of the stream already: can raise ReaderError
         node = loader.get_single_node()
         if node is None:
             return None
@@ -121,7 +122,8 @@ def parse_yaml(data: bytes | str, source: str) -> Any:
     except (ValueError, OverflowError, TypeError) as e:  # a scalar the constructor cannot convert (a bad date)
         raise ConfigError(f"{source}: not valid YAML: {_cut(str(e))}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 @contextlib.contextmanager
@@ -203,7 +205,7 @@ def join(path: str, key: object) -> str:
     A key longer than 40 characters is cut (a path names a place, it does not quote the file)."""
     if isinstance(key, int) and not isinstance(key, bool):
         return f"{path}[{key}]"
-    text = key if isinstance(key, str) else show(key)
+    text = key if isinstance(key, str) and key.isprintable() else show(key)  # a newline in a key stays quoted
     text = text if len(text) <= 40 else text[:37] + "..."
     return f"{path}.{text}" if path else text
 

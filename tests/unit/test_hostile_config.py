@@ -275,3 +275,19 @@ def test_run_ticks_1_runs_one_tick(daemon):
     assert d.run() == 0
     assert d.loop.totals.ticks == 1
     assert CliRunner().invoke(main, ["run", "--ticks", "0"]).exit_code == 2
+
+
+def test_keys_with_newlines_or_control_characters_stay_on_one_line():
+    assert policy_error(
+        '"a\\nb": 1'
+    ) == "p.yaml: 'a\\nb': unknown key 'a\\nb' (valid keys: interval, engine, dry_run, " + (
+        "tiers, watermarks, hotness, rate_limit, cooldown, processes, damon, metrics)"
+    )
+    assert policy_error('"\\x08": 1').startswith("p.yaml: '\\x08': unknown key")
+
+
+def test_a_stream_the_yaml_reader_refuses_at_once_is_one_line():
+    assert (
+        policy_error("\x08")
+        == "p.yaml: not valid YAML: unacceptable character #x0008: special characters are not allowed"
+    )
