@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -253,3 +254,36 @@ def test_requests_json_cannot_parse_get_a_plain_error(control_server, raw, expec
         s.shutdown(socket.SHUT_WR)
         reply = json.loads(s.recv(65536))
     assert reply["ok"] is False and reply["error"].startswith(expected) and "internal" not in reply["error"]
+
+
+class _Big:
+    """A collector whose exposition is about a megabyte, so a reply is still being written when the client resets."""
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        g = GaugeMetricFamily("big", "Big.", labels=["i"])
+        for i in range(20000):
+            g.add_metric([f"label-{i:040d}"], i)
+        yield g
+
+
+def test_a_client_that_resets_mid_reply_is_no_traceback(capfd):
+    registry = CollectorRegistry()
+    registry.register(_Big())
+    server = MetricsServer("127.0.0.1", 0, registry, lambda: (True, "ok"))
+    server.start()
+    try:
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            s.recv(1)
+            s.close()
+        time.sleep(1.0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        server.stop()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err, err
