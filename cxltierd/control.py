@@ -234,11 +234,15 @@ def _connect(s: socket.socket, path: str, deadline: float) -> None:
 
 
 def request(path: str, command: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
-    """Send one command to the daemon and return its reply. Raises ControlError when no daemon answers."""
+    """Send one command to the daemon and return its reply. Raises ControlError when no daemon answers, or when
+    what answers runs as neither root nor the caller (checked with SO_PEERCRED before anything is sent)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.settimeout(timeout)
             _connect(s, path, time.monotonic() + timeout)
+            server = peer_of(s)
+            if server.uid not in (0, os.getuid()):  # a socket planted by another user: send it nothing
+                raise ControlError(f"{path}: answered by uid {server.uid}, neither root nor you: not trusted")
             try:
                 s.sendall((json.dumps({"command": command, **fields}) + "\n").encode())
                 s.shutdown(socket.SHUT_WR)

@@ -64,11 +64,13 @@ class _Loader(yaml.SafeLoader):
             self.depth -= 1
 
 
-def read_config(path: str | os.PathLike[str], what: str = "file") -> bytes:
+def read_config(path: str | os.PathLike[str], what: str = "file", owned: bool = False) -> bytes:
     """The bytes of a config file: a regular file (a symlink to one is fine) of at most MAX_DOCUMENT_BYTES.
 
     Opened non-blocking, so a FIFO is refused at once instead of hanging the caller; a device (/dev/zero) is
-    refused unread. Raises ConfigError "PATH: cannot read WHAT (reason)" or "PATH: not a regular file"."""
+    refused unread. With `owned` (a file that steers the daemon), the file must belong to root or to the user
+    running cxltierd and must not be writable by others, as sshd's StrictModes requires: otherwise any local user
+    could rewrite the policy the daemon (usually root) applies. Raises ConfigError naming the file."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
@@ -78,6 +80,8 @@ def read_config(path: str | os.PathLike[str], what: str = "file") -> bytes:
         if not stat.S_ISREG(st.st_mode):
             kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device"
             raise ConfigError(f"{path}: not a regular file ({kind})")
+        if owned:
+            _check_owner(path, what, st)
         if st.st_size > MAX_DOCUMENT_BYTES:
             raise ConfigError(f"{path}: larger than {MAX_DOCUMENT_BYTES} bytes, not a config file")
         chunks: list[bytes] = []
@@ -92,6 +96,14 @@ def read_config(path: str | os.PathLike[str], what: str = "file") -> bytes:
         raise ConfigError(f"{path}: cannot read {what} ({e.strerror or e})") from None
     finally:
         os.close(fd)
+
+
+def _check_owner(path: str | os.PathLike[str], what: str, st: os.stat_result) -> None:
+    me = os.geteuid()
+    if st.st_uid not in (0, me):
+        raise ConfigError(f"{path}: {what} is owned by uid {st.st_uid}, neither root nor uid {me}: not trusted")
+    if st.st_mode & stat.S_IWOTH:
+        raise ConfigError(f"{path}: {what} is writable by every user (mode {stat.S_IMODE(st.st_mode):o}): not trusted")
 
 
 def parse_yaml(data: bytes | str, source: str) -> Any:

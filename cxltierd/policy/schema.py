@@ -156,9 +156,10 @@ TOP_KEYS = (
 
 
 def load_policy(path: str | Path) -> Policy:
-    """Read and validate a policy file. Raises ConfigError("FILE: key.path: what is wrong")."""
+    """Read and validate a policy file (owned by root or by us, not writable by all). Raises
+    ConfigError("FILE: key.path: what is wrong")."""
     p = Path(path)
-    return parse_policy(read_config(p, "policy file"), str(p))
+    return parse_policy(read_config(p, "policy file", owned=True), str(p))
 
 
 def parse_policy(data: bytes | str, source: str = "<string>") -> Policy:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -287,3 +289,40 @@ def test_a_client_that_resets_mid_reply_is_no_traceback(capfd):
         server.stop()
     err = capfd.readouterr().err
     assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err, err
+
+
+PLANTED = textwrap.dedent(
+    """
+    import os, socket, sys
+    os.setgid(12345)
+    os.setuid(12345)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(sys.argv[1])
+    s.listen(4)
+    print("ready", flush=True)
+    conn, _ = s.accept()
+    conn.settimeout(5)
+    print(repr(conn.recv(4096)), flush=True)
+    conn.sendall(b'{"ok": true, "status": "forged"}\\n')
+    """
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a server as another uid")
+def test_client_refuses_a_server_of_another_user():
+    shared = Path(tempfile.mkdtemp(prefix="cxltierd-planted-"))  # pytest's tmp_path is closed to other users
+    shared.chmod(0o777)
+    path = str(shared / "ctl.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PLANTED, path], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        with pytest.raises(control.ControlError, match=r"ctl.sock: answered by uid 12345, neither root nor you"):
+            request(path, "status", timeout=5)
+        out, _ = proc.communicate(timeout=10)
+        assert out == "b''\n"  # nothing was sent to it
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(shared, ignore_errors=True)

@@ -291,3 +291,20 @@ def test_a_stream_the_yaml_reader_refuses_at_once_is_one_line():
         policy_error("\x08")
         == "p.yaml: not valid YAML: unacceptable character #x0008: special characters are not allowed"
     )
+
+
+def test_a_policy_others_can_write_is_not_trusted(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("interval: 2s\n")
+    path.chmod(0o644)
+    assert load_policy(path).interval == 2.0
+    path.chmod(0o666)
+    with pytest.raises(ConfigError) as e:
+        load_policy(path)
+    assert str(e.value) == f"{path}: policy file is writable by every user (mode 666): not trusted"
+    if os.geteuid() == 0:  # only root can give a file away
+        path.chmod(0o644)
+        os.chown(path, 12345, 12345)
+        with pytest.raises(ConfigError) as e:
+            load_policy(path)
+        assert str(e.value) == f"{path}: policy file is owned by uid 12345, neither root nor uid 0: not trusted"
