@@ -136,8 +136,8 @@ class Daemon:
             self._start_servers()
             return self._main()
         finally:
+            self._shutdown()  # our handlers still installed: a second SIGTERM cannot cut the cleanup short
             restore()
-            self._shutdown()
 
     def _start_servers(self) -> None:
         # Neither is the daemon's job itself: if one cannot open, say so and keep placing memory.
@@ -231,6 +231,8 @@ class Daemon:
                 stop()
             except Exception as e:  # stopping must finish whatever one part does
                 log.error("stopping %s: %s", what, e)
+        if threading.current_thread() is threading.main_thread():
+            signal.set_wakeup_fd(-1)  # not into the pipe closed below (run() restores the previous one)
         for fd in (self.wake_r, self.wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -308,3 +308,27 @@ def test_a_policy_others_can_write_is_not_trusted(tmp_path):
         with pytest.raises(ConfigError) as e:
             load_policy(path)
         assert str(e.value) == f"{path}: policy file is owned by uid 12345, neither root nor uid 0: not trusted"
+
+
+SECOND_SIGNAL = """
+import os, signal, sys, time
+from cxltierd.app import Settings, build
+from cxltierd.daemon import Daemon, FakeClock, Options
+rt = build(Settings(backend="host", root=sys.argv[1], state_dir=sys.argv[2]))
+def slow_cleanup():
+    os.kill(os.getpid(), signal.SIGTERM)  # a second stop request while cleaning up
+    time.sleep(0.2)
+    print("cleaned up", flush=True)
+rt.cleanup.append(slow_cleanup)
+print("exit", Daemon(rt, Options(ticks=1), clock=FakeClock()).run(), flush=True)
+"""
+
+
+def test_a_second_signal_does_not_cut_the_cleanup_short(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", SECOND_SIGNAL, str(HOSTS / "single-node"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and result.stdout == "cleaned up\nexit 0\n", (result.returncode, result.stderr)
