@@ -155,7 +155,7 @@ def build(settings: Settings) -> Runtime:
 
 def _emulated(settings: Settings, policy: Policy) -> Runtime:
     from cxltierd.emulate import SimulatedMemory, host_root, read_scenario
-    from cxltierd.emulate.tree import add_node, copy_tree, remove_node
+    from cxltierd.emulate.tree import apply_hotplug, copy_tree
 
     scenario = read_scenario(settings.scenario or DEFAULT_SCENARIO)
     tmp = Path(tempfile.mkdtemp(prefix="cxltierd-emulated-"))
@@ -172,14 +172,14 @@ def _emulated(settings: Settings, policy: Policy) -> Runtime:
 
     def scripted(now: float) -> list[str]:
         """Hotplug the simulator did since the last call, applied to the tree copy."""
-        events: list[str] = []
+        changes: list[tuple[str, int]] = []
         for rec in sim.hotplug_log[seen[0] :]:
             if rec.ok:
-                events += remove_node(root, rec.node) if rec.action == "remove" else add_node(root, rec.node)
+                changes.append((rec.action, rec.node))
             else:
                 log.warning("scripted hotplug at %gs: %s", rec.at, rec.message)
         seen[0] = len(sim.hotplug_log)
-        return events
+        return apply_hotplug(root, changes)
 
     def counters() -> dict[str, int]:
         base = read_vmstat(fs)

@@ -8,6 +8,7 @@ event lines ("node remove node2") that the daemon debounces into one re-discover
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -98,6 +99,43 @@ def _feeders(root: Path, node: int) -> list[tuple[str, str]]:
     return out
 
 
+def _online(root: Path) -> list[int]:
+    path = root / NODE / "online"
+    return list(parse_cpulist(path.read_text())) if path.is_file() else []
+
+
+def _row(path: Path, online: list[int]) -> dict[int, int] | None:
+    """A node's distance file as {node: distance}, its entries following `online` (None if it does not fit)."""
+    try:
+        values = [int(v) for v in path.read_text().split()]
+    except (OSError, ValueError):
+        return None
+    return dict(zip(online, values, strict=True)) if len(values) == len(online) else None
+
+
+def _distances(root: Path) -> dict[int, dict[int, int]]:
+    """The full distance matrix of the host, saved in the stash at the first hotplug (when every row is whole)."""
+    path = root / STASH / "distance.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        return {int(a): {int(b): d for b, d in row.items()} for a, row in saved.items()}
+    online = _online(root)
+    matrix = {n: row for n in online if (row := _row(root / NODE / f"node{n}" / "distance", online))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(matrix))
+    return matrix
+
+
+def _write_distances(root: Path, matrix: dict[int, dict[int, int]]) -> None:
+    """As the kernel lists distances to online nodes only: every online node's row, for the nodes online now."""
+    online = _online(root)
+    for n in online:
+        row = matrix.get(n, {})
+        path = root / NODE / f"node{n}" / "distance"
+        if path.is_file() and all(o in row for o in online):
+            path.write_text(" ".join(str(row[o]) for o in online) + "\n")
+
+
 def remove_node(root: Path, node: int) -> list[str]:
     """Take node `node` (and what feeds it) out of the tree; returns udev-style event lines."""
     nd = root / NODE / f"node{node}"
@@ -110,6 +148,7 @@ def remove_node(root: Path, node: int) -> list[str]:
         (stash / bus).mkdir(parents=True, exist_ok=True)
         os.replace(root / bus / name, stash / bus / name)
         events.append(f"{'dax' if '/dax/' in bus else 'cxl'} remove {name}")
+    distances = _distances(root)
     os.replace(nd, stash / f"node{node}")
     bus_link = root / "sys/bus/node/devices" / f"node{node}"
     if bus_link.is_symlink():
@@ -117,6 +156,7 @@ def remove_node(root: Path, node: int) -> list[str]:
         os.replace(bus_link, stash / "sys/bus/node/devices" / bus_link.name)
     for mask in MASKS:
         _set_mask(root / NODE / mask, node, present=False)
+    _write_distances(root, distances)
     tiers = root / "sys/devices/virtual/memory_tiering"
     for t in sorted(tiers.glob("memory_tier*/nodelist")) if tiers.is_dir() else []:
         if node in parse_cpulist(t.read_text()):
@@ -135,6 +175,7 @@ def add_node(root: Path, node: int) -> list[str]:
     events = [f"node add node{node}"]
     for mask in ("online", "has_memory"):
         _set_mask(root / NODE / mask, node, present=True)
+    _write_distances(root, _distances(root))
     if (stash / "tier").is_file():
         _set_mask(root / "sys/devices/virtual/memory_tiering" / (stash / "tier").read_text() / "nodelist", node, True)
     for bus in ("sys/bus/node/devices", "sys/bus/cxl/devices", "sys/bus/dax/devices"):
@@ -143,4 +184,18 @@ def add_node(root: Path, node: int) -> list[str]:
             if bus != "sys/bus/node/devices":
                 events.append(f"{bus.split('/')[2]} add {entry.name}")
     shutil.rmtree(stash)
+    return events
+
+
+def apply_hotplug(root: Path, changes: list[tuple[str, int]]) -> list[str]:
+    """Apply ("remove" | "add", node) changes in order, coalesced: only each node's last change is applied (a node
+    removed and added back thousands of times between two ticks ends where it started and costs one check, not
+    thousands of tree rewrites). Returns the udev-style event lines of what changed."""
+    last: dict[int, str] = {}
+    for action, node in changes:
+        last.pop(node, None)  # keep the order of each node's last change
+        last[node] = action
+    events: list[str] = []
+    for node, action in last.items():
+        events += remove_node(root, node) if action == "remove" else add_node(root, node)
     return events

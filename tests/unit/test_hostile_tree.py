@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cxltierd.emulate.tree import copy_tree, remove_node
+from cxltierd.discovery import discover
+from cxltierd.emulate.tree import add_node, apply_hotplug, copy_tree, remove_node
 from cxltierd.errors import HostFSError
 from cxltierd.hostfs import HostFS
 
@@ -132,3 +133,38 @@ def test_copying_a_tree_skips_fifos(host, tmp_path):
     copy = copy_tree(root, tmp_path / "copy")
     assert time.monotonic() - started < 30
     assert not (copy / "sys/planted-fifo").exists() and (copy / FIRMWARE).is_file()
+
+
+def test_hotplug_keeps_distance_rows_to_the_online_nodes(tmp_path):
+    root = copy_tree(HOSTS / "two-socket-cxl", tmp_path / "copy")
+    full = {0: {0: 10, 1: 21, 2: 24}, 1: {0: 21, 1: 10, 2: 24}, 2: {0: 24, 1: 24, 2: 10}}
+
+    def distances() -> dict[int, dict[int, int]]:
+        facts = discover(HostFS(root))
+        assert not facts.warnings
+        return {n.node: n.distances for n in facts.nodes}
+
+    assert distances() == full
+    remove_node(root, 1)
+    assert distances() == {0: {0: 10, 2: 24}, 2: {0: 24, 2: 10}}
+    remove_node(root, 2)
+    assert distances() == {0: {0: 10}}
+    add_node(root, 1)
+    assert distances() == {0: {0: 10, 1: 21}, 1: {0: 21, 1: 10}}
+    add_node(root, 2)
+    assert distances() == full
+
+
+def test_a_storm_of_scripted_hotplug_is_applied_as_its_net_change(tmp_path):
+    root = copy_tree(HOSTS / "two-socket-cxl", tmp_path / "copy")
+    storm = [("remove" if i % 2 == 0 else "add", 2) for i in range(20000)]
+    started = time.monotonic()
+    assert apply_hotplug(root, storm) == []  # removed and added back 10000 times: where it started
+    assert apply_hotplug(root, [*storm, ("remove", 2), ("remove", 1)]) == [
+        "dax remove dax0.0",
+        "cxl remove region0",
+        "node remove node2",
+        "node remove node1",
+    ]
+    assert time.monotonic() - started < 5
+    assert sorted(n.node for n in discover(HostFS(root)).nodes) == [0]
