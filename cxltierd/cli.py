@@ -179,7 +179,7 @@ def policy_check(file: str) -> None:
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--once", is_flag=True, help="Run one tick and exit.")
 @click.option("--dry-run", is_flag=True, help="Plan and log moves, move nothing.")
-@click.option("--ticks", type=int, default=None, help="Exit after this many ticks.")
+@click.option("--ticks", type=click.IntRange(min=1), default=None, help="Exit after this many ticks.")
 @click.option("--fake-clock", is_flag=True, hidden=True, help="Simulated time: ticks follow each other at once.")
 @click.option("--state-dir", default="/run/cxltierd", hidden=True, help="Where engines record what they own.")
 @one_line_errors
@@ -220,9 +220,13 @@ def run(
 @main.command()
 @click.option("--scenario", required=True, help="A scenario name or YAML file.")
 @click.option("--policy", "policy_file", type=click.Path(dir_okay=False), default=None, help="Policy file.")
-@click.option("--duration", type=float, default=None, help="Simulated seconds [the scenario's].")
+@click.option(
+    "--duration", type=click.FloatRange(0, 1e7, min_open=True), default=None, help="Simulated seconds [the scenario's]."
+)
 @click.option("--seed", type=int, default=None)
-@click.option("--interval", type=float, default=None, help="Loop interval, seconds [the scenario's].")
+@click.option(
+    "--interval", type=click.FloatRange(0.01, 3600), default=None, help="Loop interval, seconds [the scenario's]."
+)
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Also run the baselines.")
 @json_option
 @one_line_errors

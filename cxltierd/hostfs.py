@@ -2,19 +2,24 @@
 
 Every reader takes a HostFS. Paths are written as the kernel spells them ("/sys/bus/cxl/devices") and are
 mapped under the injected root, so the same code runs on "/" and on a fixture tree. Reads raise HostFSError
-naming the file; callers decide whether to skip the device or the value. Writes (sysfs knobs, DAMON) go through
-the same object, so tests can record them by subclassing it (see the engine tests' fake DAMON).
+naming the file; callers decide whether to skip the device or the value. Attributes are opened non-blocking and
+must be regular files (a FIFO planted in a tree is refused, not waited on); under a root other than "/", every
+open must resolve beneath the root, so a symlink in the tree cannot make cxltierd read or write a file outside it.
+Writes (sysfs knobs, DAMON) go through the same object, so tests can record them by subclassing it (see the engine
+tests' fake DAMON).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from cxltierd.errors import HostFSError, RootError
 
 # Attributes larger than this are not kernel attributes: refuse instead of reading a huge file into memory.
 MAX_ATTR_BYTES = 1 << 20
+_OPEN_FLAGS = os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 
 
 class HostFS:
@@ -24,6 +29,8 @@ class HostFS:
         self.root = Path(root)
         self._prefix = str(self.root).rstrip("/")  # string paths: discovery reads tens of thousands of files
         self._plain_dirs: dict[str, bool] = {}  # directory -> has no symlink among its components
+        self._confined = self._prefix != ""  # not "/": opens must stay beneath the root
+        self._real_root: str | None = None
 
     def __repr__(self) -> str:
         return f"HostFS({str(self.root)!r})"
@@ -46,16 +53,48 @@ class HostFS:
         return os.path.isdir(self._prefix + "/" + kpath.lstrip("/"))
 
     def listdir(self, kpath: str, sort: bool = True) -> list[str]:
-        """Entries of a directory (sorted unless asked not to); empty when it is missing or unreadable."""
+        """Entries of a directory (sorted unless asked not to); empty when it is missing, unreadable, or (under a
+        root other than "/") resolves outside the root."""
         try:
-            names = os.listdir(self._prefix + "/" + kpath.lstrip("/"))
+            fd = os.open(self._prefix + "/" + kpath.lstrip("/"), os.O_RDONLY | os.O_DIRECTORY | _OPEN_FLAGS)
         except OSError:
             return []
+        try:
+            if self._confined and not self._beneath(fd):
+                return []
+            names = os.listdir(fd)
+        except OSError:
+            return []
+        finally:
+            os.close(fd)
         return sorted(names) if sort else names
 
+    def _open(self, kpath: str, flags: int) -> int:
+        """A descriptor of the regular file at `kpath`, resolved beneath the root. Raises OSError or HostFSError."""
+        fd = os.open(self._prefix + "/" + kpath.lstrip("/"), flags | _OPEN_FLAGS)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise HostFSError(str(self.path(kpath)), "is a directory, expected an attribute file")
+            if not stat.S_ISREG(mode):
+                raise HostFSError(str(self.path(kpath)), "not a regular file, not a kernel attribute")
+            if self._confined and not self._beneath(fd):
+                raise HostFSError(str(self.path(kpath)), "resolves outside the root (a symlink out of the tree)")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _beneath(self, fd: int) -> bool:
+        """The open file is inside the root (its path as the kernel resolved it, from /proc/self/fd)."""
+        if self._real_root is None:
+            self._real_root = os.path.realpath(self.root)
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        return real == self._real_root or real.startswith(self._real_root.rstrip("/") + "/")
+
     def _raw(self, kpath: str) -> bytes:
-        """Bytes of a file (os.open/os.read: no file object per read). Raises OSError."""
-        fd = os.open(self._prefix + "/" + kpath.lstrip("/"), os.O_RDONLY | os.O_CLOEXEC)
+        """Bytes of a file (os.open/os.read: no file object per read). Raises OSError or HostFSError."""
+        fd = self._open(kpath, os.O_RDONLY)
         try:
             data = os.read(fd, MAX_ATTR_BYTES + 1)
             if len(data) > 4000:  # sysfs attributes fit in a page; longer files (procfs) come in pieces
@@ -84,8 +123,6 @@ class HostFS:
             if missing_ok and not os.path.islink(self.path(kpath)):
                 return None
             raise HostFSError(str(self.path(kpath)), "missing") from None
-        except IsADirectoryError:
-            raise HostFSError(str(self.path(kpath)), "is a directory, expected an attribute file") from None
         except OSError as e:
             raise HostFSError(str(self.path(kpath)), f"unreadable ({e.strerror or e})", e.errno) from None
         if len(data) > MAX_ATTR_BYTES:
@@ -146,7 +183,13 @@ class HostFS:
         """Write a sysfs/procfs attribute. Raises HostFSError naming the file."""
         p = self.path(kpath)
         try:
-            with open(p, "w") as f:
-                f.write(value)
+            # Under a tree, truncate only once the file is known to be beneath the root (O_TRUNC acts at open).
+            fd = self._open(kpath, os.O_WRONLY if self._confined else os.O_WRONLY | os.O_TRUNC)
+            try:
+                if self._confined:
+                    os.ftruncate(fd, 0)
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
         except OSError as e:
             raise HostFSError(str(p), f"write {value!r} failed ({e.strerror or e})", e.errno) from None

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import re
 
+from cxltierd.shown import show
+
 # Binary units (KiB, Ki, K) are powers of 1024; decimal units (KB, kB) are powers of 1000. Case-insensitive.
 _SIZE_UNITS: dict[str, int] = {
     "": 1,
@@ -42,6 +44,7 @@ _SECOND_UNITS: dict[str, float] = {
     "min": 60.0,
     "h": 3600.0,
 }
+MAX_TEXT = 64  # a longer size or duration string is refused before the pattern runs over it
 _NUMBER_UNIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
 SIZE_HELP = 'a size in bytes: an integer or a string like "4096", "512MiB", "4GiB", "2MB"'
@@ -49,10 +52,14 @@ SECONDS_HELP = 'a duration: a number of seconds or a string like "500ms", "5s", 
 
 
 def _number(value: object) -> float | None:
-    """The value as a float when it is a real number (not a bool), else None."""
+    """The value as a float when it is a real number (not a bool), else None; an integer too large for a float is
+    infinite (and refused as such by the callers)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def parse_size(value: object) -> int:
@@ -62,20 +69,20 @@ def parse_size(value: object) -> int:
     """
     num = _number(value)
     if num is None:
-        if not isinstance(value, str):
-            raise ValueError(f"must be {SIZE_HELP}, got {value!r}")
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            raise ValueError(f"must be {SIZE_HELP}, got {show(value)}")
         text = value.strip().removesuffix("/s")
         m = _NUMBER_UNIT.match(text)
         if not m:
-            raise ValueError(f"must be {SIZE_HELP}, got {value!r}")
+            raise ValueError(f"must be {SIZE_HELP}, got {show(value)}")
         unit = m.group(2).lower()
         if unit not in _SIZE_UNITS:
             raise ValueError(
-                f"unknown size unit {m.group(2)!r} in {value!r} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+                f"unknown size unit {show(m.group(2))} in {show(value)} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
             )
         num = float(m.group(1)) * _SIZE_UNITS[unit]
     if not math.isfinite(num) or num < 0:
-        raise ValueError(f"must be {SIZE_HELP} (not negative), got {value!r}")
+        raise ValueError(f"must be {SIZE_HELP} (not negative), got {show(value)}")
     return round(num)
 
 
@@ -86,17 +93,17 @@ def parse_seconds(value: object) -> float:
     """
     num = _number(value)
     if num is None:
-        if not isinstance(value, str):
-            raise ValueError(f"must be {SECONDS_HELP}, got {value!r}")
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            raise ValueError(f"must be {SECONDS_HELP}, got {show(value)}")
         m = _NUMBER_UNIT.match(value)
         if not m:
-            raise ValueError(f"must be {SECONDS_HELP}, got {value!r}")
+            raise ValueError(f"must be {SECONDS_HELP}, got {show(value)}")
         unit = m.group(2).lower()
         if unit not in _SECOND_UNITS:
-            raise ValueError(f"unknown time unit {m.group(2)!r} in {value!r} (use ms, s, m, h)")
+            raise ValueError(f"unknown time unit {show(m.group(2))} in {show(value)} (use ms, s, m, h)")
         num = float(m.group(1)) * _SECOND_UNITS[unit]
     if not math.isfinite(num) or num < 0:
-        raise ValueError(f"must be {SECONDS_HELP} (not negative), got {value!r}")
+        raise ValueError(f"must be {SECONDS_HELP} (not negative), got {show(value)}")
     return num
 
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from cxltierd.emulate.memory import SimulatedMemory
-from cxltierd.emulate.tree import add_node, remove_node
+from cxltierd.emulate.tree import apply_hotplug
 
 log = logging.getLogger("cxltierd")
 
@@ -42,14 +42,14 @@ class ScriptedEvents:
         with contextlib.suppress(OSError):
             while os.read(self.r, 512):
                 pass
-        events: list[str] = []
+        changes: list[tuple[str, int]] = []
         for rec in self.sim.hotplug_log[self.seen :]:
             if rec.ok:
-                events += remove_node(self.root, rec.node) if rec.action == "remove" else add_node(self.root, rec.node)
+                changes.append((rec.action, rec.node))
             else:
                 log.warning("scripted hotplug at %gs: %s", rec.at, rec.message)
         self.seen = len(self.sim.hotplug_log)
-        return events
+        return apply_hotplug(self.root, changes)  # a storm of events costs each node's net change only
 
     def close(self) -> None:
         """Close the pipe and stop listening."""

@@ -16,7 +16,7 @@ from cxltierd.emulate.scenario import parse_scenario
 from cxltierd.emulate.spec import Scenario
 from cxltierd.errors import ConfigError
 from cxltierd.topology import Topology
-from cxltierd.validate import parse_yaml
+from cxltierd.validate import one_line_errors, parse_yaml, read_config
 
 
 def _scenario_dir() -> Any:
@@ -31,7 +31,8 @@ def scenario_names() -> list[str]:
 def read_scenario(name_or_path: str | Path) -> Scenario:
     """Parse a shipped scenario (by name) or a YAML file, without checking it against its host."""
     text, source = _read(name_or_path)
-    return parse_scenario(parse_yaml(text, source), source)
+    with one_line_errors(source):
+        return parse_scenario(parse_yaml(text, source), source)
 
 
 def load_scenario(name_or_path: str | Path, topology: Topology | None = None) -> Scenario:
@@ -47,9 +48,7 @@ def _read(name_or_path: str | Path) -> tuple[str, str]:
     looks_like_path = isinstance(name_or_path, Path) or "/" in str(name_or_path) or path.suffix in (".yaml", ".yml")
     if looks_like_path or path.is_file():
         try:
-            return path.read_text(encoding="utf-8"), str(name_or_path)
-        except OSError as e:
-            raise ConfigError(f"{name_or_path}: cannot read scenario file ({e.strerror or e})") from None
+            return read_config(path, "scenario file").decode("utf-8"), str(name_or_path)
         except UnicodeDecodeError:
             raise ConfigError(f"{name_or_path}: not a text file") from None
     names = scenario_names()

@@ -41,10 +41,13 @@ from cxltierd.emulate.spec import (
 )
 from cxltierd.model import PAGE_SIZE
 from cxltierd.units import format_size
-from cxltierd.validate import REQUIRED, Checker, join, show
+from cxltierd.validate import REQUIRED, Checker, join, node_id, show
 
 MAX_RATE = 1e12
 MAX_TIME = 1e7
+MAX_CAPACITY = 1 << 50  # bytes of one node (1 PiB)
+MAX_REGIONS = 1 << 20  # regions of all processes together (the simulator keeps state per region)
+MIN_INTERVAL = 0.01  # seconds between ticks, as for the policy's interval
 
 
 def parse_scenario(data: Any, source: str = "scenario.yaml") -> Scenario:
@@ -61,12 +64,19 @@ def parse_scenario(data: Any, source: str = "scenario.yaml") -> Scenario:
     node_ids = tuple(n.node for n in nodes)
     duration = c.seconds(top, "duration", "", DEFAULT_DURATION, hi=MAX_TIME, lo_open=True)
     processes = _parse_processes(c, top["processes"], node_ids, region_size)
+    regions = sum(-(-p.size // region_size) for p in processes)
+    if regions > MAX_REGIONS:
+        c.fail(
+            "processes",
+            f"{regions} regions of {format_size(region_size)} in all, more than {MAX_REGIONS} "
+            "(use a larger region_size or smaller processes)",
+        )
     events = _parse_events(c, top.get("events") or [], node_ids)
     scenario = Scenario(
         name=c.string(top, "name", "", Path(source).stem),
         description=str(top.get("description") or "").strip(),
         duration=duration,
-        interval=c.seconds(top, "interval", "", DEFAULT_INTERVAL, lo_open=True, hi=3600.0),
+        interval=c.seconds(top, "interval", "", DEFAULT_INTERVAL, lo=MIN_INTERVAL, hi=3600.0),
         seed=c.integer(top, "seed", "", DEFAULT_SEED, lo=0),
         region_size=region_size,
         host=c.string(top, "host", "", "default"),
@@ -86,18 +96,19 @@ def _parse_nodes(c: Checker, value: Any) -> tuple[NodeSpec, ...]:
         c.fail("nodes", f"must be a mapping of node id -> capacity (e.g. {{0: 2GiB, 2: 8GiB}}), got {show(value)}")
     out = []
     for key, spec in value.items():
-        node = key if isinstance(key, int) and not isinstance(key, bool) else None
-        if node is None and isinstance(key, str) and key.strip().isdigit():
-            node = int(key)
-        if node is None or node < 0:
-            c.fail(f"nodes.{key}", f"node ids must be integers >= 0, got {show(key)}")
+        node = node_id(key, hi=1 << 30)
+        if node is None:
+            c.fail(
+                join("nodes", key if isinstance(key, str) else show(key)),
+                f"node ids must be integers >= 0, got {show(key)}",
+            )
         path = f"nodes.{node}"
         if isinstance(spec, Mapping):
             m = c.mapping(spec, path, ("capacity", "used"), required=("capacity",))
-            capacity = c.size(m, "capacity", path, lo=PAGE_SIZE)
+            capacity = c.size(m, "capacity", path, lo=PAGE_SIZE, hi=MAX_CAPACITY)
             used = c.size(m, "used", path, 0, hi=capacity)
         else:
-            capacity = c.size({"capacity": spec}, "capacity", path, lo=PAGE_SIZE)
+            capacity = c.size({"capacity": spec}, "capacity", path, lo=PAGE_SIZE, hi=MAX_CAPACITY)
             used = 0
         out.append(NodeSpec(node, capacity, used))
     return tuple(sorted(out, key=lambda n: n.node))

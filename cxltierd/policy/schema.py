@@ -5,19 +5,20 @@ Every key is documented in packaging/policy.yaml (installed as /etc/cxltierd/pol
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cxltierd.errors import ConfigError
 from cxltierd.topology import TIER_KINDS
-from cxltierd.validate import Checker, join, parse_yaml, show
+from cxltierd.validate import Checker, join, node_id, one_line_errors, parse_yaml, read_config, show
 
 DEFAULT_PATH = "/etc/cxltierd/policy.yaml"
 ENGINES: tuple[str, ...] = ("auto", "simulated", "move_pages", "damos", "numa_balancing")
 MiB = 1 << 20
+MATCH_CHARS = 512  # a regex selector sees this much of a command line (bounds its worst case, see regex_risk)
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Selector:
 
     pid: int | None = None
     name: str | None = None  # comm / executable base name, exact
-    regex: str | None = None  # searched in the command line
+    regex: str | None = None  # searched in the command line's first MATCH_CHARS characters
     cgroup: str | None = None  # cgroup v2 path prefix ("/ai.slice")
 
     def matches(self, pid: int, name: str, cmdline: str, cgroup: str) -> bool:
@@ -35,9 +36,15 @@ class Selector:
         return (
             (self.pid is None or self.pid == pid)
             and (self.name is None or self.name == name)
-            and (self.regex is None or re.search(self.regex, cmdline or name) is not None)
+            and (self.regex is None or _search(self.regex, (cmdline or name)[:MATCH_CHARS]))
             and (self.cgroup is None or _cgroup_under(cgroup, self.cgroup))
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _search(regex: str, text: str) -> bool:
+    """re.search, remembered: a process's command line is searched once, not on every tick."""
+    return re.search(regex, text) is not None
 
 
 def _cgroup_under(cgroup: str, prefix: str) -> bool:
@@ -150,18 +157,16 @@ TOP_KEYS = (
 
 
 def load_policy(path: str | Path) -> Policy:
-    """Read and validate a policy file. Raises ConfigError("FILE: key.path: what is wrong")."""
+    """Read and validate a policy file (owned by root or by us, not writable by all). Raises
+    ConfigError("FILE: key.path: what is wrong")."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read ({e.strerror or e})") from None
-    return parse_policy(data, str(p))
+    return parse_policy(read_config(p, "policy file", owned=True), str(p))
 
 
 def parse_policy(data: bytes | str, source: str = "<string>") -> Policy:
     raw = data.encode() if isinstance(data, str) else data
-    policy = build_policy(parse_yaml(raw, source), source)
+    with one_line_errors(source):
+        policy = build_policy(parse_yaml(raw, source), source)
     return replace(policy, source=source, digest=hashlib.sha256(raw).hexdigest()[:12])
 
 
@@ -204,12 +209,14 @@ def _tiers(c: Checker, value: Any) -> Tiers:
         c.fail("tiers.overrides", f"must be a mapping of node id to tier, got {show(raw)}")
     overrides: dict[int, str] = {}
     for node in raw:
-        if not (isinstance(node, int) and not isinstance(node, bool)) and not (
-            isinstance(node, str) and node.isdigit()
-        ):
-            c.fail(join("tiers.overrides", str(node)), "keys must be node ids (0, 1, ...)")
-        node_id = c.integer({node: int(node)}, node, "tiers.overrides", lo=0, hi=4095)
-        overrides[node_id] = c.choice(raw, node, "tiers.overrides", TIER_KINDS)
+        n = node_id(node, hi=1 << 30)
+        if n is None:
+            c.fail(
+                join("tiers.overrides", node if isinstance(node, str) else show(node)),
+                "keys must be node ids (0, 1, ...)",
+            )
+        n = c.integer({node: n}, node, "tiers.overrides", lo=0, hi=4095)
+        overrides[n] = c.choice(raw, node, "tiers.overrides", TIER_KINDS)
     fast, slow = _tier_refs(c, t, "fast"), _tier_refs(c, t, "slow")
     both = set(fast) & set(slow)
     if both:

@@ -3,7 +3,9 @@
 Request: `{"command": "status"}` or `{"command": "reload"}` (one JSON object, at most MAX_REQUEST bytes, sent within
 TIMEOUT seconds). Reply: one JSON object with "ok" and either the result or "error". Commands that change state
 are accepted only from root or the daemon's own uid, checked with SO_PEERCRED. A bad request gets an error
-reply; nothing a client sends can stop the server.
+reply; nothing a client sends can stop the server: at most MAX_CLIENTS connections are served at once (more get a
+"busy" reply), reading a request and draining after the reply together take at most TIMEOUT, and an accept error
+(no file descriptors left) is logged once and retried after a pause.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +31,9 @@ log = logging.getLogger("cxltierd.service.control")
 DEFAULT_SOCKET = "/run/cxltierd/cxltierd.sock"
 MAX_REQUEST = 64 * 1024
 TIMEOUT = 2.0
+MAX_CLIENTS = 32  # connections served at once
+BACKLOG = 128
+ACCEPT_PAUSE = 0.1  # seconds to wait after an accept error before the next try
 PRIVILEGED = frozenset({"reload"})
 
 
@@ -61,19 +67,28 @@ class ControlServer:
         self.sock: socket.socket | None = None
         self.thread: threading.Thread | None = None
         self.owner_uid = os.getuid()
+        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.stopped = threading.Event()
+        self.accept_errors = 0
 
     def start(self) -> None:
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, mode=0o750, exist_ok=True)
-            if os.path.exists(self.path):
+            try:
+                mode = os.lstat(self.path).st_mode
+            except FileNotFoundError:
+                mode = None
+            if mode is not None:
+                if not stat.S_ISSOCK(mode):  # never delete what is not a stale socket (a file named by mistake)
+                    raise ControlError(f"{self.path}: exists and is not a socket (not removing it)")
                 if _answers(self.path):
                     raise ControlError(f"{self.path}: another cxltierd is already answering on this socket")
                 os.unlink(self.path)
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             s.bind(self.path)
             os.chmod(self.path, self.mode)
-            s.listen(16)
+            s.listen(BACKLOG)
         except OSError as e:
             raise ControlError(f"{self.path}: cannot open control socket ({e.strerror or e})") from None
         self.sock = s
@@ -81,6 +96,7 @@ class ControlServer:
         self.thread.start()
 
     def stop(self) -> None:
+        self.stopped.set()
         s, self.sock = self.sock, None
         if s is not None:
             with contextlib.suppress(OSError):
@@ -93,41 +109,64 @@ class ControlServer:
                 pass
 
     def _accept(self) -> None:
-        while self.sock is not None:
+        failing = False  # in a run of accept errors (logged once per run)
+        while (sock := self.sock) is not None:
             try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return  # closed by stop()
-            threading.Thread(target=self._serve, args=(conn,), name="control-conn", daemon=True).start()
+                conn, _ = sock.accept()
+            except OSError as e:
+                if self.stopped.is_set():
+                    return  # closed by stop()
+                self.accept_errors += 1
+                if not failing:
+                    log.error("control: accept failed (%s): retrying every %g s", e.strerror or e, ACCEPT_PAUSE)
+                failing = True
+                self.stopped.wait(ACCEPT_PAUSE)
+                continue
+            if failing:
+                log.info("control: accepting again")
+                failing = False
+            if not self.slots.acquire(blocking=False):
+                _refuse(conn, f"busy: {MAX_CLIENTS} requests in progress, try again")
+                continue
+            try:
+                threading.Thread(target=self._serve, args=(conn,), name="control-conn", daemon=True).start()
+            except RuntimeError as e:  # no thread can be started
+                self.slots.release()
+                _refuse(conn, f"busy: {e}")
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(TIMEOUT)
-            try:
-                reply = self._handle(conn)
-            except Exception as e:  # a handler bug must not kill the server
-                log.warning("control: request failed: %s", e)
-                reply = {"ok": False, "error": f"internal error: {e}"}
-            with contextlib.suppress(OSError):
-                conn.sendall((json.dumps(reply, default=str) + "\n").encode())
-                conn.shutdown(socket.SHUT_WR)
-                # Read what the client still sends (an oversized request): closing with unread data would reset
-                # the connection and lose the reply. Bounded by TIMEOUT per read and MAX_REQUEST in all.
-                drained = 0
-                while drained < MAX_REQUEST and (chunk := conn.recv(65536)):
-                    drained += len(chunk)
-
-    def _handle(self, conn: socket.socket) -> dict[str, Any]:
         try:
-            data = _read_request(conn)
+            with conn:
+                deadline = time.monotonic() + TIMEOUT
+                try:
+                    reply = self._handle(conn, deadline)
+                except Exception as e:  # a handler bug must not kill the server
+                    log.warning("control: request failed: %s", e)
+                    reply = {"ok": False, "error": f"internal error: {e}"}
+                with contextlib.suppress(OSError):
+                    conn.settimeout(TIMEOUT)
+                    conn.sendall((json.dumps(reply, default=str) + "\n").encode())
+                    conn.shutdown(socket.SHUT_WR)
+                    # Read what the client still sends (an oversized request): closing with unread data would reset
+                    # the connection and lose the reply. Bounded by MAX_REQUEST in all and TIMEOUT in all.
+                    deadline = time.monotonic() + TIMEOUT
+                    drained = 0
+                    while drained < MAX_REQUEST and (chunk := _recv(conn, deadline)):
+                        drained += len(chunk)
+        finally:
+            self.slots.release()
+
+    def _handle(self, conn: socket.socket, deadline: float) -> dict[str, Any]:
+        try:
+            data = _read_request(conn, deadline)
         except TimeoutError:
             return {"ok": False, "error": f"request not complete within {TIMEOUT:g} s"}
         except ValueError as e:
             return {"ok": False, "error": str(e)}
         try:
             request = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return {"ok": False, "error": f"request is not JSON: {e}"}
+        except (ValueError, RecursionError) as e:  # also an integer over 4300 digits, nesting too deep
+            return {"ok": False, "error": f"request is not JSON: {str(e)[:200]}"}
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return {"ok": False, "error": 'request must be an object like {"command": "status"}'}
         command = request["command"]
@@ -143,10 +182,19 @@ class ControlServer:
         return handler(request, peer)
 
 
-def _read_request(conn: socket.socket) -> bytes:
+def _recv(conn: socket.socket, deadline: float) -> bytes:
+    """One recv that ends by `deadline` (TimeoutError after it), however slowly the client sends."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    conn.settimeout(left)
+    return conn.recv(4096)
+
+
+def _read_request(conn: socket.socket, deadline: float) -> bytes:
     buf = bytearray()
     while b"\n" not in buf:
-        chunk = conn.recv(4096)
+        chunk = _recv(conn, deadline)
         if not chunk:
             break
         buf += chunk
@@ -155,6 +203,12 @@ def _read_request(conn: socket.socket) -> bytes:
     if not buf.strip():
         raise ValueError("empty request")
     return bytes(buf.split(b"\n", 1)[0])
+
+
+def _refuse(conn: socket.socket, error: str) -> None:
+    """Answer without reading the request (never blocks) and close."""
+    with conn, contextlib.suppress(OSError):
+        conn.send((json.dumps({"ok": False, "error": error}) + "\n").encode(), socket.MSG_DONTWAIT)
 
 
 def _answers(path: str) -> bool:
@@ -167,17 +221,40 @@ def _answers(path: str) -> bool:
         return False
 
 
+def _connect(s: socket.socket, path: str, deadline: float) -> None:
+    """connect(), tried again while the server's backlog is full (EAGAIN on a Unix socket) until `deadline`."""
+    while True:
+        try:
+            s.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(errno.ETIMEDOUT, "the daemon's socket stayed busy") from None
+            time.sleep(0.02)
+
+
 def request(path: str, command: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
-    """Send one command to the daemon and return its reply. Raises ControlError when no daemon answers."""
+    """Send one command to the daemon and return its reply. Raises ControlError when no daemon answers, or when
+    what answers runs as neither root nor the caller (checked with SO_PEERCRED before anything is sent)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.settimeout(timeout)
-            s.connect(path)
-            s.sendall((json.dumps({"command": command, **fields}) + "\n").encode())
-            s.shutdown(socket.SHUT_WR)
+            _connect(s, path, time.monotonic() + timeout)
+            server = peer_of(s)
+            if server.uid not in (0, os.getuid()):  # a socket planted by another user: send it nothing
+                raise ControlError(f"{path}: answered by uid {server.uid}, neither root nor you: not trusted")
+            try:
+                s.sendall((json.dumps({"command": command, **fields}) + "\n").encode())
+                s.shutdown(socket.SHUT_WR)
+            except BrokenPipeError:
+                pass  # the daemon answered (busy) without reading: its reply is still there to read
             data = bytearray()
-            while chunk := s.recv(65536):
-                data += chunk
+            try:
+                while chunk := s.recv(65536):
+                    data += chunk
+            except ConnectionResetError:
+                if not data:  # a busy daemon closes without reading the request: the reply came first
+                    raise
     except FileNotFoundError:
         raise ControlError(f"{path}: no daemon (socket does not exist)") from None
     except OSError as e:

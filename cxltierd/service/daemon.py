@@ -108,8 +108,8 @@ class Daemon:
             self._start_servers()
             return self._main()
         finally:
+            self._shutdown()  # our handlers still installed: a second SIGTERM cannot cut the cleanup short
             restore()
-            self._shutdown()
 
     def _start_servers(self) -> None:
         # Neither is the daemon's job itself: if one cannot open, say so and keep placing memory.
@@ -149,7 +149,7 @@ class Daemon:
             log.warning("conflict: %s", c)
         self._tick()
         self.notify.ready(publish.status_line(self.snapshot))
-        if self.opts.once:
+        if self.opts.once or (self.opts.ticks is not None and self.loop.totals.ticks >= self.opts.ticks):
             return 0
         next_tick = self.clock.now() + self.loop.policy.interval
         wd = self.notify.watchdog_interval
@@ -203,6 +203,8 @@ class Daemon:
                 stop()
             except Exception as e:  # stopping must finish whatever one part does
                 log.error("stopping %s: %s", what, e)
+        if threading.current_thread() is threading.main_thread():
+            signal.set_wakeup_fd(-1)  # not into the pipe closed below (run() restores the previous one)
         for fd in (self.wake_r, self.wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -258,9 +260,11 @@ class Daemon:
         self.notify.reloading()
         try:
             policy = self.rt.load_policy()
-        except CxltierdError as e:
+        except Exception as e:  # not only CxltierdError: no policy file may end the daemon
+            error = str(e) if isinstance(e, CxltierdError) else f"{type(e).__name__}: {e}"
+            error = (error.splitlines() or [type(e).__name__])[0][:400]
             return self._reload_done(
-                ReloadResult(ok=False, time=time.time(), error=str(e), source=self.rt.policy_path or "")
+                ReloadResult(ok=False, time=time.time(), error=error, source=self.rt.policy_path or "")
             )
         else:
             overrides_changed = policy.tiers.overrides != self.loop.policy.tiers.overrides

@@ -2,15 +2,21 @@
 
 Collected per scrape from the current Snapshot (an immutable object swapped in by the loop), so a scrape never
 blocks the loop; a family that cannot be built is skipped and counted, never raised. Served with /healthz by a
-small threaded HTTP server.
+small threaded HTTP server that bounds what clients can hold: MAX_CONNECTIONS at once (more get a 503), each closed
+after CONNECTION_DEADLINE seconds, and accept errors (no file descriptors left) retried after a pause, not spun on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -30,6 +36,12 @@ log = logging.getLogger("cxltierd.service.metrics")
 
 # Every /proc/vmstat tiering counter discovery reads is exported as cxltierd_kernel_<name>_total.
 KERNEL_COUNTERS = TIERING_COUNTERS
+
+MAX_CONNECTIONS = 64  # HTTP connections served at once
+CONNECTION_TIMEOUT = 5.0  # seconds one read or write of a connection may wait
+CONNECTION_DEADLINE = 10.0  # seconds a connection may stay open in all
+BACKLOG = 128
+ACCEPT_PAUSE = 0.1  # seconds to wait after an accept error before the next try
 
 
 class SnapshotCollector(Collector):
@@ -198,15 +210,101 @@ def registry_for(get: Callable[[], Snapshot | None]) -> CollectorRegistry:
     return registry
 
 
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on connections, an overall deadline per connection and no spin on accept
+    errors. The deadline is kept by service_actions(), which serve_forever() calls at least every poll interval."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = BACKLOG
+
+    def __init__(self, address: tuple[str, int], handler: Any, deadline: float) -> None:
+        self.deadline = deadline
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.open: dict[Any, float] = {}  # connection -> when it is shut down
+        self.open_lock = threading.Lock()
+        self.failing = False
+        self.accept_errors = 0
+        self.refused = 0
+        super().__init__(address, handler)
+
+    def get_request(self) -> Any:
+        try:
+            request = super().get_request()
+        except OSError as e:
+            # The listening socket stays readable while accept() fails (EMFILE): pause instead of spinning.
+            self.accept_errors += 1
+            if not self.failing:
+                log.error("metrics: accept failed (%s): retrying every %g s", e.strerror or e, ACCEPT_PAUSE)
+                self.failing = True
+            time.sleep(ACCEPT_PAUSE)
+            raise
+        if self.failing:
+            log.info("metrics: accepting again")
+            self.failing = False
+        return request
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            with contextlib.suppress(OSError):
+                request.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", socket.MSG_DONTWAIT)
+            self.shutdown_request(request)
+            return
+        with self.open_lock:
+            self.open[request] = time.monotonic() + self.deadline
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._done(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done(request)
+
+    def _done(self, request: Any) -> None:
+        with self.open_lock:
+            if self.open.pop(request, None) is not None:
+                self.slots.release()
+
+    def service_actions(self) -> None:
+        now = time.monotonic()
+        with self.open_lock:
+            late = [conn for conn, until in self.open.items() if until < now]
+        for conn in late:  # its thread's blocked read or write returns at once
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, not a traceback: a client that went away mid-reply is routine."""
+        e = sys.exc_info()[1]
+        who = client_address[0] if client_address else "?"
+        if isinstance(e, OSError):
+            log.debug("metrics: client %s: %s", who, e)
+        else:
+            log.warning("metrics: request from %s failed: %s: %s", who, type(e).__name__, e)
+
+
 class MetricsServer:
     """/metrics (Prometheus text format) and /healthz (200 while the loop ticks on time, else 503)."""
 
     def __init__(
-        self, address: str, port: int, registry: CollectorRegistry, healthy: Callable[[], tuple[bool, str]]
+        self,
+        address: str,
+        port: int,
+        registry: CollectorRegistry,
+        healthy: Callable[[], tuple[bool, str]],
+        deadline: float = CONNECTION_DEADLINE,
     ) -> None:
         registry_ = registry
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CONNECTION_TIMEOUT
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -228,10 +326,8 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer((address, port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
+        self.server = _Server((address, port), Handler, deadline)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.2,), name="metrics", daemon=True)
 
     @property
     def port(self) -> int:

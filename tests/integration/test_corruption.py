@@ -1,5 +1,6 @@
-"""Random corruption of fixture hosts' attribute files: discovery never raises, output stays valid JSON, and
-devices whose own files were not touched are reported exactly as before."""
+"""Random corruption of fixture hosts' attribute files: discovery never raises nor blocks (FIFOs), never reads
+through a link out of the root, output stays valid JSON, and devices whose own files were not touched are
+reported exactly as before."""
 
 from __future__ import annotations
 
@@ -45,12 +46,14 @@ def attribute_files(root: Path) -> list[str]:
     return sorted({p for p in out if (root / p).exists() or (root / p).is_symlink()})
 
 
-CORRUPTIONS = ("truncate", "garbage", "huge", "empty", "missing", "dangling", "binary", "directory")
+CORRUPTIONS = ("truncate", "garbage", "huge", "empty", "missing", "dangling", "binary", "directory", "fifo", "outside")
+MARKER = "SECRET-OUTSIDE-THE-ROOT"
+OUTSIDE: list[Path] = []  # a file outside every root, holding MARKER (made by the hosts fixture)
 
 
 def corrupt(path: Path, how: str) -> None:
     text = path.read_bytes() if path.is_file() else b""
-    if path.is_symlink() or path.is_file():
+    if path.is_symlink() or path.is_file() or path.is_fifo():
         path.unlink()
     elif path.is_dir():
         shutil.rmtree(path)
@@ -68,13 +71,17 @@ def corrupt(path: Path, how: str) -> None:
         path.write_bytes(b"\xff\xfe\x00\x01" * 16)
     elif how == "directory":
         path.mkdir()
+    elif how == "fifo":  # must be refused, not waited on
+        os.mkfifo(path)
+    elif how == "outside":  # must not be read: it is not the host's
+        os.symlink(OUTSIDE[0], path)
 
 
 def snapshot(root: Path) -> dict:
     facts = discover(HostFS(root))
     topo = classify(facts)
     doc = topology_json(facts, topo)
-    json.dumps(doc)  # must serialise
+    assert MARKER not in json.dumps(doc)  # must serialise, and hold nothing read from outside the root
     topology_text(facts, topo)  # and render as text (float formatting of sizes)
     status_text(facts, topo)
     return doc
@@ -82,6 +89,8 @@ def snapshot(root: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
+    OUTSIDE[:] = [tmp_path_factory.mktemp("outside") / "secret"]
+    OUTSIDE[0].write_text(f"{MARKER}\n")
     out = {}
     for name in HOSTS:
         root = tmp_path_factory.mktemp(name) / "root"
@@ -142,7 +151,7 @@ def test_corrupted_attributes_never_break_discovery(hosts, data):
     finally:
         for p, (kind, value) in saved.items():
             f = root / p
-            if f.is_symlink() or f.is_file():
+            if f.is_symlink() or f.is_file() or f.is_fifo():
                 f.unlink()
             elif f.is_dir():
                 shutil.rmtree(f)

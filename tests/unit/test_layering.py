@@ -13,9 +13,10 @@ PKG = Path(__file__).resolve().parents[2] / "cxltierd"
 MAY_IMPORT: dict[str, tuple[str, ...] | None] = {
     "cxltierd.model": (),
     "cxltierd.errors": (),
-    "cxltierd.units": (),
+    "cxltierd.shown": (),
+    "cxltierd.units": ("cxltierd.shown",),
     "cxltierd.facts": ("cxltierd.errors",),
-    "cxltierd.validate": ("cxltierd.errors", "cxltierd.units"),
+    "cxltierd.validate": ("cxltierd.errors", "cxltierd.units", "cxltierd.shown"),
     "cxltierd.topology": ("cxltierd.facts", "cxltierd.errors", "cxltierd.units", "cxltierd.model"),
     "cxltierd.policy": (
         "cxltierd.policy",
@@ -24,9 +25,17 @@ MAY_IMPORT: dict[str, tuple[str, ...] | None] = {
         "cxltierd.validate",
         "cxltierd.errors",
         "cxltierd.units",
+        "cxltierd.shown",
     ),
     "cxltierd.hostfs": ("cxltierd.errors",),
-    "cxltierd.ras": ("cxltierd.ras", "cxltierd.model", "cxltierd.validate", "cxltierd.errors", "cxltierd.units"),
+    "cxltierd.ras": (
+        "cxltierd.ras",
+        "cxltierd.model",
+        "cxltierd.validate",
+        "cxltierd.errors",
+        "cxltierd.units",
+        "cxltierd.shown",
+    ),
     "cxltierd.discovery": (
         "cxltierd.discovery",
         "cxltierd.hostfs",
