@@ -43,6 +43,8 @@ STATE_DIR = "/run/cxltierd"
 
 @dataclass
 class Settings:
+    """What the command line asks for: the backend, the policy file, the emulated host's scenario and seed, --root."""
+
     backend: str = "auto"  # auto | host | emulated
     config: str | None = None  # policy file; None: DEFAULT_PATH when it exists, else built-in defaults
     scenario: str | None = None  # emulated backend: scenario name or YAML file

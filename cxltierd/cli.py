@@ -27,6 +27,7 @@ log = logging.getLogger("cxltierd")
 
 
 def fail(message: str, code: int = 2) -> None:
+    """Print one error line to stderr and exit with `code`."""
     click.echo(f"cxltierd: error: {message}", err=True)
     sys.exit(code)
 

@@ -47,9 +47,11 @@ class HostFS:
             raise RootError(f"{self.root}: not a sysfs tree (no sys/devices or sys/bus under it)")
 
     def exists(self, kpath: str) -> bool:
+        """Whether the path exists under the root (a dangling link does not)."""
         return os.path.exists(self._prefix + "/" + kpath.lstrip("/"))
 
     def is_dir(self, kpath: str) -> bool:
+        """Whether the path is a directory under the root."""
         return os.path.isdir(self._prefix + "/" + kpath.lstrip("/"))
 
     def listdir(self, kpath: str, sort: bool = True) -> list[str]:

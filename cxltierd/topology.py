@@ -74,12 +74,14 @@ class Topology:
     warnings: tuple[str, ...] = ()  # e.g. disagreement with the kernel's memory tiers
 
     def node(self, n: int) -> Node:
+        """The Node of node id n (KeyError when it is not a memory node here)."""
         for node in self.nodes:
             if node.node == n:
                 return node
         raise KeyError(n)
 
     def tier_of(self, n: int) -> Tier:
+        """The tier holding node n (KeyError when none does)."""
         for tier in self.tiers:
             if n in tier.nodes:
                 return tier
@@ -87,6 +89,7 @@ class Topology:
 
     @property
     def node_ids(self) -> tuple[int, ...]:
+        """Every memory node's id, in the topology's node order."""
         return tuple(n.node for n in self.nodes)
 
 
@@ -114,7 +117,7 @@ def _memory_nodes(facts: HostFacts) -> list[NodeFacts]:
 
 
 def _cxl_evidence(facts: HostFacts) -> dict[int, tuple[str, str, str]]:
-    """node -> (kind, region, reason) for nodes fed by a CXL region or an NVDIMM/pmem dax device."""
+    """Node -> (kind, region, reason) for nodes fed by a CXL region or an NVDIMM/pmem dax device."""
     out: dict[int, tuple[str, str, str]] = {}
     regions = {g.region: g for g in facts.regions}
     for d in facts.dax:

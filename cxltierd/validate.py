@@ -212,7 +212,7 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 
 def join(path: str, key: object) -> str:
-    """Key path of a child: join("tiers", "fast") -> "tiers.fast"; join("pin", 0) -> "pin[0]" (a list index).
+    """The key path of a child: ("tiers", "fast") gives "tiers.fast", ("pin", 0) gives "pin[0]" (a list index).
 
     A key longer than 40 characters is cut (a path names a place, it does not quote the file)."""
     if isinstance(key, int) and not isinstance(key, bool):
@@ -334,6 +334,7 @@ class Checker:
         self.lenient = lenient
 
     def fail(self, path: str, message: str) -> NoReturn:
+        """Raise a ConfigError naming the file, the key path and what is wrong."""
         raise ConfigError(": ".join(part for part in (self.source, path, message) if part))
 
     def mapping(self, value: Any, path: str, allowed: Iterable[str], required: Iterable[str] = ()) -> dict[Any, Any]:
@@ -383,6 +384,7 @@ class Checker:
     def integer(
         self, m: Any, key: str | int, path: str, default: T = REQUIRED, lo: int | None = None, hi: int | None = None
     ) -> int | T:
+        """An integer at m[key], within the bounds (a bool is not an integer)."""
         where, value = self._lookup(m, key, path)
         if value is _ABSENT:
             return self._default(where, default)
@@ -428,6 +430,7 @@ class Checker:
         return text
 
     def boolean(self, m: Any, key: str | int, path: str, default: T = REQUIRED) -> bool | T:
+        """A boolean at m[key] (YAML true/false only)."""
         where, value = self._lookup(m, key, path)
         if value is _ABSENT:
             return self._default(where, default)
@@ -486,7 +489,7 @@ class Checker:
         hi: float | None,
         lo_open: bool = False,
     ) -> N:
-        """value read by a cxltierd.units parser (its ValueError becomes the message), then range-checked."""
+        """Value read by a cxltierd.units parser (its ValueError becomes the message), then range-checked."""
         try:
             x = parse(value)
         except (ValueError, TypeError) as e:

@@ -28,11 +28,13 @@ def read_vmstat(fs: HostFS) -> dict[str, int]:
 
 
 def read_release(r: Reader) -> tuple[str | None, tuple[int, int] | None]:
+    """The kernel release string and its (major, minor), from /proc/version (None, None when unreadable)."""
     parsed = r.parse("/proc/version", parse_kernel_release, required=False)
     return parsed if parsed else (None, None)
 
 
 def read_damon(r: Reader) -> Damon:
+    """DAMON's sysfs interface: present, its kdamonds and which are on, and the kernel's DAMON_STAT switch."""
     if not r.fs.is_dir(DAMON_ADMIN):
         return Damon()
     nr = r.int(f"{DAMON_ADMIN}/kdamonds/nr_kdamonds", required=False) or 0
@@ -42,6 +44,7 @@ def read_damon(r: Reader) -> Damon:
 
 
 def read_gpus(r: Reader) -> tuple[GpuNode, ...]:
+    """NVIDIA GPUs whose memory the driver onlines as a NUMA node (Grace Hopper), from /proc/driver/nvidia."""
     base = "/proc/driver/nvidia/gpus"
     out = []
     for bdf in r.fs.listdir(base):
@@ -52,4 +55,5 @@ def read_gpus(r: Reader) -> tuple[GpuNode, ...]:
 
 
 def read_demotion(r: Reader) -> bool | None:
+    """/sys/kernel/mm/numa/demotion_enabled, or None where the kernel has no such file."""
     return r.parse("/sys/kernel/mm/numa/demotion_enabled", parse_bool, required=False)

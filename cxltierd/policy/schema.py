@@ -31,6 +31,7 @@ class Selector:
     cgroup: str | None = None  # cgroup v2 path prefix ("/ai.slice")
 
     def matches(self, pid: int, name: str, cmdline: str, cgroup: str) -> bool:
+        """Whether a process with this pid, name, command line and cgroup matches every field the selector sets."""
         if self.pid is None and self.name is None and self.regex is None and self.cgroup is None:
             return False
         return (
@@ -62,6 +63,8 @@ class Pin:
 
 @dataclass(frozen=True)
 class Processes:
+    """Which processes the loop manages, leaves alone, or pins to a tier."""
+
     manage: tuple[Selector, ...] = ()  # empty: every process (above min_rss on a real host)
     exclude: tuple[Selector, ...] = ()
     pin: tuple[Pin, ...] = ()
@@ -70,6 +73,8 @@ class Processes:
 
 @dataclass(frozen=True)
 class Tiers:
+    """Which tiers are fast and slow, and per-node kind overrides."""
+
     fast: tuple[str | int, ...] = ()  # tier names or node ids; empty: the fastest tier
     slow: tuple[str | int, ...] = ()  # empty: every tier that is not fast
     overrides: dict[int, str] = field(default_factory=dict, hash=False)  # node -> tier kind
@@ -85,6 +90,8 @@ class Watermark:
 
 @dataclass(frozen=True)
 class Hotness:
+    """How heat is judged: the hot threshold, smoothing half-life, and the margins against noise and ping-pong."""
+
     hot_threshold: float = 1.0  # accesses/s (smoothed): colder regions are never promoted
     half_life: float = 3.0  # seconds: decay of the smoothed heat
     hysteresis: float = 0.25  # a promotion must beat the fast region it displaces by this fraction
@@ -93,6 +100,8 @@ class Hotness:
 
 @dataclass(frozen=True)
 class RateLimit:
+    """How much memory may move per second (and per interval), both directions together."""
+
     mb_per_s: float = 512.0  # MiB/s of migration, both directions together
     mb_per_interval: float = 0.0  # MiB per loop interval; 0: only mb_per_s * interval
 
@@ -112,11 +121,15 @@ class Damon:
 
 @dataclass(frozen=True)
 class Metrics:
+    """What the metrics may carry beyond bounded labels."""
+
     process_labels: bool = False  # allow pid/comm labels (unbounded: off by default)
 
 
 @dataclass(frozen=True)
 class Policy:
+    """A validated policy file (frozen); Policy() is the built-in defaults."""
+
     interval: float = 5.0
     engine: str = "auto"
     dry_run: bool = False
@@ -132,6 +145,7 @@ class Policy:
     digest: str = ""  # sha256 of the file's bytes, first 12 hex digits
 
     def watermark(self, tier: str) -> Watermark:
+        """The watermarks of a tier kind (ddr, cxl, ...), else the default ones."""
         return self.watermarks.get(tier) or self.watermarks.get("default") or Watermark()
 
     def budget_bytes(self, interval: float | None = None) -> int:
@@ -164,6 +178,7 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def parse_policy(data: bytes | str, source: str = "<string>") -> Policy:
+    """A Policy from YAML text; ConfigError (one line naming `source` and the key path) when it is not valid."""
     raw = data.encode() if isinstance(data, str) else data
     with one_line_errors(source):
         policy = build_policy(parse_yaml(raw, source), source)

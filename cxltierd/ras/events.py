@@ -109,7 +109,7 @@ def parse_lines(lines: Iterable[str]) -> tuple[list[RasEvent], list[ParseError]]
 
 
 def _fields(body: str) -> tuple[dict[str, str], list[str]]:
-    """name -> value of a line's body, and the words that belong to no name (the overflow text, generic data)."""
+    """Name -> value of a line's body, and the words that belong to no name (the overflow text, generic data)."""
     fields: dict[str, str] = {}
     rest: list[str] = []
     key: str | None = None

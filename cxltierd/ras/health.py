@@ -55,6 +55,7 @@ class Transition:
 
 
 def worse(a: str, b: str) -> str:
+    """The worse of two health levels (healthy < degraded < failing)."""
     return a if LEVELS.index(a) >= LEVELS.index(b) else b
 
 
@@ -157,7 +158,7 @@ def _poison_level(count: int, policy: RasPolicy) -> str:
 def _settled(
     old: MemdevHealth, new: MemdevHealth, now: float, policy: RasPolicy, why: str, event: RasEvent | None
 ) -> tuple[MemdevHealth, Transition | None]:
-    """new with its state evaluated from its latched level and its corrected rate, and the transition."""
+    """New with its state evaluated from its latched level and its corrected rate, and the transition."""
     rate = corrected_per_hour(new, now, policy)
     rated = f"{rate:.1f} corrected errors/h"
     latched = new.latched

@@ -30,7 +30,7 @@ def dump(states: Mapping[str, MemdevHealth]) -> dict[str, Any]:
 
 
 def load(doc: Any, source: str) -> dict[str, MemdevHealth]:
-    """dump's form read back; a broken one raises ConfigError "SOURCE: memN.key: what"."""
+    """Dump's form read back; a broken one raises ConfigError "SOURCE: memN.key: what"."""
     c = Checker(source)
     out = {}
     if not isinstance(doc, Mapping | None):

@@ -43,6 +43,8 @@ class ControlError(CxltierdError):
 
 @dataclass(frozen=True)
 class Peer:
+    """The connecting process's credentials (SO_PEERCRED)."""
+
     pid: int
     uid: int
     gid: int
@@ -52,6 +54,7 @@ Handler = Callable[[dict[str, Any], Peer], dict[str, Any]]
 
 
 def peer_of(conn: socket.socket) -> Peer:
+    """The peer credentials of a connected Unix socket."""
     raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
     return Peer(pid, uid, gid)
@@ -72,6 +75,7 @@ class ControlServer:
         self.accept_errors = 0
 
     def start(self) -> None:
+        """Bind the socket (refusing to replace anything but a stale socket) and start serving in a thread."""
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, mode=0o750, exist_ok=True)
@@ -96,6 +100,7 @@ class ControlServer:
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop accepting, close the socket and remove its path."""
         self.stopped.set()
         s, self.sock = self.sock, None
         if s is not None:

@@ -52,9 +52,11 @@ class SnapshotCollector(Collector):
         self.errors = 0
 
     def describe(self) -> Iterator[Metric]:
+        """Nothing eagerly: collect() is cheap but needs a snapshot."""
         return iter(())  # collect() is cheap but needs a snapshot: no eager describe
 
     def collect(self) -> Iterator[Metric]:
+        """Every family from the current snapshot; one that cannot be built is skipped and counted."""
         info = InfoMetricFamily("cxltierd_build", "cxltierd version.")
         info.add_metric([], {"version": __version__})
         yield info
@@ -205,6 +207,7 @@ def _le(bound: float) -> str:
 
 
 def registry_for(get: Callable[[], Snapshot | None]) -> CollectorRegistry:
+    """A private registry holding only the snapshot collector."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(get))
     return registry
@@ -331,12 +334,15 @@ class MetricsServer:
 
     @property
     def port(self) -> int:
+        """The port listened on (the real one when 0 was asked for)."""
         return int(self.server.server_address[1])
 
     def start(self) -> None:
+        """Serve in a daemon thread."""
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close the listening socket."""
         self.server.shutdown()
         self.server.server_close()
 
