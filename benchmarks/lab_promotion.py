@@ -17,6 +17,15 @@ on and polls where the hot pages are (move_pages(2) queries) once a second, up t
                            hot_threshold 0.25/s, which the engine writes as hot_threshold_ms 4000)
   cxltierd move_pages      the daemon: DAMON vaddr tracking + batched move_pages(2), default hotness settings
   cxltierd damos           the daemon: DAMOS migrate_hot on paddr, default hotness settings
+  kernel DAMON mtier       the kernel's own self-tuned DAMON tiering, set up through sysfs as the kernel's
+                           samples/damon/mtier does (no cxltierd): a paddr kdamond over the CXL node with a
+                           migrate_hot scheme to DDR (young pages only, quota goal node_mem_used_bp 99.7% of node 0),
+                           one over node 0 with migrate_cold to the CXL node (not young, goal node_mem_free_bp 0.5%),
+                           200 ms quotas per second and interval auto-tuning (intervals_goal 4% of samples, 3
+                           aggregations, 5 ms..10 s). Only where the kernel accepts those goals (6.16+; 7.3 in the lab)
+
+Last, the best cxltierd row against the mtier peer of the same run: the ratio of their times to 90% and the cold
+pages each moved (issue 10: cxltierd no later, no more cold pages).
 
 The daemon rows run `cxltierd run --backend host` (interval 1 s, processes.manage: the bench cgroup); their clock
 starts when the daemon is launched, so the daemon's own start-up (Python over 9p under TCG, about 10-15 s) is
@@ -46,6 +55,7 @@ MIB, HOT_MIB, CPU = 64, 16, 1
 CGROUP = "/cxltierd-bench"
 DDR = (0, 1)
 NB = "/proc/sys/kernel/numa_balancing"
+DAMON_STAT = "/sys/module/damon_stat/parameters/enabled"
 DEBUGFS = "/sys/kernel/debug/sched/numa_balancing"
 LAB_SCAN = {f"{DEBUGFS}/scan_delay_ms": "100", f"{DEBUGFS}/scan_period_min_ms": "100"}
 ROWS = (
@@ -56,7 +66,9 @@ ROWS = (
     "cxltierd numa_balancing",
     "cxltierd move_pages",
     "cxltierd damos",
+    "kernel DAMON mtier",
 )
+MTIER = "kernel DAMON mtier"
 
 
 @dataclass
@@ -66,8 +78,11 @@ class Row:
     start_up: float | None  # daemon rows: seconds until the first tick
     hot: float  # share of the hot pages on DDR at the end
     cold: float  # share of the cold pages on DDR at the end
+    note: str = ""  # why the row could not run
 
     def cells(self, cap: float) -> list[str]:
+        if self.note:
+            return [self.name, f"not run: {self.note}", "", "", "", ""]
         t90 = f"{self.t90:.1f}" if self.t90 is not None else f"not reached ({100 * self.hot:.0f}% after {cap:g} s)"
         after = "" if self.start_up is None or self.t90 is None else f"{self.t90 - self.start_up:.1f}"
         start = "" if self.start_up is None else f"{self.start_up:.1f}"
@@ -80,6 +95,7 @@ class Bench:
         self.cap = cap
         self.work = work
         self.procs: list[subprocess.Popen[str]] = []
+        self.kdamonds: Any = None
 
     def knob(self, path: str, value: str, saved: dict[str, str]) -> None:
         saved.setdefault(path, Path(path).read_text().strip())
@@ -98,6 +114,49 @@ class Bench:
         cold = self.kit.pages_on_nodes(w["pid"], w["addr"] + w["hot_length"], w["length"] - w["hot_length"])
         on = (sum(v for n, v in c.items() if n in DDR) for c in (hot, cold))
         return next(on) / (w["hot_length"] // page), next(on) / ((w["length"] - w["hot_length"]) // page)
+
+    def mtier(self, cxl_node: int) -> bool:
+        """Program and start the mtier peer's two kdamonds; False where the kernel lacks its quota goals."""
+        from cxltierd.discovery.live import node_ranges
+        from cxltierd.engines.damon import KDAMONDS, U32_MAX, Context, Goal, Kdamonds, Scheme, Target
+        from cxltierd.engines.damon_probe import probe
+        from cxltierd.hostfs import HostFS
+
+        fs = HostFS("/")
+        if not {"node_mem_used_bp", "node_mem_free_bp"} <= set(probe(fs).goal_metrics):
+            return False
+        promote = Scheme(
+            action="migrate_hot",
+            target_nid=0,
+            nr_accesses=(1, U32_MAX),
+            quota_ms=200,
+            reset_interval_ms=1000,
+            weights=(0, 100, 0),
+            young=True,
+            goals=(Goal("node_mem_used_bp", 9970, nid=0),),
+        )
+        demote = Scheme(
+            action="migrate_cold",
+            target_nid=cxl_node,
+            nr_accesses=(0, 0),
+            quota_ms=200,
+            reset_interval_ms=1000,
+            weights=(0, 0, 100),
+            young=False,
+            goals=(Goal("node_mem_free_bp", 50, nid=0),),
+        )
+        contexts = [
+            Context("paddr", (Target(regions=tuple(node_ranges(fs, cxl_node))),), (promote,)),
+            Context("paddr", (Target(regions=tuple(node_ranges(fs, 0))),), (demote,)),
+        ]
+        kd = Kdamonds(fs, self.work / "mtier-kdamonds.json")
+        kd.reserve(2)
+        for i, ctx in enumerate(contexts):
+            goal = f"{KDAMONDS}/{i}/contexts/0/monitoring_attrs/intervals_goal"
+            tuning = (("access_bp", "400"), ("aggrs", "3"), ("min_sample_us", "5000"), ("max_sample_us", "10000000"))
+            kd.restart(i, ctx, tuple((f"{goal}/{name}", value) for name, value in tuning))
+        self.kdamonds = kd
+        return True
 
     def stop_all(self) -> None:
         for proc in self.procs:
@@ -124,6 +183,12 @@ class Bench:
                     self.knob(f"{DEBUGFS}/hot_threshold_ms", "4000", saved)
                 started = time.monotonic()
                 self.knob(NB, "2", saved)
+            elif name == MTIER:
+                if Path(DAMON_STAT).exists():  # 7.3's own DAMON_STAT kdamond keeps sysfs kdamonds from starting
+                    self.knob(DAMON_STAT, "N", saved)
+                started = time.monotonic()
+                if not self.mtier(cxl_node):
+                    return Row(name, None, None, 0.0, 0.0, note="the kernel has no node_mem_used_bp quota goal")
             elif name.startswith("cxltierd"):
                 engine = name.split()[1]
                 policy: dict[str, Any] = {
@@ -155,6 +220,9 @@ class Bench:
                 daemon.stop()
                 daemon.keep_log(f"bench-{name.replace(' ', '-')}")
             self.stop_all()
+            if self.kdamonds is not None:
+                self.kdamonds.cleanup()
+                self.kdamonds = None
             for p, v in reversed(list(saved.items())):
                 Path(p).write_text(v)
             self.kit.remove_kdamonds()
@@ -187,7 +255,28 @@ def run(cap: float, only: list[str]) -> str:
         "|" + "---|" * len(head),
     ]
     lines += ["| " + " | ".join(r.cells(cap)) + " |" for r in rows]
+    verdict = against_mtier(rows)
+    if verdict:
+        lines += ["", verdict]
     return "\n".join(lines)
+
+
+def against_mtier(rows: list[Row]) -> str:
+    """The best cxltierd row against the kernel's self-tuned DAMON tiering of the same run, as a sentence."""
+    peer = next((r for r in rows if r.name == MTIER and not r.note), None)
+    ours = [r for r in rows if r.name.startswith("cxltierd") and r.t90 is not None]
+    if peer is None or not ours:
+        return ""
+    best = min(ours, key=lambda r: r.t90 or 0.0)
+    assert best.t90 is not None
+    if peer.t90 is None:
+        return f"{best.name} reached 90% in {best.t90:.1f} s; the mtier peer did not within the cap."
+    ok = best.t90 <= peer.t90 and best.cold <= peer.cold
+    return (
+        f"{best.name} / kernel DAMON mtier: {best.t90 / peer.t90:.2f}x the time to 90% ({best.t90:.1f} s vs "
+        f"{peer.t90:.1f} s), cold pages moved {100 * best.cold:.1f}% vs {100 * peer.cold:.1f}%: "
+        + ("no later, no more cold pages (target met)" if ok else "target MISSED")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

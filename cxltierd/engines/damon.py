@@ -346,14 +346,15 @@ class Kdamonds:
         self._write(f"{KDAMONDS}/nr_kdamonds", str(n))
         self.count = n
 
-    def restart(self, i: int, ctx: Context) -> None:
+    def restart(self, i: int, ctx: Context, extra: tuple[tuple[str, str], ...] = ()) -> None:
         """Program kdamond i (of the pool) with `ctx` and turn it on; turned off first if it runs. The other
-        kdamonds go on undisturbed."""
+        kdamonds go on undisturbed. `extra`: more (path, value) writes before it is turned on, for files Context does
+        not model (a benchmark's peer setting monitoring_attrs/intervals_goal)."""
         with contextlib.suppress(HostFSError):  # it may stop by itself meanwhile (its vaddr target exited)
             if self.state(i) == "on":
                 self._write(f"{KDAMONDS}/{i}/state", "off")
         writes = context_writes(i, ctx)
-        self._writes(writes)
+        self._writes([*writes, *extra])
         self.written[i] = writes
         self._write(f"{KDAMONDS}/{i}/state", "on")
 

@@ -182,3 +182,22 @@ def test_placement_reaction_table_and_its_target() -> None:
     table = placement.reaction_table([r])
     assert table.splitlines()[2] == "| hotset-shift | 3 | 6.0 intervals | 6 intervals |"
     assert r.median > placement.TARGET_REACTION
+
+
+def test_lab_promotion_compares_the_best_cxltierd_row_with_the_mtier_peer() -> None:
+    bench = load("lab_promotion")
+    row = bench.Row
+    rows = [
+        row("cxltierd move_pages", 12.0, 4.0, 1.0, 0.0),
+        row("cxltierd damos", 16.0, 15.0, 1.0, 0.0),
+        row("kernel DAMON mtier", 30.0, None, 0.95, 0.02),
+    ]
+    line = bench.against_mtier(rows)
+    assert line.startswith("cxltierd move_pages / kernel DAMON mtier: 0.40x the time to 90% (12.0 s vs 30.0 s)")
+    assert line.endswith("(target met)")
+    rows[0] = row("cxltierd move_pages", 40.0, 4.0, 1.0, 0.0)
+    rows[1] = row("cxltierd damos", 35.0, 15.0, 1.0, 0.0)
+    assert bench.against_mtier(rows).endswith("target MISSED")
+    absent = row("kernel DAMON mtier", None, None, 0.0, 0.0, note="the kernel has no node_mem_used_bp quota goal")
+    assert bench.against_mtier([rows[0], absent]) == ""
+    assert absent.cells(120)[1] == "not run: the kernel has no node_mem_used_bp quota goal"
