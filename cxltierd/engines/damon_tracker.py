@@ -109,6 +109,12 @@ class DamonTracker:
         changed = policy.damon != self.policy.damon
         self.policy = policy
         self.nodes = list(topology.node_ids)
+        if policy.damon.max_processes != self.max_processes:  # a new pool size: the pool is made again
+            self.max_processes = policy.damon.max_processes
+            if self.slots:
+                self.kdamonds.cleanup()
+                self.slots, self.since = [], []
+            return
         if changed:
             for i, pid in enumerate(self.slots):
                 if pid is not None:

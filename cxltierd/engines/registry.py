@@ -125,7 +125,10 @@ def _build_move_pages(w: Wiring) -> tuple[Tracker, Migrator]:
     from cxltierd.engines.move_pages import MovePagesEngine
 
     kdamonds = Kdamonds(w.fs, w.state_dir / "kdamonds.json")
-    return DamonTracker(w.fs, w.policy, kdamonds, list(w.topology.node_ids)), MovePagesEngine()
+    tracker = DamonTracker(
+        w.fs, w.policy, kdamonds, list(w.topology.node_ids), max_processes=w.policy.damon.max_processes
+    )
+    return tracker, MovePagesEngine()
 
 
 def _build_numa_balancing(w: Wiring) -> tuple[Tracker, Migrator]:

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cxltierd.model import PAGE_SIZE
 from cxltierd.topology import TIER_KINDS
 from cxltierd.validate import Checker, join, node_id, one_line_errors, parse_yaml, read_config, show
 
 DEFAULT_PATH = "/etc/cxltierd/policy.yaml"
 ENGINES: tuple[str, ...] = ("auto", "simulated", "move_pages", "damos", "numa_balancing")
 MiB = 1 << 20
+MAX_KDAMONDS = 64  # damon.max_processes at most: each is a kernel thread sampling its process
 MATCH_CHARS = 512  # a regex selector sees this much of a command line (bounds its worst case, see regex_risk)
 
 
@@ -117,6 +119,7 @@ class Damon:
     max_regions: int = 1000
     region_size: int = 2 * MiB  # the loop's unit of placement (heat and moves are per region of this size)
     take_over_damon_stat: bool = True  # turn the kernel's DAMON_STAT off while a DAMON engine runs (restored on stop)
+    max_processes: int = 8  # move_pages engine: the kdamond pool, one per managed process (the largest ones)
 
 
 @dataclass(frozen=True)
@@ -324,6 +327,7 @@ def _damon(c: Checker, value: Any) -> Damon:
         "max_regions",
         "region_size",
         "take_over_damon_stat",
+        "max_processes",
     )
     dm = c.mapping(value, "damon", keys)
     d = Damon()
@@ -333,15 +337,16 @@ def _damon(c: Checker, value: Any) -> Damon:
         update_interval=c.seconds(dm, "update_interval", "damon", d.update_interval, lo=0.001, hi=3600),
         min_regions=c.integer(dm, "min_regions", "damon", d.min_regions, lo=3, hi=1 << 20),
         max_regions=c.integer(dm, "max_regions", "damon", d.max_regions, lo=3, hi=1 << 20),
-        region_size=c.size(dm, "region_size", "damon", d.region_size, lo=4096, hi=1 << 34),
+        region_size=c.size(dm, "region_size", "damon", d.region_size, lo=PAGE_SIZE, hi=1 << 34),
         take_over_damon_stat=c.boolean(dm, "take_over_damon_stat", "damon", d.take_over_damon_stat),
+        max_processes=c.integer(dm, "max_processes", "damon", d.max_processes, lo=1, hi=MAX_KDAMONDS),
     )
     if out.aggregation_interval < out.sample_interval:
         c.fail("damon.aggregation_interval", "must be at least damon.sample_interval")
     if out.max_regions < out.min_regions:
         c.fail("damon.max_regions", f"must be at least damon.min_regions ({out.min_regions})")
-    if out.region_size % 4096:
-        c.fail("damon.region_size", f"must be a multiple of 4096, got {out.region_size}")
+    if out.region_size % PAGE_SIZE:
+        c.fail("damon.region_size", f"must be a multiple of {PAGE_SIZE}, got {out.region_size}")
     return out
 
 

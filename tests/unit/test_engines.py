@@ -682,3 +682,18 @@ def test_damon_stat_kept_by_the_policy_makes_the_damon_engines_unavailable():
     with pytest.raises(CxltierdError, match=r"engine move_pages cannot run here: .*DAMON_STAT"):
         choose("move_pages", Env(k, damon_blocked=why))
     assert choose("auto", Env(k)).engine == "damos"
+
+
+def test_the_kdamond_pool_size_is_the_policys_and_a_new_size_makes_a_new_pool(tmp_path):
+    fs = FakeDamon(tmp_path)
+    for pid in (77, 78, 79):
+        add_process(fs, pid, f"p{pid}", 900000 - pid, "/ai")
+    small = build_policy({"processes": {"min_rss": "1MiB"}, "damon": {"max_processes": 2}})
+    t = DamonTracker(fs, small, Kdamonds(fs, tmp_path / "k.json"), [0, 4], max_processes=2)
+    t.sample(0.0)
+    assert fs.read(f"{KDAMONDS}/nr_kdamonds") == "2" and t.targets == [77, 78]  # the two largest
+    t.configure(TOPO, build_policy({"processes": {"min_rss": "1MiB"}, "damon": {"max_processes": 3}}))
+    t.sample(1.0)
+    assert fs.read(f"{KDAMONDS}/nr_kdamonds") == "3" and t.targets == [77, 78, 79]
+    with pytest.raises(Exception, match=r"damon.max_processes: must be an integer in \[1, 64\]"):
+        build_policy({"damon": {"max_processes": 65}})
