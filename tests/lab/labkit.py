@@ -494,3 +494,17 @@ def accepted_by_hand(names: dict[str, tuple[str, ...]] = DAMON_NAMES) -> set[str
         return out
     finally:
         damon_io(KDAMONDS / "nr_kdamonds", "0")
+
+
+def kdamond_cpu_seconds() -> float:
+    """CPU time (user + system) of every running kdamond thread, from /proc/PID/stat (what DAMON itself costs)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for i in range(int(read(KDAMONDS / "nr_kdamonds"))):
+        pid = read(KDAMONDS / f"{i}/pid")
+        if pid in ("", "-1"):
+            continue
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15)
+    return total

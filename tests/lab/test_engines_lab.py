@@ -29,7 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labkit import AGREE_PAGES, DaemonFactory, LabDaemon, Workload, accepted_by_hand, assert_agrees, read
+from labkit import (
+    AGREE_PAGES,
+    DaemonFactory,
+    LabDaemon,
+    Workload,
+    accepted_by_hand,
+    assert_agrees,
+    kdamond_cpu_seconds,
+    read,
+)
 
 MIB, HOT_MIB = 64, 16
 DDR = (0, 1)
@@ -221,6 +230,9 @@ def assert_promoted(
     ours, kernel = migrated(st), st["kernel_counters"]["pgmigrate_success"] - v0["pgmigrate_success"]
     seconds, first_tick, ticks = timing
     print(Promotion(engine, seconds, first_tick, ticks, hot, cold, ours, kernel, "pgmigrate_success").report())
+    daemon_cpu, kdamond_cpu = st["daemon"]["cpu_seconds"], kdamond_cpu_seconds()
+    print(f"{engine}: CPU so far: the daemon {daemon_cpu:.1f} s, its kdamonds {kdamond_cpu:.1f} s")
+    assert daemon_cpu > 0 and kdamond_cpu > 0
     assert hot >= 0.9 and ticks <= MAX_TICKS
     edge = [mib for mib in cold_on_ddr(w, pages_on_nodes) if mib not in start_cold]
     assert all(mib < EDGE_MIB for mib in edge), f"cold chunks at MiB {edge} past the hot part moved to DDR"
