@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from cxltierd.discovery import discover
 from cxltierd.discovery.live import node_memory
 from cxltierd.hostfs import HostFS
@@ -32,10 +34,14 @@ def test_node_memory_counts_page_cache_and_slab_as_available():
     assert set(mem.free) == set(mem.available) == set(mem.total) == {0, 1, 2}
 
 
-def test_without_zoneinfo_nothing_is_held_back(tmp_path):
+@pytest.mark.parametrize("zoneinfo", [None, "Node x, zone Normal\n", "Node 0, zone Normal\n  low 1e9\n", "\0\xff"])
+def test_without_a_readable_zoneinfo_nothing_is_held_back(tmp_path, zoneinfo):
     root = tmp_path / "host"
     shutil.copytree(HOSTS / "page-cache", root, symlinks=True)
-    (root / "proc/zoneinfo").unlink()
+    if zoneinfo is None:
+        (root / "proc/zoneinfo").unlink()
+    else:
+        (root / "proc/zoneinfo").write_text(zoneinfo)
     mem = node_memory(HostFS(root), [0, 9])  # node 9 does not exist: left out
     assert mem.available == {0: (2013266 + 40265318 + 1017118) * KiB} and set(mem.free) == {0}
 
