@@ -63,6 +63,7 @@ class TickReport:
     dry_run: bool = False
     process_bytes: dict[tuple[int, str, str], int] = field(default_factory=dict)  # (pid, comm, tier) -> bytes
     gates: Gates | None = None  # what a kernel-executed engine was allowed this tick (None: cxltierd moves)
+    available: dict[int, int] = field(default_factory=dict)  # node -> available bytes (Sample.room) this tick
 
     @property
     def moved_bytes(self) -> int:
@@ -186,13 +187,14 @@ class Loop:
             processes=sample.processes,
             last_moved={k: m[0] for k, m in self.moved_at.items()},
             resolution=sample.resolution,
+            available_bytes=sample.available_bytes,
         )
         dry = self.policy.dry_run
         gates = None
         if migrator.kernel_executed:
             # DAMOS / NUMA-balancing tiering: the kernel moves memory within the gates; apply() reports what it did.
             r = roles(self.topology, self.policy)
-            gates = self.gates = kernel_gates(r, self.policy, sample.free_bytes, sample.total_bytes, self.gates)
+            gates = self.gates = kernel_gates(r, self.policy, sample.room, sample.total_bytes, self.gates)
             migrator.gate(gates)
             plan = Plan(notes=(f"the kernel moves memory ({migrator.name} engine)",))
             outcome = migrator.apply(plan, now)
@@ -213,6 +215,7 @@ class Loop:
             dry_run=dry,
             process_bytes=self._process_bytes(smoothed, sample) if self.policy.metrics.process_labels else {},
             gates=gates,
+            available=sample.room,
         )
         self.last = report
         return report

@@ -62,11 +62,19 @@ class Sample:
     """One observation of the managed memory."""
 
     regions: tuple[RegionHeat, ...]
-    free_bytes: Mapping[int, int]  # node -> free bytes now
+    free_bytes: Mapping[int, int]  # node -> free bytes now (MemFree)
     total_bytes: Mapping[int, int] = field(default_factory=dict)  # node -> capacity (empty: from topology)
+    # node -> bytes the kernel can hand out without costly reclaim: free above the reserve plus most of the page
+    # cache and reclaimable slab (MemAvailable per node); empty or a node missing: its free bytes (no page cache)
+    available_bytes: Mapping[int, int] = field(default_factory=dict)
     processes: Mapping[int, Process] = field(default_factory=dict)  # pid -> process, for the policy's selectors
     fast_share: float | None = None  # true share of accesses served by the fastest tier, when the tracker knows it
     resolution: float = 0.0  # accesses/s that one sampled access stands for (DAMON: 1 / aggregation interval)
+
+    @property
+    def room(self) -> dict[int, int]:
+        """Node -> the memory placement counts as room: available bytes where known, else free bytes."""
+        return {n: self.available_bytes.get(n, f) for n, f in self.free_bytes.items()}
 
 
 @dataclass(frozen=True, slots=True)

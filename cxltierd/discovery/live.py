@@ -1,4 +1,4 @@
-"""Per-tick readers of the live host: node memory, node counters, node physical ranges, processes.
+"""Per-tick readers of the live host: node memory (free and available), node counters, node physical ranges, processes.
 
 Discovery (cxltierd.discovery) reads the topology once and again on hotplug; the engines read these figures every
 tick. Both go through HostFS, so fixture trees work for either; parsing is in cxltierd.discovery.parse.
@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cxltierd.discovery.parse import parse_cgroup, parse_keyvals, parse_meminfo, parse_status
+from cxltierd.discovery.parse import (
+    available_bytes,
+    page_size_of,
+    parse_cgroup,
+    parse_keyvals,
+    parse_meminfo,
+    parse_status,
+    parse_watermarks,
+)
 from cxltierd.errors import HostFSError
 from cxltierd.hostfs import HostFS
 
@@ -51,9 +59,27 @@ def list_processes(fs: HostFS, min_rss: int = 0) -> list[ProcInfo]:
     return sorted(out, key=lambda p: -p.rss)
 
 
-def node_memory(fs: HostFS, nodes: list[int]) -> tuple[dict[int, int], dict[int, int]]:
-    """(free, total) bytes per node from nodeN/meminfo; a node whose file is gone is left out (unplugged)."""
-    free, total = {}, {}
+@dataclass(frozen=True)
+class NodeMemory:
+    """Memory of each node now, in bytes: `free` is MemFree; `available` is what the kernel can hand out without
+    costly reclaim (free above the reserve, plus most of the page cache and reclaimable slab: parse.available_bytes);
+    `total` is MemTotal."""
+
+    free: dict[int, int]
+    available: dict[int, int]
+    total: dict[int, int]
+
+
+def node_memory(fs: HostFS, nodes: list[int]) -> NodeMemory:
+    """Free, available and total bytes per node from nodeN/meminfo and the zone watermarks in /proc/zoneinfo; a node
+    whose meminfo is gone is left out (unplugged). Without a readable zoneinfo, available holds nothing back."""
+    free: dict[int, int] = {}
+    available: dict[int, int] = {}
+    total: dict[int, int] = {}
+    try:
+        marks = parse_watermarks(fs.read("/proc/zoneinfo"))
+    except (HostFSError, ValueError):
+        marks = {}
     for n in nodes:
         try:
             info = parse_meminfo(fs.read(NODE.format(n) + "/meminfo"))
@@ -61,7 +87,10 @@ def node_memory(fs: HostFS, nodes: list[int]) -> tuple[dict[int, int], dict[int,
             continue
         if "MemTotal" in info and "MemFree" in info:
             total[n], free[n] = info["MemTotal"], info["MemFree"]
-    return free, total
+            m = marks.get(n)
+            page = page_size_of(info["MemTotal"], m.managed) if m else 4096
+            available[n] = available_bytes(info, m, page) or 0
+    return NodeMemory(free=free, available=available, total=total)
 
 
 def node_counters(fs: HostFS, node: int) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 # vmstat counters that tell what tiering did (LINUX-INTERFACES.md); absent ones are simply missing.
 TIERING_COUNTERS: tuple[str, ...] = (
@@ -163,6 +164,87 @@ def parse_zoneinfo(text: str) -> dict[int, dict[str, tuple[int, int]]]:
     if not out:
         raise ValueError("no 'Node N, zone Z' lines")
     return out
+
+
+@dataclass(frozen=True)
+class Watermarks:
+    """A node's zone watermarks summed over its zones, in pages: `low`, the low watermarks (what si_mem_available
+    keeps of page cache and reclaimable slab), and `reserve`, per zone the high watermark plus its largest lowmem
+    protection, capped at the zone's managed pages (the kernel's totalreserve_pages). `managed` is the node's
+    managed pages: with MemTotal it gives the page size."""
+
+    low: int = 0
+    reserve: int = 0
+    managed: int = 0
+
+
+def parse_watermarks(text: str) -> dict[int, Watermarks]:
+    """/proc/zoneinfo -> node -> Watermarks, from each zone's "low", "high", "managed" and "protection: (a, b, ..)"
+    lines (calculate_totalreserve_pages and si_mem_available in the kernel). Lines of per-node stats and per-CPU
+    page sets are skipped; a zone without watermark lines counts 0."""
+    out: dict[int, Watermarks] = {}
+    zones: list[list[int]] = []  # per zone of the current node: [low, high, managed, max protection]
+    node: int | None = None
+
+    def close() -> None:
+        if node is not None:
+            out[node] = Watermarks(
+                low=sum(z[0] for z in zones),
+                reserve=sum(min(z[1] + z[3], z[2]) for z in zones),
+                managed=sum(z[2] for z in zones),
+            )
+
+    slot = {"low": 0, "high": 1, "managed": 2}
+    for line in text.splitlines():
+        if line.startswith("Node "):
+            words = line.partition(",")[0].split()
+            if len(words) != 2:
+                raise ValueError(f"bad zone header {line[:40]!r}")
+            n = parse_int(words[1], 10)
+            if n != node:
+                close()
+                node, zones = n, []
+            zones.append([0, 0, 0, 0])
+            continue
+        if not zones:
+            continue
+        words = line.split()
+        if len(words) == 2 and words[0] in slot:
+            zones[-1][slot[words[0]]] = parse_int(words[1], 10)
+        elif words and words[0] == "protection:":
+            values = [parse_int(v, 10) for v in line.partition("(")[2].rstrip(") \t").split(",") if v.strip()]
+            zones[-1][3] = max(values, default=0)
+    close()
+    if not out:
+        raise ValueError("no 'Node N, zone Z' lines")
+    return out
+
+
+def available_bytes(meminfo: dict[str, int], marks: Watermarks | None, page_size: int) -> int | None:
+    """Memory of a node the kernel can hand out without costly reclaim, si_mem_available (mm/show_mem.c) per node:
+    MemFree minus the reserve, plus page cache (Active(file) + Inactive(file)) less min(half of it, the low
+    watermarks), plus reclaimable kernel memory (KReclaimable, else SReclaimable) less the same. Never below 0.
+    None without MemFree. Without watermarks (`marks` None) nothing is held back; absent file or slab lines count 0.
+    """
+    if "MemFree" not in meminfo:
+        return None
+    low = marks.low * page_size if marks else 0
+    reserve = marks.reserve * page_size if marks else 0
+    cache = meminfo.get("Active(file)", 0) + meminfo.get("Inactive(file)", 0)
+    slab = meminfo.get("KReclaimable", meminfo.get("SReclaimable", 0))
+    room = meminfo["MemFree"] - reserve
+    room += cache - min(cache // 2, low)
+    room += slab - min(slab // 2, low)
+    return max(0, room)
+
+
+def page_size_of(total_bytes: int, managed_pages: int) -> int:
+    """The host's page size (4, 16 or 64 KiB) as a node's MemTotal over its managed pages shows it (zoneinfo counts
+    pages, meminfo bytes, and a --root tree may come from an arm64 64K host); 4096 when managed is 0."""
+    if managed_pages <= 0:
+        return 4096
+    ratio = total_bytes / managed_pages
+    return min((4096, 16384, 65536), key=lambda p: abs(p - ratio))
 
 
 def indexes(names: list[str], prefix: str) -> list[int]:

@@ -193,11 +193,12 @@ class DamonTracker:
             for c, node in where.items():
                 rate, age = heat[c]
                 regions.append(RegionHeat(pid=pid, start=c, size=size, node=node, accesses=rate, age=age))
-        free, total = node_memory(self.fs, self.nodes)
+        mem = node_memory(self.fs, self.nodes)
         return Sample(
             regions=tuple(regions),
-            free_bytes=free,
-            total_bytes=total,
+            free_bytes=mem.free,
+            available_bytes=mem.available,
+            total_bytes=mem.total,
             processes={p.pid: Process(p.pid, p.name, p.cmdline, p.cgroup) for p in procs},
             resolution=1.0 / aggr_s,
         )

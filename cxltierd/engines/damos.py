@@ -242,8 +242,8 @@ class DamosEngine:
     def sample(self, now: float) -> Sample:
         """Node memory now, and the stat scheme's regions of both kdamonds as heat (accesses/s)."""
         assert self.policy is not None
-        free, total = node_memory(self.fs, [*self.fast, *self.slow])
-        self._feed_goals(free, total)
+        mem = node_memory(self.fs, [*self.fast, *self.slow])
+        self._feed_goals(mem.free, mem.total)  # MemFree, as the kernel's own node_mem_free_bp reads it
         regions: list[RegionHeat] = []
         aggr_s = self.policy.damon.aggregation_interval
         for i, nodes in ((HOT, self.sources), (COLD, self.fast)):
@@ -255,10 +255,17 @@ class DamosEngine:
             for r in damon_regions:
                 node = next((n for n in nodes for lo, hi in self.ranges.get(n, []) if lo <= r.start < hi), nodes[0])
                 regions.append(RegionHeat(0, r.start, r.end - r.start, node, r.nr_accesses / aggr_s, r.age * aggr_s))
-        return Sample(regions=tuple(regions), free_bytes=free, total_bytes=total, resolution=1.0 / aggr_s)
+        return Sample(
+            regions=tuple(regions),
+            free_bytes=mem.free,
+            available_bytes=mem.available,
+            total_bytes=mem.total,
+            resolution=1.0 / aggr_s,
+        )
 
     def _feed_goals(self, free: dict[int, int], total: dict[int, int]) -> None:
-        """user_input goals: tell the kernel the fastest node's usage now (a goals-only commit when it changed)."""
+        """user_input goals: tell the kernel the fastest node's free memory now, in basis points, as its own
+        node_mem_free_bp would (a goals-only commit when it changed)."""
         node = self.fast[0] if self.fast else None
         if node is None or not total.get(node) or node not in free:
             return

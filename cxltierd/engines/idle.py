@@ -31,8 +31,8 @@ class IdleEngine:
 
     def sample(self, now: float) -> Sample:
         """Node memory only: no regions."""
-        free, total = node_memory(self.fs, self.nodes)
-        return Sample(regions=(), free_bytes=free, total_bytes=total)
+        mem = node_memory(self.fs, self.nodes)
+        return Sample(regions=(), free_bytes=mem.free, available_bytes=mem.available, total_bytes=mem.total)
 
     def apply(self, plan: Plan, now: float) -> Outcome:
         """An empty outcome: nothing moves."""

@@ -137,8 +137,8 @@ class NumaBalancingEngine:
     def sample(self, now: float) -> Sample:
         """Node memory only: the kernel tracks heat itself."""
         nodes = list(self.topology.node_ids) if self.topology else []
-        free, total = node_memory(self.fs, nodes)
-        return Sample(regions=(), free_bytes=free, total_bytes=total)
+        mem = node_memory(self.fs, nodes)
+        return Sample(regions=(), free_bytes=mem.free, available_bytes=mem.available, total_bytes=mem.total)
 
     def sources(self, pages: int, drops: dict[int, int]) -> dict[int, int]:
         """Promoted pages per slow node they are charged to; `drops` (pages each slow node lost) is used up."""

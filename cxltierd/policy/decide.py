@@ -1,6 +1,7 @@
 """The placement decision: a pure function (topology, heat, policy, state, now) -> Plan.
 
-Each tick the loop hands `decide` the smoothed heat of every managed region and the free memory of every node.
+Each tick the loop hands `decide` the smoothed heat of every managed region and the available memory of every node
+(free above the kernel's reserve plus cheaply reclaimable page cache and slab; MemFree where that is unknown).
 In order, it plans:
 1. pins: regions of pinned processes that sit outside their tier move onto it;
 2. pressure demotions: a fast node with less than min_free_percent free sheds its coldest regions to the
@@ -32,11 +33,12 @@ Key = tuple[int, int]
 class PlacementState:
     """What the loop knows besides heat: node memory now, processes, and when each region last moved."""
 
-    free_bytes: Mapping[int, int]
+    free_bytes: Mapping[int, int]  # MemFree; its keys are the live nodes
     total_bytes: Mapping[int, int]
     processes: Mapping[int, Process] = field(default_factory=dict)
     last_moved: Mapping[Key, float] = field(default_factory=dict)
     resolution: float = 0.0  # accesses/s one sampled access stands for (the tracker's Sample.resolution)
+    available_bytes: Mapping[int, int] = field(default_factory=dict)  # room per node (Sample.available_bytes)
 
 
 def _rate(heat: float) -> str:
@@ -50,7 +52,8 @@ class Planner:
         self.policy = policy
         self.roles = roles_
         self.total = {n: state.total_bytes.get(n) or _topo_total(topology, n) for n in state.free_bytes}
-        self.used = {n: max(0, self.total[n] - state.free_bytes[n]) for n in state.free_bytes}
+        room = {n: state.available_bytes.get(n, f) for n, f in state.free_bytes.items()}  # page cache is room
+        self.used = {n: max(0, self.total[n] - room[n]) for n in state.free_bytes}
         self.budget = policy.budget_bytes()
         # Heat differences below a few sampled accesses are noise: never promote or exchange on them.
         self.floor = max(policy.hotness.hot_threshold, policy.hotness.min_samples * state.resolution)

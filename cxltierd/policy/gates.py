@@ -2,7 +2,8 @@
 
 The kernel (DAMOS schemes, NUMA-balancing tiering) moves memory by itself; the policy's watermarks decide when it
 may. Promotion runs while the fastest node is below its tier's max_used_percent; demotion runs only above it. The
-same mark bounds decide()'s promotions, so both kinds of engine fill the fast tier to the same level.
+same mark bounds decide()'s promotions, so both kinds of engine fill the fast tier to the same level. "Free" here is
+the room the loop passes: a node's available memory (Sample.room), so page cache does not count as used.
 """
 
 from __future__ import annotations

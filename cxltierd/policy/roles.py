@@ -19,10 +19,23 @@ class Roles:
     kind: Mapping[int, str]
 
 
+def _speed(topology: Topology, node: int) -> tuple[int, float]:
+    """Sort key of a node within its tier: HMAT latency over bandwidth (lower first), nodes without it last."""
+    hmat = topology.node(node).hmat
+    cost = hmat.cost if hmat is not None else None
+    return (0, cost) if cost is not None else (1, 0.0)
+
+
 def roles(topology: Topology, policy: Policy, live: set[int] | None = None) -> Roles:
-    """Fast and slow nodes from the policy's tier lists (default: the fastest tier is fast, the rest slow)."""
+    """Fast and slow nodes from the policy's tier lists (default: the fastest tier is fast, the rest slow), tier by
+    tier, and within a tier the faster node first (two CXL expanders, one behind a switch: the direct one first)."""
     kind = {n.node: n.kind for n in topology.nodes}
-    ordered = [n for t in topology.tiers for n in t.nodes if live is None or n in live]
+    ordered = [
+        n
+        for t in topology.tiers
+        for n in sorted(t.nodes, key=lambda x: _speed(topology, x))
+        if live is None or n in live
+    ]
 
     def pick(refs: tuple[str | int, ...]) -> list[int]:
         return [n for n in ordered if n in refs or kind[n] in refs]

@@ -37,6 +37,9 @@ def test_every_named_host_is_there():
         "xeon-max-flat",
         "grace-hopper",
         "qemu-cxl-node4",
+        "xeon-max-cxl",
+        "two-cxl-switch",
+        "page-cache",
     }
 
 
@@ -98,6 +101,44 @@ def test_classification_rules_on_synthetic_hosts():
     gh = topology(HOSTS / "grace-hopper")
     assert "hbm" in kinds(gh).values()
     assert all("NVIDIA GPU" in n["reason"] for n in gh["nodes"] if n["tier"] == "hbm")
+
+
+def test_three_tiers_hbm_ddr_cxl():
+    """Xeon Max (flat) with a CXL expander: CPU-less HBM nodes are the fastest tier, then DDR, then CXL."""
+    doc = topology(HOSTS / "xeon-max-cxl")
+    assert kinds(doc) == {0: "ddr", 1: "ddr", 2: "hbm", 3: "hbm", 4: "cxl"}
+    assert [(t["tier"], t["rank"], t["nodes"]) for t in doc["tiers"]] == [
+        ("hbm", 0, [2, 3]),
+        ("ddr", 1, [0, 1]),
+        ("cxl", 2, [4]),
+    ]
+    node4 = next(n for n in doc["nodes"] if n["node"] == 4)
+    assert node4["region"] == "region0" and node4["reason"] == "target of CXL region0 via dax0.0"
+    # HBM and DDR share the kernel's memory_tier4: said once, and nothing else is wrong
+    assert doc["kernel"]["memory_tier_warnings"] == [
+        "kernel memory_tier4 holds hbm node(s) 2,3 and ddr node(s) 0,1: the kernel will not demote between them"
+    ]
+
+
+def test_two_cxl_tiers_direct_and_behind_a_switch():
+    """Two CXL regions onlined as two nodes: the switched one has its own port and decoder, and each node carries
+    its own region's figures (access0), so the far one shows as slower."""
+    doc = topology(HOSTS / "two-cxl-switch")
+    assert kinds(doc) == {0: "ddr", 1: "ddr", 2: "cxl", 3: "cxl"}
+    assert [(t["tier"], t["nodes"]) for t in doc["tiers"]] == [("ddr", [0, 1]), ("cxl", [2, 3])]
+    nodes = {n["node"]: n for n in doc["nodes"]}
+    assert (nodes[2]["region"], nodes[3]["region"]) == ("region0", "region1")
+    assert (nodes[2]["hmat"]["read_latency_ns"], nodes[3]["hmat"]["read_latency_ns"]) == (250, 380)
+    regions = {g["region"]: g for g in doc["cxl"]["regions"]}
+    assert regions["region0"]["access0"]["read_latency"] == 250 and regions["region1"]["access0"]["read_latency"] == 380
+    assert [m["memdev"] for m in regions["region1"]["mappings"]] == ["mem1"]
+    switch = [d["decoder"] for d in doc["cxl"]["decoders"] if d["kind"] == "switch" and d["region"] == "region1"]
+    assert switch == ["decoder3.0", "decoder101.0"]  # host bridge, then the switch
+    assert [d["decoder"] for d in doc["cxl"]["decoders"] if d["kind"] == "switch" and d["region"] == "region0"] == [
+        "decoder1.0"
+    ]
+    assert doc["kernel"]["memory_tiers"] == {"memory_tier4": [0, 1], "memory_tier22": [2], "memory_tier30": [3]}
+    assert doc["kernel"]["memory_tiers_consistent"] is True
 
 
 def test_disagreement_with_kernel_memory_tiers_is_flagged(tmp_path):

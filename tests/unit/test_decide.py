@@ -6,7 +6,7 @@ from cxltierd.model import Process, RegionHeat
 from cxltierd.policy.decide import PlacementState, decide
 from cxltierd.policy.roles import roles
 from cxltierd.policy.schema import build_policy
-from cxltierd.topology import Node, Tier, Topology
+from cxltierd.topology import Hmat, Node, Tier, Topology
 
 MiB = 1 << 20
 R = 2 * MiB
@@ -182,6 +182,24 @@ def test_roles_from_policy_lists_and_defaults():
     assert r.fast == (0,) and r.slow == (4,)
     # the fastest tier is gone: the next one becomes fast
     assert roles(xeon, build_policy(None), live={0, 1, 4}).fast == (0, 1)
+
+
+def test_slow_nodes_of_one_tier_fastest_first():
+    """Two CXL nodes, the one behind a switch (node 2) slower than the direct-attached one (node 3): demotion goes
+    to node 3 first, then node 2 once 3 is at its mark; nodes without HMAT figures come last."""
+    far, near = Hmat(380, 380, 24000, 24000), Hmat(250, 250, 30000, 30000)
+    nodes = (
+        Node(0, "ddr", "t", total_bytes=100 * R),
+        Node(2, "cxl", "t", total_bytes=100 * R, hmat=far),
+        Node(3, "cxl", "t", total_bytes=100 * R, hmat=near),
+        Node(1, "cxl", "t", total_bytes=100 * R),
+    )
+    two = Topology(nodes=nodes, tiers=(Tier("ddr", 0, (0,)), Tier("cxl", 1, (1, 2, 3))))
+    assert roles(two, build_policy(None)).slow == (3, 2, 1)
+    cold = [region(i, 0, heat=0.5) for i in range(10)]
+    plan = decide(two, cold, policy(), state({0: 98, 1: 0, 2: 0, 3: 85}), now=0)
+    # node 0 sheds 8 regions down to 90%; node 3 (near) takes 5 up to its 90% mark, node 2 (far) the rest
+    assert [m.dst for m in plan.moves] == [3] * 5 + [2] * 3
 
 
 def test_exchange_margin_scales_with_sampling_noise():

@@ -451,8 +451,8 @@ def test_damos_one_hot_scheme_per_slow_node_and_a_prime_pass(tmp_path):
 
 def gate_by_marks(e: DamosEngine, fs: HostFS, topo: Topology, pol: Policy) -> None:
     """What the loop does for a kernel-executed engine each tick: gates from the nodes' usage, handed to it."""
-    free, total = node_memory(fs, list(topo.node_ids))
-    e.gate(kernel_gates(roles(topo, pol), pol, free, total, e.gates))
+    mem = node_memory(fs, list(topo.node_ids))
+    e.gate(kernel_gates(roles(topo, pol), pol, mem.available, mem.total, e.gates))
 
 
 class MigratingDamon(FakeDamon):

@@ -177,3 +177,33 @@ def test_process_bytes_only_when_the_policy_allows_process_labels():
     assert loop(fake).tick(0.0).process_bytes == {}
     report = loop(fake, metrics={"process_labels": True}).tick(0.0)
     assert report.process_bytes == {(1, "", "cxl"): 2 * R}
+
+
+class Cached(Fake):
+    """Node 0 nearly out of free pages, most of its used memory page cache: free 2%, available 60%."""
+
+    def sample(self, now: float) -> Sample:
+        s = super().sample(now)
+        free = {**s.free_bytes, 0: 20 * R}
+        return Sample(s.regions, free, s.total_bytes, available_bytes={0: 600 * R, 2: s.free_bytes[2]})
+
+
+def test_decide_and_gates_see_available_memory_not_memfree():
+    fake = Cached({i: 0.0 for i in range(10)}, node=0)  # cold regions on node 0: what pressure would demote
+    lp = loop(fake)
+    lp.tick(0.0)
+    r = lp.tick(1.0)
+    assert not any(m.src == 0 for m in r.plan.moves)  # page cache is room: no pressure on node 0
+    assert r.usage[0] == (1000 * R, 20 * R) and r.available[0] == 600 * R  # both figures reported
+    # the same sample without the available figure: MemFree says node 0 is under pressure
+    plain = Fake({i: 0.0 for i in range(10)}, node=0)
+    plain.sample = lambda now: Sample(  # type: ignore[method-assign]
+        tuple(RegionHeat(1, i * R, R, 0, 0.0) for i in range(10)), {0: 20 * R, 2: 1000 * R}, {0: 1000 * R, 2: 1000 * R}
+    )
+    lp = loop(plain)
+    lp.tick(0.0)
+    assert {(m.src, m.dst) for m in lp.tick(1.0).plan.moves} == {(0, 2)}
+    # a kernel-executed engine is gated on the available figure too: 40% used, promotion stays on
+    fake = Cached({}, node=0)
+    fake.kernel_executed = True  # type: ignore[attr-defined]
+    assert loop(fake).tick(0.0).gates == Gates(promote=True, demote=False)

@@ -4,12 +4,17 @@ one-line warning naming the file; any other exception would escape it)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cxltierd.discovery.parse import (
     TIERING_COUNTERS,
+    Watermarks,
+    available_bytes,
     index_of,
     indexes,
+    page_size_of,
     parse_bool,
     parse_cpulist,
     parse_distance,
@@ -19,6 +24,7 @@ from cxltierd.discovery.parse import (
     parse_keyvals,
     parse_meminfo,
     parse_nvidia_numa_status,
+    parse_watermarks,
     parse_zoneinfo,
 )
 
@@ -382,3 +388,125 @@ def test_zoneinfo_malformed(text: str, message: str) -> None:
     with pytest.raises(ValueError) as e:
         parse_zoneinfo(text)
     assert str(e.value) == message
+
+
+# ---- parse_watermarks, available_bytes, page_size_of ----------------------------------------------------------------
+
+MARKS = """\
+Node 0, zone      DMA
+  per-node stats
+      nr_inactive_file 597
+      pgpromote_success 0
+  pages free     3712
+        boost    0
+        min      140
+        low      175
+        high     210
+        promo    245
+        spanned  4095
+        present  3998
+        managed  3840
+        cma      0
+        protection: (0, 991, 991, 991, 991)
+      nr_free_pages 3712
+  pagesets
+    cpu: 0
+              count: 10
+              high:  0
+Node 0, zone  Movable
+  pages free     0
+        min      32
+        low      32
+        high     32
+        managed  0
+        protection: (0, 0, 0, 0, 0)
+Node 4, zone  Movable
+  pages free     131072
+        min      128
+        low      1322
+        high     2516
+        managed  131072
+        protection: (0, 0, 0, 0, 0)
+"""
+
+
+def test_watermarks_summed_per_node_as_the_kernel_does() -> None:
+    # low: every zone's, empty ones too (si_mem_available sums them all); reserve: high + largest protection,
+    # capped at the zone's managed pages (calculate_totalreserve_pages), so an empty zone reserves nothing.
+    # Per-CPU "high:" lines of the pagesets are not the zone's high watermark.
+    assert parse_watermarks(MARKS) == {
+        0: Watermarks(low=175 + 32, reserve=210 + 991, managed=3840),
+        4: Watermarks(low=1322, reserve=2516, managed=131072),
+    }
+
+
+def test_watermarks_reserve_capped_at_managed() -> None:
+    text = "Node 1, zone Normal\n        high     900\n        managed  500\n        protection: (0, 300)\n"
+    assert parse_watermarks(text) == {1: Watermarks(low=0, reserve=500, managed=500)}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no 'Node N, zone Z' lines"),
+        ("Node 0 1, zone DMA\n", "bad zone header 'Node 0 1, zone DMA'"),
+        ("Node 0, zone DMA\n        low x\n", "invalid literal for int() with base 10: 'x'"),
+        ("Node 0, zone DMA\n        protection: (0, y)\n", "invalid literal for int() with base 10: 'y'"),
+    ],
+)
+def test_watermarks_malformed(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as e:
+        parse_watermarks(text)
+    assert str(e.value) == message
+
+
+KiB, GiB = 1024, 1 << 30
+
+
+def test_available_counts_page_cache_and_slab_above_the_low_marks() -> None:
+    info = {"MemFree": 2 * GiB, "Active(file)": 10 * GiB, "Inactive(file)": 30 * GiB, "KReclaimable": 1 * GiB}
+    marks = Watermarks(low=25_000, reserve=40_000, managed=16 << 20)
+    low, reserve = 25_000 * 4096, 40_000 * 4096
+    want = (2 * GiB - reserve) + (40 * GiB - low) + (1 * GiB - low)
+    assert available_bytes(info, marks, 4096) == want
+    # Without watermarks nothing is held back; without file or slab lines only free memory counts
+    assert available_bytes(info, None, 4096) == 43 * GiB
+    assert available_bytes({"MemFree": 5 * GiB}, marks, 4096) == 5 * GiB - reserve
+
+
+def test_available_keeps_half_of_a_small_cache_and_never_goes_negative() -> None:
+    marks = Watermarks(low=1000, reserve=5000, managed=100_000)
+    # cache of 1000 pages: half of it (500) is kept, not the low mark (1000)
+    info = {"MemFree": 10_000 * 4096, "Inactive(file)": 1000 * 4096}
+    assert available_bytes(info, marks, 4096) == (10_000 - 5000 + 500) * 4096
+    assert available_bytes({"MemFree": 100 * 4096}, marks, 4096) == 0
+    assert available_bytes({"MemTotal": 4096}, marks, 4096) is None
+
+
+def test_available_reads_sreclaimable_when_kreclaimable_is_missing() -> None:
+    old = {"MemFree": 1 * GiB, "SReclaimable": 1 * GiB}
+    assert available_bytes(old, None, 4096) == 2 * GiB
+    both = {**old, "KReclaimable": 3 * GiB}  # KReclaimable includes SReclaimable: never both
+    assert available_bytes(both, None, 4096) == 4 * GiB
+
+
+def test_page_size_from_memtotal_over_managed_pages() -> None:
+    assert page_size_of(16 * GiB, 16 * GiB // 4096) == 4096
+    assert page_size_of(480 * GiB - 7 * 65536, 480 * GiB // 65536) == 65536  # arm64 64K (Grace)
+    assert page_size_of(1 * GiB, 1 * GiB // 16384 + 3) == 16384
+    assert page_size_of(1 * GiB, 0) == 4096
+
+
+def test_available_summed_over_nodes_matches_the_kernels_memavailable() -> None:
+    """On the lab's real 6.12 tree the per-node figures add up to /proc/meminfo's MemAvailable (the files were read
+    a moment apart, hence a small tolerance)."""
+    root = Path(__file__).resolve().parents[2] / "fixtures/hosts/qemu-cxl-node4"
+    marks = parse_watermarks((root / "proc/zoneinfo").read_text())
+    nodes = [parse_meminfo((root / f"sys/devices/system/node/node{n}/meminfo").read_text()) for n in (0, 1, 2, 4)]
+    keys = ("MemFree", "Active(file)", "Inactive(file)", "KReclaimable")
+    total = {k: sum(n[k] for n in nodes) for k in keys}
+    every = Watermarks(low=sum(m.low for m in marks.values()), reserve=sum(m.reserve for m in marks.values()))
+    kernel = parse_meminfo((root / "proc/meminfo").read_text())["MemAvailable"]
+    ours = available_bytes(total, every, 4096)
+    assert ours is not None and abs(ours - kernel) < 0.001 * kernel
+    assert {page_size_of(n["MemTotal"], marks[i].managed) for n, i in zip(nodes, (0, 1, 2, 4), strict=True)} == {4096}
