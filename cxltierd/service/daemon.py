@@ -20,12 +20,12 @@ from typing import Any
 
 from cxltierd.app import Runtime
 from cxltierd.discovery.hotplug import Debouncer
-from cxltierd.errors import CxltierdError
+from cxltierd.errors import CxltierdError, StartError
 from cxltierd.loop import Loop
 from cxltierd.service import publish
 from cxltierd.service.clock import Clock, FakeClock
 from cxltierd.service.control import ControlServer, Peer
-from cxltierd.service.metrics import MetricsServer, registry_for
+from cxltierd.service.metrics import MetricsServer, registry_for, url_host
 from cxltierd.service.notify import Notifier
 from cxltierd.service.state import ReloadResult, Snapshot
 from cxltierd.service.status import status_json
@@ -104,26 +104,27 @@ class Daemon:
         """Tick until SIGTERM/SIGINT or the tick limit, then stop engines and servers; the exit status."""
         restore = self._install_signals()
         try:
+            self._start_servers()  # before the engines touch anything: a port taken ends the start here
             self.loop.start()
-            self._start_servers()
             return self._main()
         finally:
             self._shutdown()  # our handlers still installed: a second SIGTERM cannot cut the cleanup short
             restore()
 
     def _start_servers(self) -> None:
-        # Neither is the daemon's job itself: if one cannot open, say so and keep placing memory.
+        # Metrics asked for and not served would go unnoticed until an alert is missing: that ends the start.
+        # The control socket is not the daemon's job itself: if it cannot open, say so and keep placing memory.
         if self.opts.listen is not None:
             host, port = self.opts.listen
             try:
                 self.metrics = MetricsServer(host, port, registry_for(lambda: self.snapshot), self.healthy)
             except OSError as e:
-                log.error(
-                    "cannot listen on %s:%d for /metrics (%s): running without metrics", host, port, e.strerror or e
-                )
-            else:
-                self.metrics.start()
-                log.info("metrics on http://%s:%d/metrics", host, self.metrics.port)
+                raise StartError(
+                    f"--listen {url_host(host)}:{port}: cannot serve /metrics ({e.strerror or e}); "
+                    "use another address or --listen off"
+                ) from None
+            self.metrics.start()
+            log.info("metrics on http://%s:%d/metrics", url_host(host), self.metrics.port)
         if self.opts.socket:
             control = ControlServer(self.opts.socket, {"status": self._status, "reload": self._reload_request})
             try:

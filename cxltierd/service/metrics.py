@@ -223,6 +223,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = BACKLOG
 
     def __init__(self, address: tuple[str, int], handler: Any, deadline: float) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.deadline = deadline
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.open: dict[Any, float] = {}  # connection -> when it is shut down
@@ -345,6 +346,11 @@ class MetricsServer:
         """Stop serving and close the listening socket."""
         self.server.shutdown()
         self.server.server_close()
+
+
+def url_host(address: str) -> str:
+    """An address as it appears in a URL: IPv6 in brackets."""
+    return f"[{address}]" if ":" in address else address
 
 
 def parse_listen(text: str) -> tuple[str, int]:
