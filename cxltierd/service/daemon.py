@@ -238,6 +238,7 @@ class Daemon:
         svc.last_tick_wall = time.time()
         self.last_progress = self.clock.now()
         if report is not None:
+            svc.record_plan(self.loop.tier_name, report)
             log.info("%s", publish.tick_line(self.loop, report))
             for note in report.plan.notes[:3]:
                 log.debug("  note: %s", note)
@@ -280,10 +281,9 @@ class Daemon:
         return self._reload_done(result)
 
     def _reload_done(self, result: ReloadResult) -> ReloadResult:
-        self.svc.reloads["success" if result.ok else "failure"] += 1
+        self.svc.record_reload(result)
         if not result.ok:
             log.error("reload refused, old policy stays in force: %s", result.error)
-        self.svc.last_reload = result
         self._publish()
         self.notify.ready(publish.status_line(self.snapshot))
         return result
