@@ -52,7 +52,14 @@ root_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 socket_option = click.option(
-    "--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True, help="The daemon's control socket."
+    "--socket",
+    "socket_path",
+    default=DEFAULT_SOCKET,
+    show_default=True,
+    metavar="PATH",
+    envvar="CXLTIERD_SOCKET",
+    show_envvar=True,
+    help="The daemon's control socket.",
 )
 
 
