@@ -26,6 +26,7 @@ from cxltierd.service import publish
 from cxltierd.service.clock import Clock, FakeClock
 from cxltierd.service.control import ControlServer, Peer
 from cxltierd.service.metrics import MetricsServer, registry_for, url_host
+from cxltierd.service.nfd import FeatureFile
 from cxltierd.service.notify import Notifier
 from cxltierd.service.state import ReloadResult, Snapshot
 from cxltierd.service.status import status_json
@@ -77,6 +78,7 @@ class Daemon:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.metrics: MetricsServer | None = None
         self.control: ControlServer | None = None
+        self.labels = FeatureFile()  # node-feature-discovery labels, when the policy asks
 
     # ---- signals and wakeups ---------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -255,6 +257,7 @@ class Daemon:
             counters = {}
             log.debug("kernel counters: %s", e)
         self.snapshot = publish.snapshot(self.loop, self.svc, counters, publish.self_usage())
+        self.labels.update(self.loop.policy.node_labels.feature_file, self.snapshot)
 
     # ---- reload ----------------------------------------------------------------------------------------------
     def reload(self) -> ReloadResult:
