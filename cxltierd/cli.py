@@ -192,7 +192,13 @@ def policy_check(file: str) -> None:
 @click.option("--scenario", default=None, help="Emulated backend: a scenario name or YAML file [hotset-shift].")
 @click.option("--root", default=None, type=click.Path(), help="Host root (host backend) or host tree (emulated).")
 @click.option("--seed", type=int, default=None, help="Emulated backend: random seed.")
-@click.option("--listen", default="0.0.0.0:9750", show_default=True, help="/metrics and /healthz; 'off' disables.")
+@click.option(
+    "--listen",
+    default="0.0.0.0:9750",
+    show_default=True,
+    metavar="ADDR:PORT",
+    help="/metrics and /healthz ([IPv6]:PORT for IPv6); 'off' disables.",
+)
 @socket_option
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--once", is_flag=True, help="Run one tick and exit.")

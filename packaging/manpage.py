@@ -55,7 +55,7 @@ def metavar(p: click.Parameter) -> str:
         return p.metavar
     if isinstance(p, click.Argument):
         return (p.name or "").upper()
-    return p.type.name.upper()
+    return p.type.name.upper().removesuffix(" RANGE")  # "integer range" -> INTEGER
 
 
 def option_lines(p: click.Option) -> list[str]:
