@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -19,7 +20,7 @@ from cxltierd.facts import HostFacts
 from cxltierd.hostfs import HostFS
 from cxltierd.report import doctor, host, simulation
 from cxltierd.report import status as live
-from cxltierd.service.control import DEFAULT_SOCKET, ControlError, request
+from cxltierd.service.control import DEFAULT_SOCKET, ControlError, request, socket_dir_exists
 from cxltierd.topology import Topology, classify
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,7 +53,14 @@ root_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 socket_option = click.option(
-    "--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True, help="The daemon's control socket."
+    "--socket",
+    "socket_path",
+    default=DEFAULT_SOCKET,
+    show_default=True,
+    metavar="PATH",
+    envvar="CXLTIERD_SOCKET",
+    show_envvar=True,
+    help="The daemon's control socket.",
 )
 
 
@@ -83,18 +91,27 @@ def topology(root: str, as_json: bool) -> None:
         click.echo(host.topology_text(facts, topo))
 
 
-@main.command()
+NO_DAEMON = 3  # `status`: no daemon answered on the socket; what was printed is a fresh discovery
+
+
+@main.command(
+    epilog=f"Exit status: 0 the daemon's state (or --root's discovery), 1 the daemon answered with an "
+    f"error, 2 bad usage or discovery failed, {NO_DAEMON} no daemon answered on the socket (a fresh discovery "
+    "was printed instead)."
+)
 @click.option("--root", default=None, type=click.Path(), help="Skip the daemon: discover under this directory.")
 @socket_option
 @json_option
 @one_line_errors
 def status(root: str | None, socket_path: str, as_json: bool) -> None:
-    """The daemon's live state; without a daemon, a fresh discovery (said so)."""
+    """The daemon's live state; without a daemon, a fresh discovery (said so, exit 3)."""
+    code = 0
     if root is None:
         try:
             reply = request(socket_path, "status", timeout=10)
         except ControlError as e:
             click.echo(f"cxltierd: {e}; showing a fresh discovery instead", err=True)
+            code = NO_DAEMON
         else:
             if not reply.get("ok"):
                 fail(f"daemon: {reply.get('error')}", 1)
@@ -107,6 +124,7 @@ def status(root: str | None, socket_path: str, as_json: bool) -> None:
         click.echo(json.dumps({"source": "discovery", "tiers": doc["tiers"], "cxl": doc["cxl"]}, indent=2))
     else:
         click.echo(host.status_text(facts, topo))
+    sys.exit(code)
 
 
 @main.command()
@@ -175,7 +193,13 @@ def policy_check(file: str) -> None:
 @click.option("--scenario", default=None, help="Emulated backend: a scenario name or YAML file [hotset-shift].")
 @click.option("--root", default=None, type=click.Path(), help="Host root (host backend) or host tree (emulated).")
 @click.option("--seed", type=int, default=None, help="Emulated backend: random seed.")
-@click.option("--listen", default="0.0.0.0:9750", show_default=True, help="/metrics and /healthz; 'off' disables.")
+@click.option(
+    "--listen",
+    default="0.0.0.0:9750",
+    show_default=True,
+    metavar="ADDR:PORT",
+    help="/metrics and /healthz ([IPv6]:PORT for IPv6); 'off' disables.",
+)
 @socket_option
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--once", is_flag=True, help="Run one tick and exit.")
@@ -209,11 +233,17 @@ def run(
         address = None if listen in ("off", "") else parse_listen(listen)
     except ValueError as e:
         fail(str(e))
+    socket = None if socket_path in ("off", "") else socket_path
+    if socket == DEFAULT_SOCKET and not os.path.isdir(os.path.dirname(socket)):
+        # The daemon's own runtime directory (what the unit's RuntimeDirectory= makes): a manual run makes it, 0750.
+        os.makedirs(os.path.dirname(socket), mode=0o750, exist_ok=True)
+    if socket is not None:
+        socket_dir_exists(socket)
     settings = Settings(
         backend=backend, config=config, scenario=scenario, root=root, seed=seed, dry_run=dry_run, state_dir=state_dir
     )
     rt, loop = build(settings)
-    opts = Options(listen=address, socket=None if socket_path in ("off", "") else socket_path, once=once, ticks=ticks)
+    opts = Options(listen=address, socket=socket, once=once, ticks=ticks)
     code = Daemon(rt, loop, opts, clock=FakeClock() if fake_clock else None).run()
     sys.exit(code)
 

@@ -21,3 +21,7 @@ class RootError(CxltierdError):
 
 class ConfigError(CxltierdError):
     """A policy or scenario file is broken; the message names the file and key path."""
+
+
+class StartError(CxltierdError):
+    """The daemon cannot start as asked (a metrics address that cannot be served, a socket directory missing)."""

@@ -130,6 +130,13 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class NodeLabels:
+    """Node labels for Kubernetes: where to write the node-feature-discovery feature file (None: not written)."""
+
+    feature_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Policy:
     """A validated policy file (frozen); Policy() is the built-in defaults."""
 
@@ -144,6 +151,7 @@ class Policy:
     processes: Processes = Processes()
     damon: Damon = Damon()
     metrics: Metrics = Metrics()
+    node_labels: NodeLabels = NodeLabels()
     source: str = "<defaults>"
     digest: str = ""  # sha256 of the file's bytes, first 12 hex digits
 
@@ -170,6 +178,7 @@ TOP_KEYS = (
     "processes",
     "damon",
     "metrics",
+    "node_labels",
 )
 
 
@@ -205,6 +214,7 @@ def build_policy(doc: Any, source: str = "") -> Policy:
         processes=_processes(c, d.get("processes")),
         damon=_damon(c, d.get("damon")),
         metrics=_metrics(c, d.get("metrics")),
+        node_labels=_node_labels(c, d.get("node_labels")),
     )
 
 
@@ -353,3 +363,13 @@ def _damon(c: Checker, value: Any) -> Damon:
 def _metrics(c: Checker, value: Any) -> Metrics:
     m = c.mapping(value, "metrics", ("process_labels",))
     return Metrics(process_labels=c.boolean(m, "process_labels", "metrics", Metrics.process_labels))
+
+
+def _node_labels(c: Checker, value: Any) -> NodeLabels:
+    n = c.mapping(value, "node_labels", ("feature_file",))
+    if n.get("feature_file") is None:
+        return NodeLabels()
+    path = c.string(n, "feature_file", "node_labels")
+    if not path.startswith("/") or path.endswith("/"):
+        c.fail("node_labels.feature_file", f"must be an absolute file path, got {path!r}")
+    return NodeLabels(feature_file=path)

@@ -76,9 +76,8 @@ class ControlServer:
 
     def start(self) -> None:
         """Bind the socket (refusing to replace anything but a stale socket) and start serving in a thread."""
-        directory = os.path.dirname(self.path) or "."
+        socket_dir_exists(self.path)
         try:
-            os.makedirs(directory, mode=0o750, exist_ok=True)
             try:
                 mode = os.lstat(self.path).st_mode
             except FileNotFoundError:
@@ -236,6 +235,14 @@ def _connect(s: socket.socket, path: str, deadline: float) -> None:
             if time.monotonic() >= deadline:
                 raise TimeoutError(errno.ETIMEDOUT, "the daemon's socket stayed busy") from None
             time.sleep(0.02)
+
+
+def socket_dir_exists(path: str) -> None:
+    """Raise ControlError unless the socket's directory exists: it is never created here (as root, with whatever
+    mode and owner that gives); systemd's RuntimeDirectory= and the tmpfiles.d entry make /run/cxltierd."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise ControlError(f"--socket {path}: directory {directory} does not exist (create it, or use --socket off)")
 
 
 def request(path: str, command: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:

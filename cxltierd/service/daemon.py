@@ -20,12 +20,13 @@ from typing import Any
 
 from cxltierd.app import Runtime
 from cxltierd.discovery.hotplug import Debouncer
-from cxltierd.errors import CxltierdError
+from cxltierd.errors import CxltierdError, StartError
 from cxltierd.loop import Loop
 from cxltierd.service import publish
 from cxltierd.service.clock import Clock, FakeClock
 from cxltierd.service.control import ControlServer, Peer
-from cxltierd.service.metrics import MetricsServer, registry_for
+from cxltierd.service.metrics import MetricsServer, registry_for, url_host
+from cxltierd.service.nfd import FeatureFile
 from cxltierd.service.notify import Notifier
 from cxltierd.service.state import ReloadResult, Snapshot
 from cxltierd.service.status import status_json
@@ -77,6 +78,7 @@ class Daemon:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.metrics: MetricsServer | None = None
         self.control: ControlServer | None = None
+        self.labels = FeatureFile()  # node-feature-discovery labels, when the policy asks
 
     # ---- signals and wakeups ---------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -104,26 +106,27 @@ class Daemon:
         """Tick until SIGTERM/SIGINT or the tick limit, then stop engines and servers; the exit status."""
         restore = self._install_signals()
         try:
+            self._start_servers()  # before the engines touch anything: a port taken ends the start here
             self.loop.start()
-            self._start_servers()
             return self._main()
         finally:
             self._shutdown()  # our handlers still installed: a second SIGTERM cannot cut the cleanup short
             restore()
 
     def _start_servers(self) -> None:
-        # Neither is the daemon's job itself: if one cannot open, say so and keep placing memory.
+        # Metrics asked for and not served would go unnoticed until an alert is missing: that ends the start.
+        # The control socket is not the daemon's job itself: if it cannot open, say so and keep placing memory.
         if self.opts.listen is not None:
             host, port = self.opts.listen
             try:
                 self.metrics = MetricsServer(host, port, registry_for(lambda: self.snapshot), self.healthy)
             except OSError as e:
-                log.error(
-                    "cannot listen on %s:%d for /metrics (%s): running without metrics", host, port, e.strerror or e
-                )
-            else:
-                self.metrics.start()
-                log.info("metrics on http://%s:%d/metrics", host, self.metrics.port)
+                raise StartError(
+                    f"--listen {url_host(host)}:{port}: cannot serve /metrics ({e.strerror or e}); "
+                    "use another address or --listen off"
+                ) from None
+            self.metrics.start()
+            log.info("metrics on http://%s:%d/metrics", url_host(host), self.metrics.port)
         if self.opts.socket:
             control = ControlServer(self.opts.socket, {"status": self._status, "reload": self._reload_request})
             try:
@@ -237,6 +240,7 @@ class Daemon:
         svc.last_tick_wall = time.time()
         self.last_progress = self.clock.now()
         if report is not None:
+            svc.record_plan(self.loop.tier_name, report)
             log.info("%s", publish.tick_line(self.loop, report))
             for note in report.plan.notes[:3]:
                 log.debug("  note: %s", note)
@@ -253,6 +257,7 @@ class Daemon:
             counters = {}
             log.debug("kernel counters: %s", e)
         self.snapshot = publish.snapshot(self.loop, self.svc, counters, publish.self_usage())
+        self.labels.update(self.loop.policy.node_labels.feature_file, self.snapshot)
 
     # ---- reload ----------------------------------------------------------------------------------------------
     def reload(self) -> ReloadResult:
@@ -279,10 +284,9 @@ class Daemon:
         return self._reload_done(result)
 
     def _reload_done(self, result: ReloadResult) -> ReloadResult:
-        self.svc.reloads["success" if result.ok else "failure"] += 1
+        self.svc.record_reload(result)
         if not result.ok:
             log.error("reload refused, old policy stays in force: %s", result.error)
-        self.svc.last_reload = result
         self._publish()
         self.notify.ready(publish.status_line(self.snapshot))
         return result

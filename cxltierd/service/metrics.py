@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from cxltierd import __version__
 from cxltierd.discovery.parse import TIERING_COUNTERS
+from cxltierd.model import FAILURE_REASONS
 from cxltierd.service.state import TICK_BUCKETS, Snapshot
 
 log = logging.getLogger("cxltierd.service.metrics")
@@ -77,6 +78,11 @@ def _topology(s: Snapshot) -> Iterator[Metric]:
     )
     total = GaugeMetricFamily("cxltierd_node_memory_total_bytes", "Memory of a NUMA node.", labels=["node"])
     free = GaugeMetricFamily("cxltierd_node_memory_free_bytes", "Free memory of a NUMA node.", labels=["node"])
+    avail = GaugeMetricFamily(
+        "cxltierd_node_memory_available_bytes",
+        "Memory of a NUMA node the kernel can hand out cheaply (free plus reclaimable cache, less reserves).",
+        labels=["node"],
+    )
     live = set(s.usage) if s.usage else {n.node for n in s.topology.nodes}
     for n in s.topology.nodes:
         if n.node not in live:
@@ -86,7 +92,9 @@ def _topology(s: Snapshot) -> Iterator[Metric]:
         t, f = s.node_usage(n.node)
         total.add_metric([str(n.node)], t)
         free.add_metric([str(n.node)], f)
-    yield from (info, total, free)
+        if n.node in s.available:
+            avail.add_metric([str(n.node)], s.available[n.node])
+    yield from (info, total, free, avail)
     ttotal = GaugeMetricFamily("cxltierd_tier_memory_total_bytes", "Memory of a tier.", labels=["tier"])
     tfree = GaugeMetricFamily("cxltierd_tier_memory_free_bytes", "Free memory of a tier.", labels=["tier"])
     for name, (t, f) in s.tier_usage().items():
@@ -138,8 +146,8 @@ def _loop(s: Snapshot) -> Iterator[Metric]:
         moved_b.add_metric([a, b], v)
         moved_p.add_metric([a, b], s.migrated_pages.get((a, b), 0))
     fails = CounterMetricFamily("cxltierd_migration_failures", "Pages that did not move, by reason.", labels=["reason"])
-    for reason, v in sorted(s.failures.items()):
-        fails.add_metric([reason], v)
+    for reason in (*FAILURE_REASONS, *sorted(set(s.failures) - set(FAILURE_REASONS))):  # every reason from the start
+        fails.add_metric([reason], s.failures.get(reason, 0))
     yield from (moved_b, moved_p, fails)
     yield CounterMetricFamily(
         "cxltierd_ping_pong_moves", "Regions sent back where they came from within two cooldowns.", value=s.ping_pong
@@ -175,6 +183,25 @@ def _policy(s: Snapshot) -> Iterator[Metric]:
     ok = 1 if s.last_reload is None or s.last_reload.ok else 0
     yield GaugeMetricFamily("cxltierd_policy_last_reload_success", "1 if the last reload was applied.", value=ok)
     yield GaugeMetricFamily("cxltierd_dry_run", "1 when moves are planned but not applied.", value=int(s.dry_run))
+    info = InfoMetricFamily("cxltierd_policy", "The policy in force: its file and sha256.")
+    info.add_metric([], {"source": s.policy_source, "sha256": s.policy_digest})
+    yield info
+    if s.policy_loaded is not None:
+        yield GaugeMetricFamily(
+            "cxltierd_policy_last_reload_success_timestamp_seconds",
+            "When the policy in force was loaded: the last good reload, or the start.",
+            value=s.policy_loaded,
+        )
+    planned_b = CounterMetricFamily(
+        "cxltierd_dry_run_planned_bytes", "Memory a dry run planned to move.", labels=["from_tier", "to_tier"]
+    )
+    planned_m = CounterMetricFamily(
+        "cxltierd_dry_run_planned_moves", "Region moves a dry run planned.", labels=["from_tier", "to_tier"]
+    )
+    for (a, b), v in sorted(s.planned_bytes.items()):
+        planned_b.add_metric([a, b], v)
+        planned_m.add_metric([a, b], s.planned_moves.get((a, b), 0))
+    yield from (planned_b, planned_m)
 
 
 def _kernel(s: Snapshot) -> Iterator[Metric]:
@@ -223,6 +250,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = BACKLOG
 
     def __init__(self, address: tuple[str, int], handler: Any, deadline: float) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.deadline = deadline
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.open: dict[Any, float] = {}  # connection -> when it is shut down
@@ -345,6 +373,11 @@ class MetricsServer:
         """Stop serving and close the listening socket."""
         self.server.shutdown()
         self.server.server_close()
+
+
+def url_host(address: str) -> str:
+    """An address as it appears in a URL: IPv6 in brackets."""
+    return f"[{address}]" if ":" in address else address
 
 
 def parse_listen(text: str) -> tuple[str, int]:

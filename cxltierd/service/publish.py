@@ -4,6 +4,7 @@ STATUS= line, and the tick-duration histogram. Pure functions of the loop's stat
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -40,6 +41,29 @@ class ServiceState:
     last_tick_wall: float | None = None
     topology_changes: int = 0
     last_error: str | None = None
+    policy_loaded: float | None = None  # wall clock of the start's policy load or the last good reload
+    planned_bytes: dict[tuple[str, str], int] = field(default_factory=dict)  # dry-run plans, per tier pair
+    planned_moves: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.policy_loaded is None:
+            self.policy_loaded = self.started  # the policy in force was loaded at start
+
+    def record_reload(self, result: ReloadResult) -> None:
+        """Count a reload by result; a good one is when the policy in force was loaded."""
+        self.reloads["success" if result.ok else "failure"] += 1
+        if result.ok:
+            self.policy_loaded = result.time
+        self.last_reload = result
+
+    def record_plan(self, tier_name: Callable[[int], str], r: TickReport) -> None:
+        """Count a dry-run tick's planned moves and bytes per (from, to) tier; other ticks move, not plan."""
+        if not r.dry_run:
+            return
+        for m in r.plan.moves:
+            pair = (tier_name(m.src), tier_name(m.dst))
+            self.planned_bytes[pair] = self.planned_bytes.get(pair, 0) + m.size
+            self.planned_moves[pair] = self.planned_moves.get(pair, 0) + 1
 
 
 def self_usage() -> SelfUsage | None:
@@ -71,11 +95,15 @@ def snapshot(loop: Loop, svc: ServiceState, counters: dict[str, int], usage: Sel
         dry_run=pol.dry_run,
         last_reload=svc.last_reload,
         reloads=dict(svc.reloads),
+        policy_loaded=svc.policy_loaded,
+        planned_bytes=dict(svc.planned_bytes),
+        planned_moves=dict(svc.planned_moves),
         last_tick=svc.last_tick_wall,
         ticks=t.ticks,
         tick_seconds_sum=svc.times.total,
         tick_bucket_counts=tuple(svc.times.counts),
         usage=dict(last.usage) if last else {},
+        available=dict(last.available) if last else {},
         migrated_bytes=dict(t.migrated_bytes),
         migrated_pages=dict(t.migrated_pages),
         failures=dict(t.failures),

@@ -55,11 +55,15 @@ class Snapshot:
     dry_run: bool = False
     last_reload: ReloadResult | None = None
     reloads: dict[str, int] = field(default_factory=dict)  # result ("success"|"failure") -> count
+    policy_loaded: float | None = None  # wall clock the policy in force was loaded (start or last good reload)
+    planned_bytes: dict[tuple[str, str], int] = field(default_factory=dict)  # dry run: (from, to) tier -> bytes
+    planned_moves: dict[tuple[str, str], int] = field(default_factory=dict)  # dry run: (from, to) tier -> moves
     last_tick: float | None = None  # wall clock of the last finished tick
     ticks: int = 0
     tick_seconds_sum: float = 0.0
     tick_bucket_counts: tuple[int, ...] = ()  # cumulative counts per TICK_BUCKETS bound (same length)
     usage: dict[int, tuple[int, int]] = field(default_factory=dict)  # node -> (total, free) bytes, live
+    available: dict[int, int] = field(default_factory=dict)  # node -> bytes the kernel can hand out cheaply (room)
     migrated_bytes: dict[tuple[str, str], int] = field(default_factory=dict)  # (from_tier, to_tier) -> bytes
     migrated_pages: dict[tuple[str, str], int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # reason -> pages

@@ -82,7 +82,7 @@ class Daemon:
 
     @property
     def port(self) -> int:
-        return int(self.wait_log(r"metrics on http://[^:]+:(\d+)/metrics").group(1))
+        return int(self.wait_log(r"metrics on http://(?:\[[^\]]+\]|[^:/]+):(\d+)/metrics").group(1))
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -7,6 +7,7 @@ command with Debian's python3). A missing tool fails the test: CI installs them.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import shutil
@@ -118,6 +119,9 @@ def test_files_installed(contents: set[str]) -> None:
         "usr/lib/python3/dist-packages/cxltierd/cli.py",
         "usr/share/doc/cxltierd/examples/alerts.yaml",
         "usr/share/doc/cxltierd/examples/cxltierd-dashboard.json",
+        "etc/default/cxltierd",
+        "usr/share/man/man8/cxltierd.8.gz",
+        "usr/share/bash-completion/completions/cxltierd",
     }
     assert expected <= contents, expected - contents
     units = {"lib/systemd/system/cxltierd.service", "usr/lib/systemd/system/cxltierd.service"} & contents
@@ -140,7 +144,7 @@ def test_files_installed(contents: set[str]) -> None:
 
 def test_conffile_and_control(deb: Path) -> None:
     conffiles = dpkg_deb("-I", str(deb), "conffiles").split()
-    assert conffiles == ["/etc/cxltierd/policy.yaml"]
+    assert sorted(conffiles) == ["/etc/cxltierd/policy.yaml", "/etc/default/cxltierd"]
     info = dpkg_deb("-I", str(deb))
     assert re.search(r"^ Package: cxltierd$", info, re.M)
     assert re.search(r"^ Architecture: all$", info, re.M)
@@ -167,6 +171,11 @@ def test_packaged_files_match_the_tree(extracted: Path) -> None:
         REPO / "systemd/cxltierd.tmpfiles"
     ).read_bytes()
     assert (extracted / "etc/cxltierd/policy.yaml").read_bytes() == (REPO / "packaging/policy.yaml").read_bytes()
+    assert (extracted / "etc/default/cxltierd").read_bytes() == (REPO / "packaging/default/cxltierd").read_bytes()
+    completion = extracted / "usr/share/bash-completion/completions/cxltierd"
+    assert completion.read_bytes() == (REPO / "packaging/completion/cxltierd").read_bytes()
+    with gzip.open(extracted / "usr/share/man/man8/cxltierd.8.gz") as man:
+        assert man.read() == (REPO / "packaging/cxltierd.8").read_bytes()
 
 
 def test_packaged_command_runs_with_debian_python(extracted: Path) -> None:

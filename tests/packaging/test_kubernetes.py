@@ -126,6 +126,20 @@ def test_configmap_policy_uses_known_keys(docs: dict[str, dict[str, Any]]) -> No
             assert set(value) <= set(reference[key]), key
 
 
+def test_node_labels_reach_node_feature_discovery(
+    docs: dict[str, dict[str, Any]], pod: dict[str, Any], container: dict[str, Any]
+) -> None:
+    from cxltierd.policy.schema import parse_policy
+
+    feature_file = parse_policy(docs["ConfigMap"]["data"]["policy.yaml"], "configmap").node_labels.feature_file
+    assert feature_file == "/etc/kubernetes/node-feature-discovery/features.d/cxltierd"
+    directory = feature_file.rsplit("/", 1)[0]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == directory)
+    assert not mount.get("readOnly", False)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["hostPath"]["path"] == directory  # where NFD's worker reads feature files on the node
+
+
 def test_configmap_policy_is_accepted_by_the_daemon(docs: dict[str, dict[str, Any]]) -> None:
     from cxltierd.policy.schema import parse_policy
 

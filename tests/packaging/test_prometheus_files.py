@@ -127,6 +127,27 @@ def test_alerts_are_the_expected_ones_and_documented() -> None:
             assert rule["annotations"].get(key, "").strip(), f"{rule['alert']}: no {key}"
 
 
+def test_the_failure_runbook_names_the_exported_reasons() -> None:
+    """The runbook explains each `reason` label value the daemon exports, and no errno names it never exports."""
+    from cxltierd.model import FAILURE_REASONS
+    from cxltierd.service.metrics import registry_for
+    from cxltierd.service.state import Snapshot
+    from cxltierd.topology import Topology
+
+    rule = next(r for r in alert_rules() if r["alert"] == "CxltierdMigrationFailuresRising")
+    runbook = rule["annotations"]["runbook"]
+    assert [r for r in FAILURE_REASONS if not re.search(rf"\b{r}:", runbook)] == []
+    exported = {
+        s.labels["reason"]
+        for family in registry_for(lambda: Snapshot(topology=Topology(nodes=(), tiers=()))).collect()
+        for s in family.samples
+        if s.name == "cxltierd_migration_failures_total"
+    }
+    assert exported == set(FAILURE_REASONS)
+    named = set(re.findall(r"\b([a-z_]+):", runbook)) - {"reason"}  # "By reason: busy: ..."
+    assert named <= set(FAILURE_REASONS), named - set(FAILURE_REASONS)
+
+
 def test_alerts_use_only_exported_metrics() -> None:
     for rule in alert_rules():
         unknown = metric_names(rule["expr"]) - ALLOWED
@@ -251,7 +272,7 @@ def test_alerts_fire_on_synthetic_series(tmp_path: Path) -> None:
                 series("cxltierd_tier_memory_total_bytes", {"tier": "ddr"}, "100x90"),
                 series("cxltierd_tier_memory_free_bytes", {"tier": "cxl"}, "1x90"),
                 series("cxltierd_tier_memory_total_bytes", {"tier": "cxl"}, "100x90"),
-                series("cxltierd_migration_failures_total", {"reason": "EBUSY"}, "0+6x90"),
+                series("cxltierd_migration_failures_total", {"reason": "busy"}, "0+6x90"),
                 series("cxltierd_cxl_region_info", region0, "1x90"),
             ],
             "alert_rule_test": [quiet(a, "80m") for a in sorted(ALERT_NAMES)],
@@ -298,12 +319,16 @@ def test_alerts_fire_on_synthetic_series(tmp_path: Path) -> None:
             ],
         },
         {  # migrations failing at 20/s
-            "input_series": [up, build, series("cxltierd_migration_failures_total", {"reason": "ENOMEM"}, "0+1200x60")],
+            "input_series": [
+                up,
+                build,
+                series("cxltierd_migration_failures_total", {"reason": "target_full"}, "0+1200x60"),
+            ],
             "promql_expr_test": [
                 firing(
                     "CxltierdMigrationFailuresRising",
                     "40m",
-                    {"instance": "h1:9750", "reason": "ENOMEM", "severity": "warning"},
+                    {"instance": "h1:9750", "reason": "target_full", "severity": "warning"},
                 )
             ],
         },

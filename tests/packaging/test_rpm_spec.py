@@ -131,7 +131,10 @@ def test_files_match_install(parsed: str) -> None:
     assert "/usr/lib/systemd/system/cxltierd.service" in files
     assert "/usr/lib/tmpfiles.d/cxltierd.conf" in files
     assert "/usr/bin/cxltierd" in files
-    listed = {line.split()[-1] for line in files if not line.startswith("%doc")}
+    assert "%config(noreplace) /etc/default/cxltierd" in files
+    assert "/usr/share/man/man8/cxltierd.8*" in files  # brp-compress gzips it
+    assert "/usr/share/bash-completion/completions/cxltierd" in files
+    listed = {line.split()[-1].removesuffix("*") for line in files if not line.startswith("%doc")}
     # Every path %install creates is owned by the package, and every installed source exists in the tree.
     for m in re.finditer(r"^install (?:-D )?(?:-d )?-m \d+ (?:(\S+) )?/BUILDROOT(\S+)$", s["install"], re.M):
         source, dest = m.group(1), m.group(2)

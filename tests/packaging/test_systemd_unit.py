@@ -68,7 +68,7 @@ def one(service: dict[str, list[str]], key: str) -> str:
 
 
 def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
-    """verify needs ExecStart's binary to exist: check a copy whose ExecStart points at a stub executable."""
+    """verify needs the Exec binaries to exist: check a copy whose ExecStart and ExecReload point at a stub."""
     analyze = require_tool("systemd-analyze", "systemd")
     stub = tmp_path / "bin" / "cxltierd"
     stub.parent.mkdir()
@@ -79,7 +79,8 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     unit_dir = tmp_path / "units"
     unit_dir.mkdir()
     copy = unit_dir / "cxltierd.service"
-    copy.write_text(text.replace("ExecStart=/usr/bin/cxltierd ", f"ExecStart={stub} "))
+    assert "ExecReload=/usr/bin/cxltierd " in text
+    copy.write_text(text.replace("=/usr/bin/cxltierd ", f"={stub} "))
     proc = subprocess.run(
         [analyze, "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60, check=False
     )
@@ -125,8 +126,14 @@ def test_notify_watchdog_reload_restart(service: dict[str, list[str]]) -> None:
     assert one(service, "Type") == "notify"
     assert one(service, "NotifyAccess") == "main"
     assert one(service, "WatchdogSec") == "30s"
-    assert one(service, "ExecStart").split() == ["/usr/bin/cxltierd", "run", "--backend", "host"]
-    assert one(service, "ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert one(service, "ExecStart").split() == [
+        "/usr/bin/cxltierd", "run", "--backend", "host", "--listen", "${CXLTIERD_LISTEN}", "$CXLTIERD_ARGS"
+    ]  # fmt: skip
+    # The listen address has a default when /etc/default/cxltierd is missing (its "-" makes it optional).
+    assert "CXLTIERD_LISTEN=0.0.0.0:9750" in service["Environment"]
+    assert one(service, "EnvironmentFile") == "-/etc/default/cxltierd"
+    # Waits for the daemon's answer and fails when it refuses the file (kill -HUP would return at once, always 0).
+    assert one(service, "ExecReload") == "/usr/bin/cxltierd reload"
     assert one(service, "Restart") == "on-failure"
     stop = one(service, "TimeoutStopSec")
     assert re.fullmatch(r"\d+s", stop) and int(stop[:-1]) > 5, "the daemon needs its 5 s to stop"

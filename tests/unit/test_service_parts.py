@@ -148,3 +148,11 @@ def test_daemon_usage_and_kernel_gates_are_exported_and_shown():
         registry_for(lambda: Snapshot(topology=TOPO)).get_sample_value("cxltierd_kernel_gate", {"direction": "promote"})
         is None
     )
+
+
+def test_available_memory_is_exported_beside_free_memory():
+    snap = Snapshot(topology=TOPO, usage={0: (100, 10), 2: (200, 150)}, available={0: 60, 2: 170})
+    reg = registry_for(lambda: snap)
+    assert reg.get_sample_value("cxltierd_node_memory_free_bytes", {"node": "0"}) == 10
+    assert reg.get_sample_value("cxltierd_node_memory_available_bytes", {"node": "0"}) == 60
+    assert reg.get_sample_value("cxltierd_node_memory_available_bytes", {"node": "2"}) == 170
