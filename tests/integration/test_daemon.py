@@ -255,3 +255,18 @@ def test_scripted_hotplug_node_goes_and_comes_back(daemon, tmp_path):
     status = request(d.control, "status")["status"]
     assert status["counters"]["topology_changes"] == 2 and [t["tier"] for t in status["tiers"]] == ["ddr", "cxl"]
     assert d.proc.poll() is None and "Traceback" not in out
+
+
+def test_sigterm_ends_the_emulated_daemon_within_the_documented_five_seconds(daemon, tmp_path):
+    """STOP_WITHIN (5 s) covers the whole stop: engines, servers, and removing the emulated tree copy."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    d = daemon(env={"TMPDIR": str(tmp)})
+    d.wait_message("READY=1")
+    assert list(tmp.glob("cxltierd-emulated-*"))  # its private tree copy
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    code = d.proc.wait(30)
+    took = time.monotonic() - started
+    assert code == 0 and took < 5.0, (code, took)
+    assert not list(tmp.glob("cxltierd-emulated-*"))  # removed at stop
