@@ -311,22 +311,10 @@ class Kdamonds:
         A kdamond the kernel refuses to turn on (a memcg path that does not exist, a dead pid) is an error; what was
         created is removed again before it is raised.
         """
-        if not self.available():
-            raise CxltierdError(f"{self.fs.path(KDAMONDS)}: DAMON sysfs interface not present")
-        others = self.foreign()
-        if others:
-            raise DamonBusy(f"DAMON is in use by someone else ({', '.join(others)}); cxltierd will not take it over")
-        self.cleanup()  # ours from a crashed run, if any
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps({"nr_kdamonds": len(contexts), "pid": os.getpid()}))
+        self.reserve(len(contexts))
         try:
-            self._write(f"{KDAMONDS}/nr_kdamonds", str(len(contexts)))
-            self.count = len(contexts)
             for i, ctx in enumerate(contexts):
-                writes = context_writes(i, ctx)
-                self._writes(writes)
-                self.written[i] = writes
-                self._write(f"{KDAMONDS}/{i}/state", "on")
+                self._program(i, ctx)
         except CxltierdError:
             with contextlib.suppress(CxltierdError):
                 self.cleanup()
@@ -340,26 +328,33 @@ class Kdamonds:
         others = self.foreign()
         if others:
             raise DamonBusy(f"DAMON is in use by someone else ({', '.join(others)}); cxltierd will not take it over")
-        self.cleanup()
+        self.cleanup()  # ours from a crashed run, if any
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps({"nr_kdamonds": n, "pid": os.getpid()}))
-        self._write(f"{KDAMONDS}/nr_kdamonds", str(n))
+        try:
+            self._write(f"{KDAMONDS}/nr_kdamonds", str(n))
+        except CxltierdError:
+            with contextlib.suppress(CxltierdError):
+                self.cleanup()
+            raise
         self.count = n
 
-    def restart(self, i: int, ctx: Context, extra: tuple[tuple[str, str], ...] = ()) -> None:
-        """Program kdamond i (of the pool) with `ctx` and turn it on; turned off first if it runs. The other
-        kdamonds go on undisturbed. `extra`: more (path, value) writes before it is turned on, for files Context does
-        not model (a benchmark's peer setting monitoring_attrs/intervals_goal)."""
-        with contextlib.suppress(HostFSError):  # it may stop by itself meanwhile (its vaddr target exited)
-            if self.state(i) == "on":
-                self._write(f"{KDAMONDS}/{i}/state", "off")
+    def _program(self, i: int, ctx: Context, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """Write kdamond i's context (and `extra` writes), remember it for later commits, and turn it on."""
         writes = context_writes(i, ctx)
         self._writes([*writes, *extra])
         self.written[i] = writes
         self._write(f"{KDAMONDS}/{i}/state", "on")
 
+    def restart(self, i: int, ctx: Context, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """Program kdamond i (of the pool) with `ctx` and turn it on; turned off first if it runs. The other
+        kdamonds go on undisturbed. `extra`: more (path, value) writes before it is turned on, for files Context does
+        not model (a benchmark's peer setting monitoring_attrs/intervals_goal)."""
+        self.stop_one(i)
+        self._program(i, ctx, extra)
+
     def stop_one(self, i: int) -> None:
-        """Turn kdamond i off (it stays in the pool)."""
+        """Turn kdamond i off (it stays in the pool); one that stopped by itself (its vaddr target exited) is fine."""
         with contextlib.suppress(HostFSError):
             if self.state(i) == "on":
                 self._write(f"{KDAMONDS}/{i}/state", "off")
