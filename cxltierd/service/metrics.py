@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -135,16 +135,22 @@ def _cxl(s: Snapshot) -> Iterator[Metric]:
     yield from (mem, info, size)
 
 
+def _per_pair(
+    first: tuple[str, str, Mapping[tuple[str, str], int]], second: tuple[str, str, Mapping[tuple[str, str], int]]
+) -> tuple[CounterMetricFamily, CounterMetricFamily]:
+    """Two counters by (from_tier, to_tier), the second with a series (0 when absent) for every pair of the first."""
+    fams = [CounterMetricFamily(name, doc, labels=["from_tier", "to_tier"]) for name, doc, _ in (first, second)]
+    for pair, v in sorted(first[2].items()):
+        fams[0].add_metric(list(pair), v)
+        fams[1].add_metric(list(pair), second[2].get(pair, 0))
+    return fams[0], fams[1]
+
+
 def _loop(s: Snapshot) -> Iterator[Metric]:
-    moved_b = CounterMetricFamily(
-        "cxltierd_migrated_bytes", "Memory moved by cxltierd.", labels=["from_tier", "to_tier"]
+    moved_b, moved_p = _per_pair(
+        ("cxltierd_migrated_bytes", "Memory moved by cxltierd.", s.migrated_bytes),
+        ("cxltierd_migrated_pages", "Pages moved by cxltierd.", s.migrated_pages),
     )
-    moved_p = CounterMetricFamily(
-        "cxltierd_migrated_pages", "Pages moved by cxltierd.", labels=["from_tier", "to_tier"]
-    )
-    for (a, b), v in sorted(s.migrated_bytes.items()):
-        moved_b.add_metric([a, b], v)
-        moved_p.add_metric([a, b], s.migrated_pages.get((a, b), 0))
     fails = CounterMetricFamily("cxltierd_migration_failures", "Pages that did not move, by reason.", labels=["reason"])
     for reason in (*FAILURE_REASONS, *sorted(set(s.failures) - set(FAILURE_REASONS))):  # every reason from the start
         fails.add_metric([reason], s.failures.get(reason, 0))
@@ -192,16 +198,10 @@ def _policy(s: Snapshot) -> Iterator[Metric]:
             "When the policy in force was loaded: the last good reload, or the start.",
             value=s.policy_loaded,
         )
-    planned_b = CounterMetricFamily(
-        "cxltierd_dry_run_planned_bytes", "Memory a dry run planned to move.", labels=["from_tier", "to_tier"]
+    yield from _per_pair(
+        ("cxltierd_dry_run_planned_bytes", "Memory a dry run planned to move.", s.planned_bytes),
+        ("cxltierd_dry_run_planned_moves", "Region moves a dry run planned.", s.planned_moves),
     )
-    planned_m = CounterMetricFamily(
-        "cxltierd_dry_run_planned_moves", "Region moves a dry run planned.", labels=["from_tier", "to_tier"]
-    )
-    for (a, b), v in sorted(s.planned_bytes.items()):
-        planned_b.add_metric([a, b], v)
-        planned_m.add_metric([a, b], s.planned_moves.get((a, b), 0))
-    yield from (planned_b, planned_m)
 
 
 def _kernel(s: Snapshot) -> Iterator[Metric]:
