@@ -123,12 +123,13 @@ class Loop:
         engines: Engines | None = None,
     ) -> None:
         """Replace live state between ticks. The engines (new or current) are configured for the new set first;
-        if that raises, nothing changes (new engines are stopped again). Replaced engines are stopped."""
+        if that raises, nothing changes (new engines are stopped again). Replaced engines are stopped. New facts
+        alone (a re-discovery that found the same topology) configure nothing: the engines do not read them."""
         new_policy = policy or self.policy
         new_topology = topology or self.topology
         new_engines = engines or self.engines
         try:
-            if self.started:
+            if self.started and (policy or topology or engines):
                 new_engines.configure(new_topology, new_policy)
         except BaseException:
             if engines is not None and engines is not self.engines:

@@ -143,6 +143,11 @@ def test_swap_is_all_or_nothing_and_stops_replaced_engines():
     with pytest.raises(CxltierdError):
         lp.swap(engines=Engines("broken", broken, broken))
     assert lp.engines.name == "other" and broken.stopped == 1 and other.stopped == 0
+    # new facts alone (a re-discovery that found the same topology) reprogram nothing
+    from cxltierd.facts import HostFacts
+
+    lp.swap(facts=HostFacts(root="/"))
+    assert other.configured == 1 and lp.facts == HostFacts(root="/")
 
 
 def test_ping_pong_is_counted_when_a_region_goes_back_within_two_cooldowns():
