@@ -19,6 +19,7 @@ from cxltierd.discovery.parse import (
 )
 from cxltierd.errors import HostFSError
 from cxltierd.hostfs import HostFS
+from cxltierd.model import PAGE_SIZE
 
 NODE = "/sys/devices/system/node/node{}"
 
@@ -88,7 +89,7 @@ def node_memory(fs: HostFS, nodes: list[int]) -> NodeMemory:
         if "MemTotal" in info and "MemFree" in info:
             total[n], free[n] = info["MemTotal"], info["MemFree"]
             m = marks.get(n)
-            page = page_size_of(info["MemTotal"], m.managed) if m else 4096
+            page = page_size_of(info["MemTotal"], m.managed) if m else PAGE_SIZE
             available[n] = available_bytes(info, m, page) or 0
     return NodeMemory(free=free, available=available, total=total)
 
