@@ -30,6 +30,7 @@ from cxltierd.engines.registry import Wiring
 from cxltierd.engines.select import choose
 from cxltierd.errors import CxltierdError
 from cxltierd.facts import HostFacts
+from cxltierd.failover import Failover
 from cxltierd.hostfs import HostFS
 from cxltierd.loop import Loop
 from cxltierd.policy.schema import DEFAULT_PATH, Policy, load_policy
@@ -69,6 +70,7 @@ class Runtime:
     events: tuple[EventSource, ...] = ()
     counters: Callable[[], dict[str, int]] | None = None
     cleanup: tuple[Callable[[], None], ...] = ()
+    ras: Failover | None = None  # CXL RAS: health and drains (cxltierd.failover)
 
     def load_policy(self) -> Policy:
         """The policy file read again (reload). Raises ConfigError."""
@@ -93,6 +95,8 @@ class Runtime:
         """Close the event sources and remove what the backend made (the emulated tree copy)."""
         for source in self.events:
             source.close()
+        if self.ras is not None:
+            self.ras.close()
         for fn in self.cleanup:
             fn()
 
@@ -197,10 +201,18 @@ def _host(settings: Settings, policy: Policy, path: str | None) -> tuple[Runtime
         engines_for=lambda f, t, p: host_engines(fs, f, t, p, state_dir),
         events=events,
         cleanup=(lambda: DamonStat(fs, state_dir / registry.DAMON_STAT_FILE).restore(),),
+        ras=_host_ras(fs, state_dir),
     )
     facts = rt.discover()
     topology = rt.classify(facts, policy)
     return rt, Loop(topology, rt.engines_for(facts, topology, policy), policy, facts)
+
+
+def _host_ras(fs: HostFS, state_dir: Path) -> Failover:
+    from cxltierd.discovery.tracefs import TraceInstance
+    from cxltierd.failover import STATE_FILE, ProcessMover
+
+    return Failover(TraceInstance(fs), ProcessMover(fs), fs, state_dir / STATE_FILE)
 
 
 def host_engines(fs: HostFS, facts: HostFacts, topology: Topology, policy: Policy, state_dir: Path) -> Engines:

@@ -12,6 +12,7 @@ tests' fake DAMON).
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -180,6 +181,55 @@ class HostFS:
         if rel.startswith(".."):
             raise HostFSError(str(self.path(kpath)), "link points outside the root")
         return "/" + rel if rel != "." else "/"
+
+    def read_pipe(self, kpath: str, limit: int = MAX_ATTR_BYTES) -> str:
+        """What a pipe-like file (tracefs trace_pipe) holds now, up to `limit` bytes, without waiting: "" when it is
+        empty. Reading the kernel's trace_pipe consumes what was read; under a tree root the file is a plain file,
+        emptied after the read, so a line is read once there too. Raises HostFSError naming the file."""
+        try:
+            fd = self._open(kpath, os.O_RDWR if self._confined else os.O_RDONLY)
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                while size < limit:
+                    try:
+                        chunk = os.read(fd, min(65536, limit - size))
+                    except BlockingIOError:
+                        break
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                if self._confined:
+                    os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise HostFSError(str(self.path(kpath)), f"unreadable ({e.strerror or e})", e.errno) from None
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def make_dir(self, kpath: str) -> bool:
+        """Create a directory (a tracefs instance); False when it already existed. Raises HostFSError."""
+        try:
+            os.mkdir(self._prefix + "/" + kpath.lstrip("/"))
+        except FileExistsError:
+            return False
+        except OSError as e:
+            raise HostFSError(str(self.path(kpath)), f"mkdir failed ({e.strerror or e})", e.errno) from None
+        return True
+
+    def remove_dir(self, kpath: str) -> None:
+        """Remove a directory cxltierd made (a tracefs instance; under a tree root, with the files in it)."""
+        full = self._prefix + "/" + kpath.lstrip("/")
+        try:
+            if self._confined:
+                shutil.rmtree(full)
+            else:
+                os.rmdir(full)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise HostFSError(str(self.path(kpath)), f"rmdir failed ({e.strerror or e})", e.errno) from None
 
     def write(self, kpath: str, value: str) -> None:
         """Write a sysfs/procfs attribute. Raises HostFSError naming the file."""

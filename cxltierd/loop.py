@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from cxltierd.engines.base import Engines
 from cxltierd.facts import HostFacts
 from cxltierd.model import Gates, Move, Outcome, Plan, RegionHeat, Sample, Transfer
+from cxltierd.policy.avoid import gate_off, keep_off
 from cxltierd.policy.decide import Key, PlacementState, decide
 from cxltierd.policy.gates import kernel_gates
 from cxltierd.policy.roles import roles
@@ -106,6 +107,8 @@ class Loop:
         self.totals = Totals()
         self.last: TickReport | None = None
         self.started = False
+        self.avoid: frozenset[int] = frozenset()  # nodes nothing may be moved into (RAS: unhealthy)
+        self.regions: list[RegionHeat] = []  # the last tick's smoothed regions
 
     def start(self) -> None:
         """Configure the engines for the current state (kdamonds started, knobs set). The first tick calls it if
@@ -180,6 +183,7 @@ class Loop:
         sample = self.engines.tracker.sample(now)
         first = self.last_seen is None  # no heat history yet: observe only
         smoothed = self.smooth(sample, now)
+        self.regions = smoothed
         horizon = 2 * self.policy.cooldown
         self.moved_at = {k: m for k, m in self.moved_at.items() if now - m[0] < horizon and k in self.heat}
         state = PlacementState(
@@ -196,6 +200,8 @@ class Loop:
             # DAMOS / NUMA-balancing tiering: the kernel moves memory within the gates; apply() reports what it did.
             r = roles(self.topology, self.policy)
             gates = self.gates = kernel_gates(r, self.policy, sample.room, sample.total_bytes, self.gates)
+            if self.avoid:
+                gates = gate_off(gates, r.slow, r.fast, self.avoid)
             migrator.gate(gates)
             plan = Plan(notes=(f"the kernel moves memory ({migrator.name} engine)",))
             outcome = migrator.apply(plan, now)
@@ -203,6 +209,8 @@ class Loop:
             plan, outcome = Plan(notes=("first sample: collecting heat before moving anything",)), Outcome()
         else:
             plan = self.decide(self.topology, smoothed, self.policy, state, now)
+            if self.avoid:
+                plan = keep_off(plan, self.avoid)
             outcome = Outcome() if dry or not plan.moves else self._apply(plan, now, stop)
         self._record(plan, outcome, now)
         report = TickReport(

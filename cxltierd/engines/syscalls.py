@@ -20,6 +20,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MPOL_MF_MOVE = 2
 MPOL_MF_MOVE_ALL = 4
 SYS_MOVE_PAGES = {"x86_64": 279, "aarch64": 239, "ppc64le": 301, "s390x": 310, "riscv64": 239}
+SYS_MIGRATE_PAGES = {"x86_64": 256, "aarch64": 238, "ppc64le": 258, "s390x": 287, "riscv64": 238}
 BATCH_PAGES = 65536  # pages per syscall: large batches are several times faster than small ones
 
 _REASONS = {
@@ -114,3 +115,28 @@ def move_pages(pid: int, addrs: array, node: int | array, flags: int = MPOL_MF_M
     """Move the pages to `node` (one node for all, or an array of nodes); per-page status."""
     nodes = node if isinstance(node, array) else array("i", [node]) * len(addrs)
     return _call(pid, addrs, nodes, flags)
+
+
+def migrate_pages(pid: int, src: int, dst: int) -> int:
+    """Move every page of process `pid` on node `src` to node `dst` (migrate_pages(2), what `migratepages` does);
+    the number of pages that could not be moved. Raises PagesError (ESRCH: the process is gone)."""
+    machine = platform.machine()
+    if machine not in SYS_MIGRATE_PAGES:
+        raise CxltierdError(f"migrate_pages: unsupported architecture {machine}")
+    top = max(src, dst) + 1
+    words = (top + 63) // 64
+    old = (ctypes.c_ulong * words)()
+    new = (ctypes.c_ulong * words)()
+    old[src // 64] |= 1 << (src % 64)
+    new[dst // 64] |= 1 << (dst % 64)
+    fn = _syscall()
+    rc = fn(
+        ctypes.c_long(SYS_MIGRATE_PAGES[machine]),
+        ctypes.c_long(pid),
+        ctypes.c_ulong(words * 64),
+        ctypes.byref(old),
+        ctypes.byref(new),
+    )
+    if rc < 0:
+        raise PagesError(pid, ctypes.get_errno(), f"migrate {src}->{dst}")
+    return int(rc)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cxltierd.model import PAGE_SIZE
+from cxltierd.ras.policy import RasPolicy
 from cxltierd.topology import TIER_KINDS
 from cxltierd.validate import Checker, join, node_id, one_line_errors, parse_yaml, read_config, show
 
@@ -152,6 +153,9 @@ class Policy:
     damon: Damon = Damon()
     metrics: Metrics = Metrics()
     node_labels: NodeLabels = NodeLabels()
+    ras: RasPolicy = field(
+        default_factory=RasPolicy
+    )  # CXL RAS: health thresholds and drain limits (cxltierd.ras.policy)
     source: str = "<defaults>"
     digest: str = ""  # sha256 of the file's bytes, first 12 hex digits
 
@@ -179,6 +183,7 @@ TOP_KEYS = (
     "damon",
     "metrics",
     "node_labels",
+    "ras",
 )
 
 
@@ -215,6 +220,7 @@ def build_policy(doc: Any, source: str = "") -> Policy:
         damon=_damon(c, d.get("damon")),
         metrics=_metrics(c, d.get("metrics")),
         node_labels=_node_labels(c, d.get("node_labels")),
+        ras=RasPolicy.from_mapping(d.get("ras"), source),
     )
 
 

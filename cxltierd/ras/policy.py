@@ -1,12 +1,14 @@
 """The `ras:` policy section: thresholds of the health model and the limits of a drain (RasPolicy).
 
 ras:
+  enabled: true                 # read the cxl trace events through a tracefs instance of cxltierd's own
   corrected_per_hour: {degraded: 10, failing: 100}   # corrected errors per hour (decayed estimate)
   half_life: 1h                 # decay of the corrected-error count
   uncorrectable: failing        # state after an uncorrectable media/DRAM/AER event: failing or degraded
   poison_records: {degraded: 1, failing: 16}         # poisoned DPAs listed for one memdev
   device_health: true           # memory-module health_status / media_status / alerts move the state
   poison_poll: 60s              # how often the poison list is read
+  soft_offline_poison: false    # soft-offline the pages holding listed poison (by HPA) while the node is online
   drain:
     rate: 256MiB                # bytes per second moved off a failing node
     reserve: 256MiB             # bytes that stay free on every target node ...
@@ -25,12 +27,14 @@ from cxltierd.validate import Checker, join
 MiB = 1 << 20
 LEVELS: tuple[str, ...] = ("healthy", "degraded", "failing")  # worst last
 TOP_KEYS = (
+    "enabled",
     "corrected_per_hour",
     "half_life",
     "uncorrectable",
     "poison_records",
     "device_health",
     "poison_poll",
+    "soft_offline_poison",
     "drain",
 )
 DRAIN_KEYS = ("rate", "reserve", "reserve_percent", "max_step", "offline")
@@ -40,6 +44,7 @@ DRAIN_KEYS = ("rate", "reserve", "reserve_percent", "max_step", "offline")
 class RasPolicy:
     """Health thresholds and drain limits; the defaults are what an absent `ras:` section means."""
 
+    enabled: bool = True
     corrected_degraded: float = 10.0  # corrected errors per hour at which a memdev is degraded
     corrected_failing: float = 100.0  # ... and failing
     half_life: float = 3600.0  # seconds
@@ -48,6 +53,7 @@ class RasPolicy:
     poison_failing: int = 16
     device_health: bool = True
     poison_poll: float = 60.0  # seconds
+    soft_offline_poison: bool = False
     drain_rate: int = 256 * MiB  # bytes per second
     reserve_bytes: int = 256 * MiB
     reserve_percent: float = 5.0
@@ -66,6 +72,7 @@ class RasPolicy:
         dpath = join(path, "drain")
         dm = c.mapping(d.get("drain"), dpath, DRAIN_KEYS)
         out = cls(
+            enabled=c.boolean(d, "enabled", path, p.enabled),
             corrected_degraded=c.number(cm, "degraded", cph, p.corrected_degraded, lo=0, lo_open=True),
             corrected_failing=c.number(cm, "failing", cph, p.corrected_failing, lo=0, lo_open=True),
             half_life=c.seconds(d, "half_life", path, p.half_life, lo=1, hi=30 * 86400),
@@ -74,6 +81,7 @@ class RasPolicy:
             poison_failing=c.integer(pm, "failing", poison, p.poison_failing, lo=1),
             device_health=c.boolean(d, "device_health", path, p.device_health),
             poison_poll=c.seconds(d, "poison_poll", path, p.poison_poll, lo=1, hi=86400),
+            soft_offline_poison=c.boolean(d, "soft_offline_poison", path, p.soft_offline_poison),
             drain_rate=c.size(dm, "rate", dpath, p.drain_rate, lo=1),
             reserve_bytes=c.size(dm, "reserve", dpath, p.reserve_bytes),
             reserve_percent=c.number(dm, "reserve_percent", dpath, p.reserve_percent, lo=0, hi=90),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from cxltierd.report.ras import ras_lines
 from cxltierd.units import human_bytes
 
 
@@ -55,6 +56,7 @@ def live_status_text(doc: dict[str, Any]) -> str:
         lines.append(
             f"Daemon: {u['cpu_seconds']:.1f} s CPU, {human_bytes(u['rss_bytes'])} resident, {u['threads']} threads"
         )
+    lines += ras_lines(doc.get("ras"))
     if doc.get("last_error"):
         lines.append(f"Last error: {doc['last_error']}")
     return "\n".join(lines)

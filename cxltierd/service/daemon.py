@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
 
@@ -225,6 +225,7 @@ class Daemon:
         now = self.clock.now() - self.t0
         deadline = started + STOP_WITHIN
         svc = self.svc
+        self._ras_tick()
         try:
             report = self.loop.tick(now, stop=lambda: "stop" in self.flags and time.monotonic() > deadline)
             svc.last_error = None
@@ -250,13 +251,25 @@ class Daemon:
                 log.warning("%s", err)
         self._publish()
 
+    def _ras_tick(self) -> None:
+        """RAS before placement: new events, health, the nodes to keep off, a drain step. Never stops the tick."""
+        if self.rt.ras is None:
+            return
+        try:
+            # wall time at start plus the clock's progress: real time on a host, simulated time under FakeClock
+            self.rt.ras.tick(self.svc.started + self.clock.now() - self.t0, self.loop)
+        except Exception as e:
+            log.exception("RAS tick failed")
+            self.svc.last_error = f"RAS: {type(e).__name__}: {e}"
+
     def _publish(self) -> None:
         try:
             counters = self.rt.kernel_counters()
         except Exception as e:
             counters = {}
             log.debug("kernel counters: %s", e)
-        self.snapshot = publish.snapshot(self.loop, self.svc, counters, publish.self_usage())
+        snap = publish.snapshot(self.loop, self.svc, counters, publish.self_usage())
+        self.snapshot = replace(snap, ras=self.rt.ras.view()) if self.rt.ras is not None else snap
         self.labels.update(self.loop.policy.node_labels.feature_file, self.snapshot)
 
     # ---- reload ----------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from cxltierd import __version__
 from cxltierd.discovery.parse import TIERING_COUNTERS
 from cxltierd.model import FAILURE_REASONS
+from cxltierd.service.ras import ras_metrics
 from cxltierd.service.state import TICK_BUCKETS, Snapshot
 
 log = logging.getLogger("cxltierd.service.metrics")
@@ -64,7 +65,7 @@ class SnapshotCollector(Collector):
         snap = self.get()
         if snap is None:
             return
-        for build in (_topology, _cxl, _loop, _policy, _kernel, _daemon):
+        for build in (_topology, _cxl, _loop, _policy, _kernel, _daemon, ras_metrics):
             try:
                 yield from list(build(snap))
             except Exception as e:  # a scrape never raises

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cxltierd.facts import HostFacts
+from cxltierd.failover import RasView
 from cxltierd.model import Gates
 from cxltierd.topology import Topology
 
@@ -78,6 +79,7 @@ class Snapshot:
     gates: Gates | None = None  # a kernel-executed engine's promotion/demotion switches at the last tick
     self_usage: SelfUsage | None = None
     last_error: str | None = None
+    ras: RasView | None = None  # CXL RAS: health per memdev and node, events, drains
 
     def node_usage(self, node: int) -> tuple[int, int]:
         """(total, free) bytes of a node: live figures from the engine, else the topology's."""

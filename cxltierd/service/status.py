@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cxltierd.report.cxl import memdev_json, region_json
+from cxltierd.service.ras import ras_json
 from cxltierd.service.state import Snapshot
 
 
@@ -69,4 +70,5 @@ def status_json(s: Snapshot) -> dict[str, Any]:
             "open_fds": s.self_usage.open_fds,
         },
         "last_error": s.last_error,
+        "ras": ras_json(s.ras),
     }

@@ -508,3 +508,29 @@ def kdamond_cpu_seconds() -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15)
     return total
+
+
+# ---- QEMU's QMP, through the runner's relay ------------------------------------------------------------------------
+
+CXL_DEVICE = "/machine/peripheral/cxl-vmem0"  # the type-3 device's QOM path (tests/lab/run.sh: id=cxl-vmem0)
+
+
+def qmp(execute: str, timeout: float = 60.0, **arguments: Any) -> dict[str, Any]:
+    """One QMP command run by QEMU on the host (the guest cannot reach QMP): the request goes into the share's
+    .lab/qmp-requests, tests/lab/qmp_relay.py (started by run.sh) answers it. QEMU's reply ({"return": ...})."""
+    share = os.environ.get("CXLTIERD_LAB_SHARE")
+    assert share, "CXLTIERD_LAB_SHARE is not set: run inside the lab (bash tests/lab/run.sh)"
+    box = Path(share) / ".lab" / "qmp-requests"
+    box.mkdir(parents=True, exist_ok=True)
+    name = f"{os.getpid()}-{time.monotonic_ns()}"
+    tmp = box / f"{name}.tmp-req"
+    tmp.write_text(json.dumps({"execute": execute, "arguments": arguments}))
+    tmp.rename(box / f"{name}.req")
+    reply = box / f"{name}.rep"
+    deadline = time.monotonic() + timeout
+    while not reply.exists():
+        assert time.monotonic() < deadline, f"no QMP reply to {execute} within {timeout:g}s (is the relay running?)"
+        time.sleep(0.1)
+    doc: dict[str, Any] = json.loads(reply.read_text())
+    reply.unlink()
+    return doc

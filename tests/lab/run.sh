@@ -312,6 +312,12 @@ lb() { HMAT+=(-numa "hmat-lb,initiator=$1,target=$2,hierarchy=memory,data-type=a
 lb 0 0 10 20G; lb 0 1 20 10G; lb 0 2 80 5G; lb 0 3 30 16G
 lb 1 1 10 20G; lb 1 0 20 10G; lb 1 2 80 5G; lb 1 3 40 12G
 read -r -a EXTRA <<< "${CXLTIERD_LAB_QEMU_EXTRA:-}"
+# QMP relay (RAS tests inject CXL errors): QEMU's QMP socket on the host; tests/lab/qmp_relay.py answers the requests
+# the guest drops in $CTL/qmp-requests (labkit.qmp). Started with each boot, stopped with it.
+QMP_SOCK=$LAB/qmp.sock RPID=''
+relay_start() { "$VENV_PY" "$CHECKOUT/tests/lab/qmp_relay.py" "$QMP_SOCK" "$CTL/qmp-requests" --pid "$1" \
+    >"$LAB/qmp-relay.log" 2>&1 & RPID=$!; }
+relay_stop() { [ -z "$RPID" ] || kill "$RPID" 2>/dev/null || true; RPID=''; }
 # shellcheck disable=SC2054  # commas separate QEMU sub-options, not array elements
 QEMU=("${CXLTIERD_LAB_QEMU:-qemu-system-x86_64}" -accel tcg,thread=multi -cpu max,hypervisor=off -nographic -no-reboot
     -M q35,cxl=on,hmat=on -smp 2,sockets=2,cores=1,threads=1 -m 2560M,maxmem=8G,slots=4
@@ -334,12 +340,13 @@ QEMU=("${CXLTIERD_LAB_QEMU:-qemu-system-x86_64}" -accel tcg,thread=multi -cpu ma
     -device virtio-9p-pci,bus=pcie.0,fsdev=fs0,mount_tag=hostroot
     -fsdev local,id=fs1,path="$SHARE",security_model=none
     -device virtio-9p-pci,bus=pcie.0,fsdev=fs1,mount_tag=share
+    -qmp "unix:$QMP_SOCK,server=on,wait=off"
     "${EXTRA[@]}")
 printf '%q ' "${QEMU[@]}" > "$LAB/qemu-cmdline.txt"
 
 QPID='' TPID=''
 # shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() { [ -z "$QPID" ] || kill "$QPID" 2>/dev/null || true; [ -z "$TPID" ] || kill "$TPID" 2>/dev/null || true; }
+cleanup() { [ -z "$QPID" ] || kill "$QPID" 2>/dev/null || true; [ -z "$TPID" ] || kill "$TPID" 2>/dev/null || true; relay_stop; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -352,10 +359,11 @@ boot() { # boot SECONDS: one guest run; sets QRC
     BOOTED=1
     timeout -k 10 "$1" "${QEMU[@]}" > "$CONSOLE" 2>&1 < /dev/null &
     QPID=$!
+    relay_start "$QPID"
     tail -n +1 -f --pid="$QPID" "$CTL/pytest.out" &
     TPID=$!
     QRC=0; wait "$QPID" || QRC=$?
-    QPID=''; wait "$TPID" || true; TPID=''
+    QPID=''; wait "$TPID" || true; TPID=''; relay_stop
 }
 guest_time() { awk -v k="$1" '$1 == k { print $2 }' "$CTL/times" 2>/dev/null; }
 

@@ -26,6 +26,7 @@ MAY_IMPORT: dict[str, tuple[str, ...] | None] = {
         "cxltierd.errors",
         "cxltierd.units",
         "cxltierd.shown",
+        "cxltierd.ras.policy",
     ),
     "cxltierd.hostfs": ("cxltierd.errors",),
     "cxltierd.ras": (

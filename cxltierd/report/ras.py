@@ -1,0 +1,31 @@
+"""The health section of `cxltierd status` text, from the status document's `ras` section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cxltierd.units import human_bytes
+
+
+def ras_lines(doc: dict[str, Any] | None) -> list[str]:
+    """Lines saying where CXL errors come from, each memdev's and node's health, and the drains."""
+    if doc is None:
+        return []
+    if not doc["enabled"]:
+        return ["Health (RAS): off (policy ras.enabled: false)"]
+    where = (doc["problem"] and f"NOT READ: {doc['problem']}") or doc["source"] or "starting"
+    lines = [f"Health (RAS): cxl trace events from {where}"]
+    for name, m in doc["memdevs"].items():
+        extra = f", {m['poison_records']} poison records" if m["poison_records"] else ""
+        lines.append(f"  {name}: {m['state']}{extra}" + (f" ({m['cause']})" if m["cause"] else ""))
+    for node, state in doc["nodes"].items():
+        lines.append(
+            f"  node {node}: {state}" + (" (no placement into it)" if int(node) in doc["avoided_nodes"] else "")
+        )
+    for node, d in doc["drains"].items():
+        left = "?" if d["remaining"] is None else human_bytes(d["remaining"])
+        lines.append(f"  drain of node {node}: {d['status']}, {human_bytes(d['moved'])} moved, {left} left")
+    events = sum(e["count"] for e in doc["events"])
+    if events:
+        lines.append(f"  events: {events} ({', '.join(sorted({e['event'] for e in doc['events']}))})")
+    return lines
