@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cxltierd.discovery import discover, read_vmstat
 from cxltierd.discovery.hotplug import EventSource
@@ -35,6 +36,10 @@ from cxltierd.hostfs import HostFS
 from cxltierd.loop import Loop
 from cxltierd.policy.schema import DEFAULT_PATH, Policy, load_policy
 from cxltierd.topology import Topology, classify
+
+if TYPE_CHECKING:
+    from cxltierd.emulate.memory import SimulatedMemory
+    from cxltierd.emulate.spec import Scenario
 
 log = logging.getLogger("cxltierd")
 
@@ -177,6 +182,7 @@ def _emulated(settings: Settings, policy: Policy, path: str | None) -> tuple[Run
         events=(ScriptedEvents(sim, root),),
         counters=counters,
         cleanup=(lambda: shutil.rmtree(tmp, ignore_errors=True),),
+        ras=_emulated_ras(fs, sim, scenario, facts),
     )
     return rt, Loop(sim.topology, engines, policy, facts)
 
@@ -206,6 +212,15 @@ def _host(settings: Settings, policy: Policy, path: str | None) -> tuple[Runtime
     facts = rt.discover()
     topology = rt.classify(facts, policy)
     return rt, Loop(topology, rt.engines_for(facts, topology, policy), policy, facts)
+
+
+def _emulated_ras(fs: HostFS, sim: SimulatedMemory, scenario: Scenario, facts: HostFacts) -> Failover:
+    """The emulated host's RAS: its scenario's ras_events through an emulated tracefs, drained by the simulator."""
+    from cxltierd.emulate.ras import ScriptedTrace
+    from cxltierd.failover import RegionMover
+
+    base = next((r.resource for r in facts.regions if r.resource is not None), 0)
+    return Failover(ScriptedTrace(fs, sim, scenario.ras_events, base), RegionMover(), fs, None)
 
 
 def _host_ras(fs: HostFS, state_dir: Path) -> Failover:

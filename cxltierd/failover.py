@@ -110,11 +110,13 @@ class ProcessMover:
 class RegionMover:
     """The emulated host's drain: the loop's regions on the node, moved whole by the loop's migrator."""
 
-    granularity = 1 << 62  # regions move whole
+    granularity = syscalls.PAGE_SIZE  # the largest region: a region moves whole
 
     def residents(self, node: int, loop: Loop) -> list[Resident]:
         """The regions of the loop's last sample that sit on `node`, with their heat."""
-        return [Resident(f"{r.pid}:{r.start}", r.size, r.accesses) for r in loop.regions if r.node == node]
+        out = [Resident(f"{r.pid}:{r.start}", r.size, r.accesses) for r in loop.regions if r.node == node]
+        self.granularity = max((r.size for r in out), default=syscalls.PAGE_SIZE)
+        return out
 
     def move(self, moves: tuple[DrainMove, ...], loop: Loop) -> tuple[int, list[str]]:
         """One plan of region moves through the loop's migrator."""

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cxltierd.emulate.rasscript import parse_ras_events
 from cxltierd.emulate.spec import (
     DEFAULT_BANDWIDTH,
     DEFAULT_DURATION,
@@ -85,6 +86,7 @@ def parse_scenario(data: Any, source: str = "scenario.yaml") -> Scenario:
         sample_fraction=c.number(top, "sample_fraction", "", DEFAULT_SAMPLE_FRACTION, lo=0.0, hi=1.0),
         processes=processes,
         events=events,
+        ras_events=parse_ras_events(c, top.get("ras_events") or []),
         source=source,
     )
     _check_room(c, scenario)

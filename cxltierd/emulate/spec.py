@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cxltierd.emulate.rasscript import RasScript
+
 
 @dataclass(frozen=True)
 class Zipf:
@@ -161,6 +163,7 @@ class Scenario:
     sample_fraction: float  # share of accesses the simulated tracker sees; 0 = exact rates, no noise
     processes: tuple[ProcessSpec, ...]
     events: tuple[Event, ...] = ()
+    ras_events: tuple[RasScript, ...] = ()  # scripted CXL errors (cxltierd.emulate.rasscript)
     source: str = "<scenario>"  # file it came from, for messages and relative host paths
 
     def node(self, n: int) -> NodeSpec:
@@ -186,6 +189,7 @@ TOP_KEYS = (
     "sample_fraction",
     "processes",
     "events",
+    "ras_events",
 )
 PROCESS_KEYS = ("name", "pid", "cgroup", "cmdline", "size", "placement", "start_at", "exit_at", "phases")
 PLACEMENTS = ("first-touch", "interleave", "slow")

@@ -231,3 +231,31 @@ def test_disabled_ras_reads_nothing_and_avoids_nothing(tmp_path: Path) -> None:
     f = Failover(lines, Mover({}), HostFS(tmp_path), None)
     f.tick(1.0, loop)
     assert lines.opened == 0 and f.states == {} and loop.avoid == frozenset()
+
+
+def test_scripted_events_validate_and_parse_back_as_the_kernel_prints_them() -> None:
+    from cxltierd.emulate.rasscript import parse_ras_events, trace_line
+    from cxltierd.validate import Checker
+
+    c = Checker("s.yaml", lenient=True)
+    script = parse_ras_events(
+        c,
+        [
+            {"at": 12, "memdev": "mem0", "event": "general_media"},
+            {"at": 5, "memdev": "mem0", "event": "poison", "dpa": 0x40000},
+            {"at": 7, "memdev": "mem1", "event": "dram", "corrected": True, "log": "warning"},
+            {"at": 9, "memdev": "mem0", "event": "memory_module", "health_status": "MAINTENANCE_NEEDED"},
+        ],
+    )
+    assert [s.at for s in script] == [5, 7, 9, 12]
+    got = [events.parse_line(trace_line(s, s.at, 0x370000000 + s.dpa)) for s in script]
+    assert all(isinstance(e, events.RasEvent) for e in got)
+    kinds = [(e.name, e.kind, e.memdev, e.hpa) for e in got if isinstance(e, events.RasEvent)]
+    assert kinds == [
+        ("cxl_poison", "poison", "mem0", 0x370040000),
+        ("cxl_dram", "corrected", "mem1", 0x370001000),
+        ("cxl_memory_module", "health", "mem0", None),
+        ("cxl_general_media", "uncorrectable", "mem0", 0x370001000),
+    ]
+    with pytest.raises(Exception, match=r"s.yaml: ras_events\[0\].event"):
+        parse_ras_events(c, [{"at": 1, "memdev": "mem0", "event": "fire"}])
