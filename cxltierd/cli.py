@@ -128,6 +128,34 @@ def status(root: str | None, socket_path: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("node", type=click.IntRange(0, 4095))
+@socket_option
+@one_line_errors
+def drain(node: int, socket_path: str) -> None:
+    """Ask the daemon to drain NODE: no placement into it, its pages moved to healthy nodes (RAS)."""
+    _ras_request("drain", node, socket_path)
+
+
+@main.command()
+@click.argument("node", type=click.IntRange(0, 4095))
+@socket_option
+@one_line_errors
+def undrain(node: int, socket_path: str) -> None:
+    """Ask the daemon to stop draining NODE and mark its CXL memdevs healthy again (RAS)."""
+    _ras_request("undrain", node, socket_path)
+
+
+def _ras_request(command: str, node: int, socket_path: str) -> None:
+    try:
+        reply = request(socket_path, command, node=node)
+    except ControlError as e:
+        fail(str(e), 1)
+    if not reply.get("ok"):
+        fail(f"{command} refused: {reply.get('error')}", 1)
+    click.echo(reply.get("note") or f"{command} of node {node} requested")
+
+
+@main.command()
 @socket_option
 @one_line_errors
 def reload(socket_path: str) -> None:
@@ -154,10 +182,13 @@ def doctor_cmd(root: str, as_json: bool) -> None:
     except (HostFSError, ValueError):
         cap_eff = None
     from cxltierd.app import STATE_DIR
+    from cxltierd.discovery import tracefs
     from cxltierd.engines.registry import probe_env, probes
+    from cxltierd.report.ras import ras_checks
 
     env = probe_env(HostFS(root), facts, Path(STATE_DIR))
     checks = doctor.run_checks(facts, topo, cap_eff, probes(env), env.damon)
+    checks += ras_checks(tracefs.probe(HostFS(root)))
     if as_json:
         click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
     else:

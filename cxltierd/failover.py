@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -192,6 +193,9 @@ class Failover:
         self.saved = ""
         self.enabled = False
         self.node_state: dict[int, str] = {}
+        self.manual: set[int] = set()  # nodes the operator asked to drain
+        self.requests: list[tuple[str, int]] = []  # ("drain" | "undrain", node) from the control socket's threads
+        self.lock = threading.Lock()
         self.load()
 
     # ---- start, stop, persistence ------------------------------------------------------------------------------
@@ -236,6 +240,7 @@ class Failover:
             }
             self.offlined = {int(n) for n in doc.get("offlined") or []}
             self.soft_offlined = {int(a) for a in doc.get("soft_offlined") or []}
+            self.manual = {int(n) for n in doc.get("manual") or []}
         except (OSError, ValueError, TypeError, CxltierdError) as e:
             log.error("RAS: ignoring the saved state %s: %s", source, str(e).splitlines()[0] if str(e) else e)
             return
@@ -251,6 +256,7 @@ class Failover:
             "drains": {str(n): p.to_dict() for n, p in sorted(self.drains.items())},
             "offlined": sorted(self.offlined),
             "soft_offlined": sorted(self.soft_offlined),
+            "manual": sorted(self.manual),
         }
         text = json.dumps(doc, indent=1, sort_keys=True)
         if text == self.saved:
@@ -275,6 +281,7 @@ class Failover:
             loop.avoid = frozenset()
             return
         self.observe(self.read(), now, policy)
+        self.operator(now, loop)
         self.poll_poison(now, policy)
         self.update_nodes(now, loop)
         for node in sorted(self.drains):
@@ -314,6 +321,32 @@ class Failover:
         for t in moved:
             log.warning("RAS: %s", t)
             self.transitions.append(f"{t.time:.0f} {t}")
+
+    def request(self, action: str, node: int) -> None:
+        """An operator's `drain NODE` or `undrain NODE` (any thread); carried out at the next tick."""
+        with self.lock:
+            self.requests.append((action, node))
+
+    def operator(self, now: float, loop: Loop) -> None:
+        """Carry out the operator's requests: drain a node by hand, or undrain it (its memdevs back to healthy)."""
+        with self.lock:
+            todo, self.requests = self.requests, []
+        for action, node in todo:
+            if action == "drain":
+                self.manual.add(node)
+                self.drains.setdefault(node, drain.start(node, now))
+                log.warning("RAS: operator: draining node %d", node)
+                continue
+            self.manual.discard(node)
+            self.drains.pop(node, None)
+            self.offlined.discard(node)
+            for name, nodes_of in memdev_nodes(loop.facts).items():
+                if node in nodes_of and name in self.states:
+                    self.states[name], t = health.reset(self.states[name], now)
+                    if t is not None:
+                        log.warning("RAS: %s", t)
+                        self.transitions.append(f"{t.time:.0f} {t}")
+            log.warning("RAS: operator: node %d undrained (offlined memory blocks stay offline)", node)
 
     def poll_poison(self, now: float, policy: RasPolicy) -> None:
         """Ask every memdev for its poison list every policy.poison_poll seconds."""

@@ -10,6 +10,7 @@ by node_bytes().
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from cxltierd.errors import HostFSError
 from cxltierd.hostfs import HostFS
@@ -143,3 +144,27 @@ def processes_on(fs: HostFS, node: int) -> dict[int, int]:
             if size:
                 out[int(name)] = size
     return out
+
+
+@dataclass(frozen=True)
+class RasProbe:
+    """What `doctor` reports about RAS on a host: tracefs, the cxl events, the memdevs and their poison lists."""
+
+    tracing: str | None  # the mounted tracefs, or None
+    events: tuple[str, ...]  # cxl trace events the kernel defines
+    memdevs: tuple[str, ...]
+    poison_lists: tuple[str, ...]  # memdevs with trigger_poison_list
+    instance: bool  # cxltierd's tracefs instance exists (a daemon runs, or one did not stop cleanly)
+
+
+def probe(fs: HostFS) -> RasProbe:
+    """Read what RAS needs from the host (nothing is changed)."""
+    tracing = TraceInstance.tracing_root(fs)
+    memdevs = tuple(n for n in fs.listdir(CXL_DEVICES) if n.startswith("mem"))
+    return RasProbe(
+        tracing=tracing,
+        events=TraceInstance.available(fs),
+        memdevs=memdevs,
+        poison_lists=tuple(m for m in memdevs if fs.exists(f"{CXL_DEVICES}/{m}/trigger_poison_list")),
+        instance=tracing is not None and fs.is_dir(f"{tracing}/instances/{INSTANCE}"),
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxltierd.discovery.tracefs import RasProbe
+from cxltierd.report.doctor import Check
 from cxltierd.units import human_bytes
 
 
@@ -29,3 +31,36 @@ def ras_lines(doc: dict[str, Any] | None) -> list[str]:
     if events:
         lines.append(f"  events: {events} ({', '.join(sorted({e['event'] for e in doc['events']}))})")
     return lines
+
+
+def ras_checks(p: RasProbe) -> list[Check]:
+    """`doctor`'s RAS findings: can cxltierd read CXL errors here, and from what."""
+    if not p.memdevs:
+        return [Check("ras", "ok", "no CXL memdevs: no CXL errors to watch")]
+    if p.tracing is None:
+        return [
+            Check(
+                "ras",
+                "warn",
+                "tracefs is not mounted: CXL memory errors cannot be read",
+                "mount -t tracefs nodev /sys/kernel/tracing (systemd mounts it at boot)",
+            )
+        ]
+    if not p.events:
+        return [Check("ras", "warn", "the kernel defines no cxl trace events", "a kernel with CONFIG_CXL_BUS (>= 6.5)")]
+    poison = ", ".join(p.poison_lists) or "none (no memdev supports trigger_poison_list)"
+    running = "; cxltierd's instance exists (a daemon runs, or one stopped uncleanly: taken over at start)"
+    return [
+        Check(
+            "ras",
+            "ok",
+            f"{len(p.events)} cxl trace events in {p.tracing} ({', '.join(p.events)}); poison lists: {poison}"
+            + (running if p.instance else ""),
+        ),
+        Check(
+            "ras-health",
+            "ok",
+            "device health comes from cxl_memory_module events; the mailbox Get Health Info (what `cxl list -H` "
+            "reads) is not read by cxltierd",
+        ),
+    ]

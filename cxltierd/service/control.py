@@ -34,7 +34,7 @@ TIMEOUT = 2.0
 MAX_CLIENTS = 32  # connections served at once
 BACKLOG = 128
 ACCEPT_PAUSE = 0.1  # seconds to wait after an accept error before the next try
-PRIVILEGED = frozenset({"reload"})
+PRIVILEGED = frozenset({"reload", "drain", "undrain"})
 
 
 class ControlError(CxltierdError):

@@ -128,7 +128,8 @@ class Daemon:
             self.metrics.start()
             log.info("metrics on http://%s:%d/metrics", url_host(host), self.metrics.port)
         if self.opts.socket:
-            control = ControlServer(self.opts.socket, {"status": self._status, "reload": self._reload_request})
+            handlers = {"status": self._status, "reload": self._reload_request, **self._ras_handlers()}
+            control = ControlServer(self.opts.socket, handlers)
             try:
                 control.start()
             except CxltierdError as e:
@@ -250,6 +251,24 @@ class Daemon:
             for err in report.outcome.errors[:5]:
                 log.warning("%s", err)
         self._publish()
+
+    def _ras_handlers(self) -> dict[str, Any]:
+        """Control-socket `drain` / `undrain` {"node": N}: queued for the loop thread's next tick."""
+        ras = self.rt.ras
+        if ras is None:
+            return {}
+
+        def handler(action: str) -> Any:
+            def handle(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+                node = request.get("node")
+                if not isinstance(node, int) or isinstance(node, bool) or not 0 <= node <= 4095:
+                    return {"ok": False, "error": f"{action}: node must be a node number, got {node!r}"}
+                ras.request(action, node)
+                return {"ok": True, "node": node, "note": f"{action} of node {node} applies at the next tick"}
+
+            return handle
+
+        return {"drain": handler("drain"), "undrain": handler("undrain")}
 
     def _ras_tick(self) -> None:
         """RAS before placement: new events, health, the nodes to keep off, a drain step. Never stops the tick."""

@@ -38,6 +38,7 @@ EXPECTED_WARNINGS = {
     "node 2": "the CPU-less plain-RAM node with slow HMAT figures has no evidence of its kind (classified unknown)",
     "demotion_enabled": "the guest boots with demotion_enabled false",
     "numa_balancing": "the guest boots with kernel.numa_balancing 1 (no tiering mode)",
+    "ras": "the lab's PID 1 does not mount tracefs (test_ras_lab.py mounts it)",
 }
 
 

@@ -259,3 +259,38 @@ def test_scripted_events_validate_and_parse_back_as_the_kernel_prints_them() -> 
     ]
     with pytest.raises(Exception, match=r"s.yaml: ras_events\[0\].event"):
         parse_ras_events(c, [{"at": 1, "memdev": "mem0", "event": "fire"}])
+
+
+def test_doctor_says_whether_cxl_errors_can_be_read(tmp_path: Path) -> None:
+    from cxltierd.report.ras import ras_checks
+
+    (tmp_path / "sys/bus/cxl/devices").mkdir(parents=True)
+    fs = HostFS(tmp_path)
+    assert [c.status for c in ras_checks(tracefs.probe(fs))] == ["ok"]  # no memdev: nothing to watch
+    (tmp_path / "sys/bus/cxl/devices/mem0").mkdir()
+    (tmp_path / "sys/bus/cxl/devices/mem0/trigger_poison_list").write_text("")
+    (only,) = ras_checks(tracefs.probe(fs))
+    assert only.status == "warn" and "tracefs is not mounted" in only.message and "mount -t tracefs" in only.fix
+    tracing_tree(tmp_path)
+    checks = ras_checks(tracefs.probe(fs))
+    assert [c.status for c in checks] == ["ok", "ok"]
+    assert "2 cxl trace events" in checks[0].message and "poison lists: mem0" in checks[0].message
+    assert "instance exists" in checks[0].message  # tracing_tree made it, as a running daemon would
+    assert "mailbox Get Health Info" in checks[1].message
+
+
+def test_operator_drain_and_undrain(tmp_path: Path) -> None:
+    policy = parse_policy("ras: {poison_poll: 1h}\n")
+    loop = fake_loop(policy)
+    mover = Mover({"100": 8 * MiB})
+    f = Failover(Lines([]), mover, HostFS(tmp_path), tmp_path / "ras.json")
+    f.request("drain", 4)
+    f.tick(10.0, loop)
+    assert loop.avoid == {4} and f.drains[4].status == "done" and mover.on_node["100"] == 0
+    assert json.loads((tmp_path / "ras.json").read_text())["manual"] == [4]
+    f.observe(events.parse_lines(trace_lines("6.12"))[0], 11.0, policy.ras)
+    assert f.states["mem0"].state == "failing"
+    f.request("undrain", 4)
+    f.tick(12.0, loop)
+    assert f.states["mem0"].state == "healthy" and "operator undrain" in f.states["mem0"].cause
+    assert loop.avoid == frozenset() and f.drains == {} and f.manual == set()
