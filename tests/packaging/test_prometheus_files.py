@@ -20,6 +20,22 @@ ALERTS = REPO / "packaging" / "prometheus" / "alerts.yaml"
 DASHBOARD = REPO / "packaging" / "grafana" / "cxltierd-dashboard.json"
 
 
+def ras_view() -> Any:
+    """A RAS state with every family populated: a failing memdev, its node drained, events and health figures."""
+    from cxltierd.failover import RasView
+    from cxltierd.ras.drain import DrainProgress
+    from cxltierd.ras.health import MemdevHealth
+
+    return RasView(
+        enabled=True,
+        memdevs={"mem0": MemdevHealth("mem0", state="failing", poison=frozenset({0x40000}))},
+        nodes={2: "failing"},
+        events={("mem0", "cxl_general_media", "Failure"): 1},
+        figures={"mem0": {"life_used": 33}},
+        drains={2: DrainProgress(2, 0.0, remaining=10, status="stalled")},
+    )
+
+
 def exported_names() -> set[str]:
     """Every sample name the daemon's collector exports, from a snapshot in which every family is populated."""
 
@@ -50,6 +66,7 @@ def exported_names() -> set[str]:
             dax=(DaxDevice("dax0.0", "/d", "cxl-ram", region="region0", target_node=2),),
         ),
         last_reload=ReloadResult(ok=True, time=1.0),
+        ras=ras_view(),
     )
     return {sample.name for family in registry_for(lambda: snap).collect() for sample in family.samples}
 
@@ -62,6 +79,9 @@ ALERT_NAMES = {
     "CxltierdMigrationFailuresRising",
     "CxltierdCxlRegionLost",
     "CxltierdLoopStalled",
+    "CxltierdCxlMemoryDegraded",
+    "CxltierdCxlMemoryFailing",
+    "CxltierdCxlDrainStalled",
 }
 METRIC_RE = re.compile(r"\bcxltierd_[a-z_]+")
 
@@ -358,6 +378,26 @@ def test_alerts_fire_on_synthetic_series(tmp_path: Path) -> None:
             ],
             "alert_rule_test": [quiet("CxltierdCxlRegionLost", "40m")],
             "promql_expr_test": [firing("CxltierdDown", "40m", {**host, "severity": "critical"})],
+        },
+        {  # RAS: node 4 degraded at 10m, failing at 20m, its drain stalled from 30m
+            "input_series": [
+                up,
+                build,
+                series("cxltierd_ras_node_state", {"node": "4", "state": "healthy"}, "1x10 0x50"),
+                series("cxltierd_ras_node_state", {"node": "4", "state": "degraded"}, "0x10 1x10 0x40"),
+                series("cxltierd_ras_node_state", {"node": "4", "state": "failing"}, "0x20 1x40"),
+                series("cxltierd_ras_drain_stalled", {"node": "4"}, "0x30 1x30"),
+            ],
+            "alert_rule_test": [
+                quiet("CxltierdCxlMemoryDegraded", "5m"),
+                quiet("CxltierdCxlMemoryFailing", "15m"),
+                quiet("CxltierdCxlDrainStalled", "25m"),
+            ],
+            "promql_expr_test": [
+                firing("CxltierdCxlMemoryDegraded", "15m", {"instance": "h1:9750", "node": "4", "severity": "warning"}),
+                firing("CxltierdCxlMemoryFailing", "25m", {"instance": "h1:9750", "node": "4", "severity": "critical"}),
+                firing("CxltierdCxlDrainStalled", "40m", {"instance": "h1:9750", "node": "4", "severity": "critical"}),
+            ],
         },
         {  # ticks stop at 10m while scrapes go on
             "input_series": [up, build, series("cxltierd_last_tick_timestamp_seconds", {}, "0+60x10 600x50")],
