@@ -70,7 +70,7 @@ def test_injected_errors_degrade_then_drain_node_4(
     tracefs: None, lab_daemon: DaemonFactory, workload: Any, cxl_node: int, tmp_path: Path
 ) -> None:
     assert cxl_node == 4
-    w = workload(cxl_node, 32, 0, unbind=True)
+    w = workload(cxl_node, 16, 0, unbind=True)
     assert w.placement() == {4: w.pages}
     digest = fill(w)
     state = tmp_path / "state"
