@@ -23,7 +23,7 @@ def test_benchmark_script_starts(script: str) -> None:
     assert "usage:" in done.stdout
 
 
-@pytest.mark.parametrize("module", ["lab_migration", "lab_promotion"])
+@pytest.mark.parametrize("module", ["lab_migration", "lab_promotion", "lab_drain"])
 def test_lab_benchmarks_share_the_lab_helpers_without_a_conftest(module: str) -> None:
     code = (
         f"import sys, {module} as bench; "
