@@ -147,3 +147,42 @@ def test_injected_errors_degrade_then_drain_node_4(
     assert again.status()["ras"]["nodes"] == {"4": "failing"}
     assert w.placement().get(4, 0) == 0
     assert re.search(r"RAS: node 4 is failing", again.log())
+
+
+def test_operator_drain_resumes_after_a_restart_and_offlines_the_node(
+    tracefs: None, lab_daemon: DaemonFactory, workload: Any, cxl_hotplug: Any, tmp_path: Path
+) -> None:
+    """`cxltierd drain 4` at a rate that takes several ticks, a restart mid-drain, and ras.drain.offline."""
+    node = cxl_hotplug.node
+    a = workload(node, 16, 0, unbind=True)
+    b = workload(node, 16, 0, unbind=True)
+    policy = {
+        **POLICY,
+        "interval": "3s",  # room to stop the daemon between two drain steps
+        "ras": {"poison_poll": "1h", "drain": {"rate": "8MiB", "max_step": "1s", "reserve": "32MiB", "offline": True}},
+    }
+    state = tmp_path / "state"
+    d = lab_daemon(policy, state_dir=state)
+    d.wait_log(r"RAS: reading cxl trace events")
+    d.wait_ticks(1)
+    cli = [str(Path(__file__).resolve().parents[2] / ".venv/bin/cxltierd")]
+    out = subprocess.run([*cli, "drain", str(node), "--socket", str(d.socket)], capture_output=True, text=True)
+    assert out.returncode == 0 and f"drain of node {node} applies at the next tick" in out.stdout, out.stderr
+    d.wait_log(rf"RAS: operator: draining node {node}")
+    d.wait_log(rf"RAS: drain of node {node}: \d+ bytes moved this step, [1-9]\d* left \(rate limit\)")
+    assert d.stop() == 0
+    on_node = [w.placement().get(node, 0) for w in (a, b)]
+    assert max(on_node) > 0, f"not mid-drain: {on_node}"
+
+    again = lab_daemon(policy, state_dir=state)
+    again.wait_log(r"RAS: resumed \d+ memdev states and 1 drains")
+    again.wait_log(rf"RAS: drain of node {node}: \d+ bytes moved this step, 0 left \(done\)", timeout=120)
+    assert [w.placement().get(node, 0) for w in (a, b)] == [0, 0]
+    again.wait_log(rf"RAS: node {node} drained, its \d+ memory blocks offline", timeout=120)
+    states = {blk: Path(f"/sys/devices/system/memory/{blk}/state").read_text().strip() for blk in cxl_hotplug.blocks}
+    assert set(states.values()) == {"offline"}, states
+    out = subprocess.run([*cli, "undrain", str(node), "--socket", str(again.socket)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    again.wait_log(rf"RAS: operator: node {node} undrained")
+    assert again.status()["ras"]["drains"] == {}
+    again.keep_log(f"ras-restart-{os.uname().release}")
