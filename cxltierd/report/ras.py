@@ -15,8 +15,10 @@ def ras_lines(doc: dict[str, Any] | None) -> list[str]:
         return []
     if not doc["enabled"]:
         return ["Health (RAS): off (policy ras.enabled: false)"]
-    where = (doc["problem"] and f"NOT READ: {doc['problem']}") or doc["source"] or "starting"
-    lines = [f"Health (RAS): cxl trace events from {where}"]
+    if doc["problem"]:
+        lines = [f"Health (RAS): CXL errors NOT READ: {doc['problem']}"]
+    else:
+        lines = [f"Health (RAS): cxl trace events from {doc['source'] or 'nowhere yet (starting)'}"]
     for name, m in doc["memdevs"].items():
         extra = f", {m['poison_records']} poison records" if m["poison_records"] else ""
         lines.append(f"  {name}: {m['state']}{extra}" + (f" ({m['cause']})" if m["cause"] else ""))
