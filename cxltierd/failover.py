@@ -434,7 +434,7 @@ class Failover:
 
     def view(self) -> RasView:
         """A copy of the state for readers."""
-        where = "tracefs instance" if self.open else ""
+        where = f"tracefs instance {getattr(self.lines, 'path', None) or ''}".strip() if self.open else ""
         return RasView(
             enabled=self.enabled,
             source=where,
