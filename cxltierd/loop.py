@@ -20,8 +20,9 @@ from cxltierd.facts import HostFacts
 from cxltierd.model import Gates, Move, Outcome, Plan, RegionHeat, Sample, Transfer
 from cxltierd.policy.decide import Key, PlacementState, decide
 from cxltierd.policy.gates import kernel_gates
-from cxltierd.policy.roles import roles
+from cxltierd.policy.roles import fast_capacity, roles
 from cxltierd.policy.schema import Policy
+from cxltierd.policy.tenants import check_fit
 from cxltierd.topology import Topology
 
 BATCH_BYTES = 64 << 20
@@ -111,6 +112,7 @@ class Loop:
         """Configure the engines for the current state (kdamonds started, knobs set). The first tick calls it if
         nobody did; the daemon calls it before anything else, so a host it cannot run on fails at start."""
         if not self.started:
+            check_fit(self.policy.tenants, fast_capacity(self.topology, self.policy), self.policy.source)
             self.engines.configure(self.topology, self.policy)
             self.started = True
 
@@ -123,11 +125,13 @@ class Loop:
         engines: Engines | None = None,
     ) -> None:
         """Replace live state between ticks. The engines (new or current) are configured for the new set first;
-        if that raises, nothing changes (new engines are stopped again). Replaced engines are stopped. New facts
+        if that raises, nothing changes (new engines are stopped again); so does a policy whose tenants' guarantees
+        exceed the fast tier (ConfigError). Replaced engines are stopped. New facts
         alone (a re-discovery that found the same topology) configure nothing: the engines do not read them."""
         new_policy = policy or self.policy
         new_topology = topology or self.topology
         new_engines = engines or self.engines
+        check_fit(new_policy.tenants, fast_capacity(new_topology, new_policy), new_policy.source)
         try:
             if self.started and (policy or topology or engines):
                 new_engines.configure(new_topology, new_policy)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cxltierd.model import PAGE_SIZE
+from cxltierd.policy.tenants import Tenant, parse_tenants
 from cxltierd.topology import TIER_KINDS
 from cxltierd.validate import Checker, join, node_id, one_line_errors, parse_yaml, read_config, show
 
@@ -152,6 +153,7 @@ class Policy:
     damon: Damon = Damon()
     metrics: Metrics = Metrics()
     node_labels: NodeLabels = NodeLabels()
+    tenants: tuple[Tenant, ...] = ()  # see policy/tenants.py
     source: str = "<defaults>"
     digest: str = ""  # sha256 of the file's bytes, first 12 hex digits
 
@@ -179,6 +181,7 @@ TOP_KEYS = (
     "damon",
     "metrics",
     "node_labels",
+    "tenants",
 )
 
 
@@ -215,6 +218,7 @@ def build_policy(doc: Any, source: str = "") -> Policy:
         damon=_damon(c, d.get("damon")),
         metrics=_metrics(c, d.get("metrics")),
         node_labels=_node_labels(c, d.get("node_labels")),
+        tenants=parse_tenants(c, d.get("tenants"), _selector),
     )
 
 
