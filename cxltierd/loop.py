@@ -22,6 +22,7 @@ from cxltierd.policy.decide import Key, PlacementState, decide
 from cxltierd.policy.gates import kernel_gates
 from cxltierd.policy.roles import fast_capacity, roles
 from cxltierd.policy.schema import Policy
+from cxltierd.policy.tenant_usage import TenantUsage, tenant_usage
 from cxltierd.policy.tenants import check_fit
 from cxltierd.topology import Topology
 
@@ -65,6 +66,7 @@ class TickReport:
     process_bytes: dict[tuple[int, str, str], int] = field(default_factory=dict)  # (pid, comm, tier) -> bytes
     gates: Gates | None = None  # what a kernel-executed engine was allowed this tick (None: cxltierd moves)
     available: dict[int, int] = field(default_factory=dict)  # node -> available bytes (Sample.room) this tick
+    tenants: dict[str, TenantUsage] = field(default_factory=dict)  # policy.tenants + "other" (empty without)
 
     @property
     def moved_bytes(self) -> int:
@@ -82,6 +84,7 @@ class Totals:
     failures: Counter[str] = field(default_factory=Counter)  # reason -> pages
     ping_pong: int = 0
     planned_moves: int = 0
+    tenant_moves: Counter[str] = field(default_factory=Counter)  # tenant -> regions moved
 
 
 class Loop:
@@ -209,6 +212,11 @@ class Loop:
             plan = self.decide(self.topology, smoothed, self.policy, state, now)
             outcome = Outcome() if dry or not plan.moves else self._apply(plan, now, stop)
         self._record(plan, outcome, now)
+        done = set(outcome.moved)
+        tenants = tenant_usage(
+            self.topology, self.policy, smoothed, sample.processes, [m for m in plan.moves if m.key in done]
+        )
+        self.totals.tenant_moves.update({t: u.moves for t, u in tenants.items()})
         report = TickReport(
             now=now,
             plan=plan,
@@ -221,6 +229,7 @@ class Loop:
             process_bytes=self._process_bytes(smoothed, sample) if self.policy.metrics.process_labels else {},
             gates=gates,
             available=sample.room,
+            tenants=tenants,
         )
         self.last = report
         return report

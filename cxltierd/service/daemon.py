@@ -256,7 +256,12 @@ class Daemon:
         except Exception as e:
             counters = {}
             log.debug("kernel counters: %s", e)
-        self.snapshot = publish.snapshot(self.loop, self.svc, counters, publish.self_usage())
+        try:
+            numa = self.rt.tenant_memory(self.loop.policy)
+        except Exception as e:
+            numa = {}
+            log.debug("tenant memory: %s", e)
+        self.snapshot = publish.snapshot(self.loop, self.svc, counters, publish.self_usage(), numa)
         self.labels.update(self.loop.policy.node_labels.feature_file, self.snapshot)
 
     # ---- reload ----------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from cxltierd import __version__
 from cxltierd.discovery.parse import TIERING_COUNTERS
 from cxltierd.model import FAILURE_REASONS
 from cxltierd.service.state import TICK_BUCKETS, Snapshot
+from cxltierd.service.tenant_metrics import tenant_families
 
 log = logging.getLogger("cxltierd.service.metrics")
 
@@ -64,7 +65,7 @@ class SnapshotCollector(Collector):
         snap = self.get()
         if snap is None:
             return
-        for build in (_topology, _cxl, _loop, _policy, _kernel, _daemon):
+        for build in (_topology, _cxl, _loop, _policy, _kernel, _daemon, tenant_families):
             try:
                 yield from list(build(snap))
             except Exception as e:  # a scrape never raises

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from cxltierd.facts import HostFacts
 from cxltierd.model import Gates
+from cxltierd.policy.tenant_usage import TenantUsage
 from cxltierd.topology import Topology
 
 # Upper bounds (seconds) of the loop-duration histogram buckets.
@@ -78,6 +79,9 @@ class Snapshot:
     gates: Gates | None = None  # a kernel-executed engine's promotion/demotion switches at the last tick
     self_usage: SelfUsage | None = None
     last_error: str | None = None
+    tenants: dict[str, TenantUsage] = field(default_factory=dict)  # the last tick's, policy.tenants + "other"
+    tenant_moves: dict[str, int] = field(default_factory=dict)  # tenant -> regions moved since start
+    tenant_numa: dict[str, dict[int, int]] = field(default_factory=dict)  # tenant -> node -> bytes (numa_stat)
 
     def node_usage(self, node: int) -> tuple[int, int]:
         """(total, free) bytes of a node: live figures from the engine, else the topology's."""
