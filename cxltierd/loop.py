@@ -128,13 +128,14 @@ class Loop:
         engines: Engines | None = None,
     ) -> None:
         """Replace live state between ticks. The engines (new or current) are configured for the new set first;
-        if that raises, nothing changes (new engines are stopped again); so does a policy whose tenants' guarantees
-        exceed the fast tier (ConfigError). Replaced engines are stopped. New facts
+        if that raises, nothing changes (new engines are stopped again); so does a new policy whose tenants'
+        guarantees exceed the fast tier (ConfigError). Replaced engines are stopped. New facts
         alone (a re-discovery that found the same topology) configure nothing: the engines do not read them."""
         new_policy = policy or self.policy
         new_topology = topology or self.topology
         new_engines = engines or self.engines
-        check_fit(new_policy.tenants, fast_capacity(new_topology, new_policy), new_policy.source)
+        if policy is not None:  # a new topology smaller than the guarantees is the truth: decide() scales them
+            check_fit(new_policy.tenants, fast_capacity(new_topology, new_policy), new_policy.source)
         try:
             if self.started and (policy or topology or engines):
                 new_engines.configure(new_topology, new_policy)
@@ -205,6 +206,8 @@ class Loop:
             gates = self.gates = kernel_gates(r, self.policy, sample.room, sample.total_bytes, self.gates)
             migrator.gate(gates)
             plan = Plan(notes=(f"the kernel moves memory ({migrator.name} engine)",))
+            if self.policy.tenants:
+                plan = Plan(notes=(*plan.notes, "tenants: budgets apply only where cxltierd moves memory (move_pages)"))
             outcome = migrator.apply(plan, now)
         elif first:
             plan, outcome = Plan(notes=("first sample: collecting heat before moving anything",)), Outcome()

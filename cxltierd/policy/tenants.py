@@ -151,7 +151,10 @@ def budgets(tenants: Sequence[Tenant], capacity: int) -> dict[str, Budget]:
 
 
 def overcommitted(tenants: Sequence[Tenant], capacity: int) -> str | None:
-    """Why the guarantees cannot all hold on a fast tier of `capacity` bytes (naming the tenants), or None."""
+    """Why the guarantees cannot all hold on a fast tier of `capacity` bytes (naming the tenants), or None (also
+    when there is no fast tier to judge by: capacity 0)."""
+    if capacity <= 0:
+        return None
     sized = [t for t in tenants if t.fast_min.of(capacity) > 0]
     total = sum(t.fast_min.of(capacity) for t in sized)
     if total <= capacity:

@@ -80,3 +80,20 @@ def test_loop_refuses_a_swap_to_guarantees_beyond_the_fast_tier():
     with pytest.raises(ConfigError, match="guarantees of a \\(3GiB\\) add up to 3GiB, more than the fast tier's"):
         lp.swap(policy=big)
     assert lp.policy is small
+
+
+def test_a_smaller_topology_is_taken_and_the_guarantees_shrink():
+    """Hotplug can shrink the fast tier below the guarantees: the loop takes the new topology (the truth) and the
+    decision scales the guarantees down in proportion, instead of refusing the swap."""
+    from cxltierd.topology import Node, Tier, Topology
+
+    fake = Fake({0: 5.0})
+    pol = build_policy({"tenants": [{"name": "a", "match": {"pid": 1}, "fast_min": "1GiB"}]})
+    lp = Loop(TOPO, Engines("fake", fake, fake), pol)
+    lp.start()
+    small = Topology(
+        nodes=(Node(0, "ddr", "t", total_bytes=512 << 20), Node(2, "cxl", "t", total_bytes=4 << 30)),
+        tiers=(Tier("ddr", 0, (0,)), Tier("cxl", 1, (2,))),
+    )
+    lp.swap(topology=small)
+    assert lp.topology is small
