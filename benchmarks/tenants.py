@@ -15,6 +15,7 @@ placement, and measures (from SETTLE seconds after the last tenant started, when
   the policy's promotion floor, hot_threshold or min_samples sampled accesses, or above), and above:
   seconds more than two regions above its cap, plus what it allocates by first touch in one interval (targets: 0);
   a region being copied counts on its target node;
+- ping-pong: regions the loop sent back to the node they left within two cooldowns (the loop's own count);
 - total: the share of all accesses served by the fast tier; its cost is the points lost against cxltierd without
   tenants (target: at most 3, for scenarios without a cap: a cap on the hottest tenant gives up share by design).
 Printed per scenario and placer: the mean over seeds and the spread (min-max). Exits 1 naming a missed target.
@@ -77,6 +78,7 @@ class Result:
     above: float  # seconds above a cap
     total: float  # fast-served share of all accesses
     seconds: float  # wall time of the run
+    ping_pong: int = 0  # regions sent back to the node they left within two cooldowns
 
 
 def run_one(job: tuple[str, str, int, float | None]) -> Result:
@@ -155,6 +157,7 @@ def run_one(job: tuple[str, str, int, float | None]) -> Result:
         above=above,
         total=all_fast / all_acc if all_acc else 0.0,
         seconds=time.perf_counter() - t0,
+        ping_pong=loop.totals.ping_pong,
     )
 
 
@@ -178,8 +181,8 @@ def table(results: list[Result]) -> str:
     seeds = sorted({r.seed for r in results})
     lines = [
         "| scenario | placer | latency tenant's fast share, % | Jain (weighted) | s below guarantee | s above cap |"
-        " total fast share, % | cost vs no budgets, points |",
-        "|---|---|---|---|---|---|---|---|",
+        " total fast share, % | cost vs no budgets, points | ping-pong |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for sc in TENANTS:
         base = {r.seed: r.total for r in results if r.scenario == sc and r.placer == "no budgets"}
@@ -191,7 +194,8 @@ def table(results: list[Result]) -> str:
             lines.append(
                 f"| {sc} | {placer} | {spread([100 * r.lat for r in rows], '.1f')} | {spread([r.jain for r in rows], '.3f')}"
                 f" | {spread([r.below for r in rows], '.0f')} | {spread([r.above for r in rows], '.0f')}"
-                f" | {spread([100 * r.total for r in rows], '.1f')} | {spread(cost, '+.2f') if cost else '-'} |"
+                f" | {spread([100 * r.total for r in rows], '.1f')} | {spread(cost, '+.2f') if cost else '-'}"
+                f" | {spread([float(r.ping_pong) for r in rows], '.0f')} |"
             )
     lines.append(f"\n{len(seeds)} seed(s): {', '.join(map(str, seeds))}; mean (min-max).")
     return "\n".join(lines)
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             print(
                 f"{r.scenario:<22} {r.placer:<18} seed {r.seed}: latency tenant {100 * r.lat:5.1f}%  jain {r.jain:.3f}"
-                f"  below {r.below:4.0f}s  above {r.above:4.0f}s  total {100 * r.total:5.1f}%  ({r.seconds:.1f}s)"
+                f"  below {r.below:4.0f}s  above {r.above:4.0f}s  total {100 * r.total:5.1f}%  ping-pong {r.ping_pong}"
+                f"  ({r.seconds:.1f}s)"
             )
         print()
     print(table(results))
