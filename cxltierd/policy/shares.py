@@ -20,7 +20,7 @@ and every move is charged to the interval's budget.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -182,23 +182,28 @@ def _fill(
 ) -> None:
     """Promote hot slow regions of tenants below `goal`, into free room or by displacing regions of tenants above
     their own `goal` + `slack` (batch before latency, coldest first)."""
-    victims = sorted(fast, key=lambda r: (book.budget[who(r.pid)].klass == "latency", r.accesses))
+    queues = _by_tenant(fast, who)
+
+    def victim(t: str) -> RegionHeat | None:
+        """The coldest region of a batch tenant above its goal + slack (then of a latency one), not of `t`."""
+        best: tuple[tuple[bool, float], RegionHeat] | None = None
+        for vt, q in queues.items():
+            while q and q[0].key in pl.moved:
+                q.popleft()
+            if vt == t or not q or book.use[vt] - q[0].size < goal[vt] + slack:
+                continue
+            key = (book.budget[vt].klass == "latency", q[0].accesses)
+            if best is None or key < best[0]:
+                best = (key, q[0])
+        return None if best is None else best[1]
+
     for c in slow:
         t = who(c.pid)
         if c.key in pl.moved or book.use[t] + c.size > goal[t] or book.use[t] + c.size > book.budget[t].fast_max:
             continue
         dst = pl.room(pl.roles.fast, c.size, most_free=True)
         if dst is None:
-            v = next(
-                (
-                    v
-                    for v in victims
-                    if v.key not in pl.moved
-                    and who(v.pid) != t
-                    and book.use[who(v.pid)] - v.size >= goal[who(v.pid)] + slack
-                ),
-                None,
-            )
+            v = victim(t)
             if v is None:
                 continue
             if v.size + c.size > pl.budget:
@@ -221,9 +226,8 @@ def _fill(
 
 def _rest(pl: Planner, book: Book, slow: list[RegionHeat], fast: list[RegionHeat], who: Callable[[int], str]) -> None:
     """Free room not owed to a tenant below its target, then exchanges within one tenant (hysteresis holds)."""
-    own: dict[str, list[RegionHeat]] = {}
-    for r in fast:
-        own.setdefault(who(r.pid), []).append(r)
+    own = _by_tenant(fast, who)
+    settled: set[str] = set()  # tenants whose hottest slow region did not beat their coldest fast one
     for c in slow:
         if c.key in pl.moved:
             continue
@@ -238,8 +242,14 @@ def _rest(pl: Planner, book: Book, slow: list[RegionHeat], fast: list[RegionHeat
                 return
             book.use[t] += c.size
             continue
-        v = next((v for v in own.get(t, ()) if v.key not in pl.moved), None)
-        if v is None or not pl.beats(c.accesses, v.accesses):
+        q = own.get(t)
+        while q and q[0].key in pl.moved:
+            q.popleft()
+        if t in settled or not q:
+            continue
+        v = q[0]
+        if not pl.beats(c.accesses, v.accesses):
+            settled.add(t)  # the candidates come hottest first: no colder one of t will beat it either
             continue
         if v.size + c.size > pl.budget:
             pl.notes.append("rate limit reached")
@@ -248,7 +258,16 @@ def _rest(pl: Planner, book: Book, slow: list[RegionHeat], fast: list[RegionHeat
         if slow_dst is None:
             continue
         pl.add(v, slow_dst, f"demote: {v.accesses:.3g} acc/s makes room for {c.accesses:.3g} acc/s of tenant {t}")
+        q.popleft()
         book.use[t] -= v.size
         reason = f"promote: {c.accesses:.3g} acc/s > coldest fast region of tenant {t}"
         if pl.used[v.node] + c.size <= pl.limit(v.node) and pl.add(c, v.node, reason):
             book.use[t] += c.size
+
+
+def _by_tenant(fast: list[RegionHeat], who: Callable[[int], str]) -> dict[str, deque[RegionHeat]]:
+    """Each tenant's fast regions, coldest first (`fast` is sorted by heat)."""
+    out: dict[str, deque[RegionHeat]] = {}
+    for r in fast:
+        out.setdefault(who(r.pid), deque()).append(r)
+    return out
