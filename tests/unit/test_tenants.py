@@ -315,3 +315,38 @@ def test_static_heat_converges_without_ping_pong(rows, extra, rnd):
         )
         left[m.key] = m.src
     assert not [m for now, m in moves if now >= 10 + 30], "still moving after 30 ticks of unchanging heat"
+
+
+@settings(max_examples=30, deadline=None)
+@given(tenant_rows, st.randoms(use_true_random=False))
+def test_noisy_heat_moves_no_region_back_and_forth(rows, rnd):
+    """Heat that jitters by up to 20% from tick to tick (sampling noise) around fixed means: the dead band and the
+    hysteresis keep every region from bouncing: no region moves twice in 40 ticks (cooldown 3 s)."""
+    procs, tenants, means = {}, [], []
+    for i, (count, heat, guar, klass, weight) in enumerate(rows):
+        pid = 100 + i
+        procs[pid] = Process(pid=pid, name=f"p{i}", cgroup=f"/t{i}")
+        tenants.append({"name": f"t{i}", "match": {"cgroup": f"/t{i}"}, "fast_min": f"{guar * 2}MiB",
+                        "class": klass, "weight": weight})  # fmt: skip
+        means += [region(i * 1000 + j, rnd.choice([0, 2]), heat * rnd.uniform(0.5, 1.5), pid) for j in range(count)]
+    if sum(guar for _, _, guar, _, _ in rows) > 80:
+        return
+    pol = build_policy(
+        {
+            "interval": 1,
+            "cooldown": 3,
+            "rate_limit": {"mb_per_s": 64},
+            "hotness": {"hot_threshold": 1},
+            "tenants": tenants,
+        }
+    )
+    regions, last, trips = means, {}, {}
+    for now in range(10, 50):
+        noisy = [RegionHeat(r.pid, r.start, r.size, r.node, r.accesses * rnd.uniform(0.8, 1.2)) for r in regions]
+        plan = decide(TOPO, noisy, pol, state(noisy, last, 0, procs), now=float(now))
+        where = {m.key: m.dst for m in plan.moves}
+        for m in plan.moves:
+            last[m.key] = float(now)
+            trips[m.key] = trips.get(m.key, 0) + 1
+        regions = [RegionHeat(r.pid, r.start, r.size, where.get(r.key, r.node), r.accesses) for r in regions]
+    assert max(trips.values(), default=0) <= 1, sorted(trips.items(), key=lambda kv: -kv[1])[:3]
