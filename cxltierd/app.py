@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cxltierd.discovery import discover, read_vmstat
+from cxltierd.discovery.cgroups import read_numa_stat
 from cxltierd.discovery.hotplug import EventSource
 from cxltierd.engines import registry
 from cxltierd.engines.base import Engines
@@ -95,6 +96,19 @@ class Runtime:
     def kernel_counters(self) -> dict[str, int]:
         """/proc/vmstat counters (plus the simulator's, on the emulated host)."""
         return self.counters() if self.counters else read_vmstat(self.fs)
+
+    def tenant_memory(self, policy: Policy) -> dict[str, dict[int, int]]:
+        """Tenant -> node -> bytes (anon + file) from memory.numa_stat, for tenants selected by a cgroup on the host
+        backend (the emulated host has no cgroupfs: empty). Unreadable cgroups are left out."""
+        if self.backend != "host":
+            return {}
+        out = {}
+        for t in policy.tenants:
+            if t.match.cgroup is not None:
+                per = read_numa_stat(self.fs, t.match.cgroup)
+                if per is not None:
+                    out[t.name] = per
+        return out
 
     def close(self) -> None:
         """Close the event sources and remove what the backend made (the emulated tree copy)."""

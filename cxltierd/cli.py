@@ -207,15 +207,46 @@ def policy() -> None:
 
 @policy.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
-def policy_check(file: str) -> None:
+@click.option(
+    "--root", default=None, type=click.Path(), help="Also check tenants' guarantees against this host's fast tier."
+)
+def policy_check(file: str, root: str | None) -> None:
     """Validate a policy file: exit 0 when valid, 2 with one line per problem."""
+    from cxltierd.policy.roles import fast_capacity
     from cxltierd.policy.schema import load_policy
+    from cxltierd.policy.tenants import check_fit
 
     try:
         p = load_policy(file)
+        if root is not None and p.tenants:
+            facts, _ = load_host(root)
+            check_fit(p.tenants, fast_capacity(classify(facts, p.tiers.overrides), p), file)
     except CxltierdError as e:
         fail(str(e))
     click.echo(f"{file}: ok (engine {p.engine}, interval {p.interval:g}s, sha256 {p.digest})")
+
+
+@policy.command("explain")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--pid", "pids", type=click.IntRange(min=1), multiple=True, required=True, help="A process (repeatable).")
+@root_option
+@one_line_errors
+def policy_explain(file: str, pids: tuple[int, ...], root: str) -> None:
+    """Show which tenant of the policy each process falls in, and why."""
+    from cxltierd.discovery.live import read_process
+    from cxltierd.model import Process
+    from cxltierd.policy.schema import load_policy
+    from cxltierd.policy.tenants import explain
+
+    p = load_policy(file)
+    fs = HostFS(root)
+    for pid in pids:
+        info = read_process(fs, pid)
+        if info is None:
+            fail(f"pid {pid}: no such user process under {root}")
+            return
+        for line in explain(p.tenants, Process(info.pid, info.name, info.cmdline, info.cgroup)):
+            click.echo(line)
 
 
 @main.command()

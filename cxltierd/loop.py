@@ -21,8 +21,10 @@ from cxltierd.model import Gates, Move, Outcome, Plan, RegionHeat, Sample, Trans
 from cxltierd.policy.avoid import gate_off, keep_off
 from cxltierd.policy.decide import Key, PlacementState, decide
 from cxltierd.policy.gates import kernel_gates
-from cxltierd.policy.roles import roles
+from cxltierd.policy.roles import fast_capacity, roles
 from cxltierd.policy.schema import Policy
+from cxltierd.policy.tenant_usage import TenantUsage, tenant_usage
+from cxltierd.policy.tenants import check_fit
 from cxltierd.topology import Topology
 
 BATCH_BYTES = 64 << 20
@@ -65,6 +67,7 @@ class TickReport:
     process_bytes: dict[tuple[int, str, str], int] = field(default_factory=dict)  # (pid, comm, tier) -> bytes
     gates: Gates | None = None  # what a kernel-executed engine was allowed this tick (None: cxltierd moves)
     available: dict[int, int] = field(default_factory=dict)  # node -> available bytes (Sample.room) this tick
+    tenants: dict[str, TenantUsage] = field(default_factory=dict)  # policy.tenants + "other" (empty without)
 
     @property
     def moved_bytes(self) -> int:
@@ -82,6 +85,7 @@ class Totals:
     failures: Counter[str] = field(default_factory=Counter)  # reason -> pages
     ping_pong: int = 0
     planned_moves: int = 0
+    tenant_moves: Counter[str] = field(default_factory=Counter)  # tenant -> regions moved
 
 
 class Loop:
@@ -114,6 +118,7 @@ class Loop:
         """Configure the engines for the current state (kdamonds started, knobs set). The first tick calls it if
         nobody did; the daemon calls it before anything else, so a host it cannot run on fails at start."""
         if not self.started:
+            check_fit(self.policy.tenants, fast_capacity(self.topology, self.policy), self.policy.source)
             self.engines.configure(self.topology, self.policy)
             self.started = True
 
@@ -126,11 +131,14 @@ class Loop:
         engines: Engines | None = None,
     ) -> None:
         """Replace live state between ticks. The engines (new or current) are configured for the new set first;
-        if that raises, nothing changes (new engines are stopped again). Replaced engines are stopped. New facts
+        if that raises, nothing changes (new engines are stopped again); so does a new policy whose tenants'
+        guarantees exceed the fast tier (ConfigError). Replaced engines are stopped. New facts
         alone (a re-discovery that found the same topology) configure nothing: the engines do not read them."""
         new_policy = policy or self.policy
         new_topology = topology or self.topology
         new_engines = engines or self.engines
+        if policy is not None:  # a new topology smaller than the guarantees is the truth: decide() scales them
+            check_fit(new_policy.tenants, fast_capacity(new_topology, new_policy), new_policy.source)
         try:
             if self.started and (policy or topology or engines):
                 new_engines.configure(new_topology, new_policy)
@@ -204,6 +212,8 @@ class Loop:
                 gates = gate_off(gates, r.slow, r.fast, self.avoid)
             migrator.gate(gates)
             plan = Plan(notes=(f"the kernel moves memory ({migrator.name} engine)",))
+            if self.policy.tenants:
+                plan = Plan(notes=(*plan.notes, "tenants: budgets apply only where cxltierd moves memory (move_pages)"))
             outcome = migrator.apply(plan, now)
         elif first:
             plan, outcome = Plan(notes=("first sample: collecting heat before moving anything",)), Outcome()
@@ -213,6 +223,11 @@ class Loop:
                 plan = keep_off(plan, self.avoid)
             outcome = Outcome() if dry or not plan.moves else self._apply(plan, now, stop)
         self._record(plan, outcome, now)
+        done = set(outcome.moved)
+        tenants = tenant_usage(
+            self.topology, self.policy, smoothed, sample.processes, [m for m in plan.moves if m.key in done]
+        )
+        self.totals.tenant_moves.update({t: u.moves for t, u in tenants.items()})
         report = TickReport(
             now=now,
             plan=plan,
@@ -225,6 +240,7 @@ class Loop:
             process_bytes=self._process_bytes(smoothed, sample) if self.policy.metrics.process_labels else {},
             gates=gates,
             available=sample.room,
+            tenants=tenants,
         )
         self.last = report
         return report

@@ -12,7 +12,8 @@ In order, it plans:
 The floor is hot_threshold, or min_samples sampled accesses at the tracker's resolution if that is more: a heat
 difference of one or two sampled accesses is noise, and chasing it only moves memory back and forth.
 Everything stays within the rate limit (bytes per interval) and skips regions moved less than `cooldown` seconds
-ago, so a region cannot ping-pong. Excluded and unmanaged processes are never touched; a node missing from the
+ago, so a region cannot ping-pong. With tenants in the policy, steps 2 and 3 are policy/shares.py's instead
+(guarantees, caps and weighted fair shares of the fast tier). Excluded and unmanaged processes are never touched; a node missing from the
 state (unplugged) is neither a source nor a target.
 """
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from cxltierd.model import Move, Plan, Process, RegionHeat
 from cxltierd.policy.roles import Roles, is_managed, pinned_tier, roles
 from cxltierd.policy.schema import Policy
+from cxltierd.policy.shares import place
 from cxltierd.topology import Topology
 
 Key = tuple[int, int]
@@ -129,6 +131,7 @@ def decide(topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state
     procs = state.processes
 
     movable: list[RegionHeat] = []
+    placed: list[RegionHeat] = []  # managed and not pinned, in cooldown or not (tenants' accounting)
     pinned: list[tuple[RegionHeat, str]] = []
     verdict: dict[int, str | None] = {}  # pid -> "skip", a pinned tier, or None (movable); once per process
     for r in heat:
@@ -143,12 +146,16 @@ def decide(topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state
         if v is not None:
             pinned.append((r, v))
             continue
+        placed.append(r)
         last = state.last_moved.get((r.pid, r.start))
         if last is not None and now - last < policy.cooldown:
             continue
         movable.append(r)
 
     _pins(pl, pinned, procs)
+    if policy.tenants:
+        place(pl, placed, movable, procs, policy.tenants)
+        return Plan(moves=tuple(pl.moves), notes=tuple(pl.notes))
     fast_set = set(rl.fast)
     victims = sorted((r for r in movable if r.node in fast_set), key=lambda r: r.accesses)
     _pressure(pl, victims)

@@ -62,3 +62,8 @@ def is_managed(policy: Policy, p: Process) -> bool:
 def pinned_tier(policy: Policy, p: Process) -> str | None:
     """The tier the first matching processes.pin entry pins the process to, or None."""
     return next((x.tier for x in policy.processes.pin if x.match.matches(p.pid, p.name, p.cmdline, p.cgroup)), None)
+
+
+def fast_capacity(topology: Topology, policy: Policy) -> int:
+    """Bytes of the fast nodes together: what a tenant's percentages are of."""
+    return sum(topology.node(n).total_bytes for n in roles(topology, policy).fast)

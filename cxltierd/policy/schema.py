@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cxltierd.model import PAGE_SIZE
+from cxltierd.policy.tenants import Tenant, parse_tenants
 from cxltierd.ras.policy import RasPolicy
 from cxltierd.topology import TIER_KINDS
 from cxltierd.validate import Checker, join, node_id, one_line_errors, parse_yaml, read_config, show
@@ -156,6 +157,7 @@ class Policy:
     ras: RasPolicy = field(
         default_factory=RasPolicy
     )  # CXL RAS: health thresholds and drain limits (cxltierd.ras.policy)
+    tenants: tuple[Tenant, ...] = ()  # see policy/tenants.py
     source: str = "<defaults>"
     digest: str = ""  # sha256 of the file's bytes, first 12 hex digits
 
@@ -184,6 +186,7 @@ TOP_KEYS = (
     "metrics",
     "node_labels",
     "ras",
+    "tenants",
 )
 
 
@@ -221,6 +224,7 @@ def build_policy(doc: Any, source: str = "") -> Policy:
         metrics=_metrics(c, d.get("metrics")),
         node_labels=_node_labels(c, d.get("node_labels")),
         ras=RasPolicy.from_mapping(d.get("ras"), source),
+        tenants=parse_tenants(c, d.get("tenants"), _selector),
     )
 
 

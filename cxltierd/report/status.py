@@ -59,4 +59,23 @@ def live_status_text(doc: dict[str, Any]) -> str:
     lines += ras_lines(doc.get("ras"))
     if doc.get("last_error"):
         lines.append(f"Last error: {doc['last_error']}")
+    lines += tenants_text(doc.get("tenants") or [])
     return "\n".join(lines)
+
+
+def tenants_text(rows: list[dict[str, Any]]) -> list[str]:
+    """The tenants table of `cxltierd status` (nothing without tenants): fast bytes against guarantee and cap, hot
+    bytes, moves, and the kernel's per-node figures (memory.numa_stat) where the tenant has a cgroup."""
+    if not rows:
+        return []
+    out = ["Tenants:", f"  {'tenant':<14} {'class':<8} {'weight':>6} {'fast':>10} {'guarantee':>10} {'cap':>10} "
+           f"{'short':>10} {'hot':>10} {'moves':>6}  kernel (numa_stat)"]  # fmt: skip
+    for r in rows:
+        kernel = ", ".join(f"N{n} {human_bytes(b)}" for n, b in r.get("node_bytes", {}).items()) or "-"
+        out.append(
+            f"  {r['tenant']:<14} {r['class']:<8} {r['weight']:>6g} {human_bytes(r['fast_bytes']):>10} "
+            f"{human_bytes(r['guarantee_bytes']):>10} {human_bytes(r['cap_bytes']):>10} "
+            f"{human_bytes(r['shortfall_bytes']):>10} {human_bytes(sum(r['hot_bytes'].values())):>10} "
+            f"{r['moves']:>6}  {kernel}"
+        )
+    return out

@@ -287,7 +287,12 @@ class Daemon:
         except Exception as e:
             counters = {}
             log.debug("kernel counters: %s", e)
-        snap = publish.snapshot(self.loop, self.svc, counters, publish.self_usage())
+        try:
+            numa = self.rt.tenant_memory(self.loop.policy)
+        except Exception as e:
+            numa = {}
+            log.debug("tenant memory: %s", e)
+        snap = publish.snapshot(self.loop, self.svc, counters, publish.self_usage(), numa)
         self.snapshot = replace(snap, ras=self.rt.ras.view()) if self.rt.ras is not None else snap
         self.labels.update(self.loop.policy.node_labels.feature_file, self.snapshot)
 

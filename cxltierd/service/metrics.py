@@ -33,6 +33,7 @@ from cxltierd.discovery.parse import TIERING_COUNTERS
 from cxltierd.model import FAILURE_REASONS
 from cxltierd.service.ras import ras_metrics
 from cxltierd.service.state import TICK_BUCKETS, Snapshot
+from cxltierd.service.tenant_metrics import tenant_families
 
 log = logging.getLogger("cxltierd.service.metrics")
 
@@ -65,7 +66,7 @@ class SnapshotCollector(Collector):
         snap = self.get()
         if snap is None:
             return
-        for build in (_topology, _cxl, _loop, _policy, _kernel, _daemon, ras_metrics):
+        for build in (_topology, _cxl, _loop, _policy, _kernel, _daemon, ras_metrics, tenant_families):
             try:
                 yield from list(build(snap))
             except Exception as e:  # a scrape never raises

@@ -77,8 +77,15 @@ def self_usage() -> SelfUsage | None:
         return None
 
 
-def snapshot(loop: Loop, svc: ServiceState, counters: dict[str, int], usage: SelfUsage | None = None) -> Snapshot:
-    """The immutable state readers see, from the loop's live state, its last tick and the daemon's counters."""
+def snapshot(
+    loop: Loop,
+    svc: ServiceState,
+    counters: dict[str, int],
+    usage: SelfUsage | None = None,
+    tenant_numa: dict[str, dict[int, int]] | None = None,
+) -> Snapshot:
+    """The immutable state readers see, from the loop's live state, its last tick and the daemon's counters
+    (tenant_numa: each tenant's memory per node from its cgroup's memory.numa_stat)."""
     last, t, e, pol = loop.last, loop.totals, loop.engines, loop.policy
     return Snapshot(
         topology=loop.topology,
@@ -118,6 +125,9 @@ def snapshot(loop: Loop, svc: ServiceState, counters: dict[str, int], usage: Sel
         gates=last.gates if last else None,
         self_usage=usage,
         last_error=svc.last_error,
+        tenants=dict(last.tenants) if last else {},
+        tenant_moves=dict(t.tenant_moves),
+        tenant_numa=dict(tenant_numa or {}),
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from cxltierd.facts import HostFacts
 from cxltierd.failover import RasView
 from cxltierd.model import Gates
+from cxltierd.policy.tenant_usage import TenantUsage
 from cxltierd.topology import Topology
 
 # Upper bounds (seconds) of the loop-duration histogram buckets.
@@ -80,6 +81,9 @@ class Snapshot:
     self_usage: SelfUsage | None = None
     last_error: str | None = None
     ras: RasView | None = None  # CXL RAS: health per memdev and node, events, drains
+    tenants: dict[str, TenantUsage] = field(default_factory=dict)  # the last tick's, policy.tenants + "other"
+    tenant_moves: dict[str, int] = field(default_factory=dict)  # tenant -> regions moved since start
+    tenant_numa: dict[str, dict[int, int]] = field(default_factory=dict)  # tenant -> node -> bytes (numa_stat)
 
     def node_usage(self, node: int) -> tuple[int, int]:
         """(total, free) bytes of a node: live figures from the engine, else the topology's."""

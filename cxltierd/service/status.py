@@ -71,4 +71,25 @@ def status_json(s: Snapshot) -> dict[str, Any]:
         },
         "last_error": s.last_error,
         "ras": ras_json(s.ras),
+        "tenants": tenants_json(s),
     }
+
+
+def tenants_json(s: Snapshot) -> list[dict[str, Any]]:
+    """One entry per tenant (policy order, `other` last); empty without tenants."""
+    return [
+        {
+            "tenant": name,
+            "class": u.klass,
+            "weight": u.weight,
+            "guarantee_bytes": u.guarantee,
+            "cap_bytes": u.cap,
+            "fast_bytes": u.fast_bytes,
+            "shortfall_bytes": u.shortfall,
+            "bytes": dict(u.bytes),
+            "hot_bytes": dict(u.hot),
+            "moves": s.tenant_moves.get(name, 0),
+            "node_bytes": {str(n): b for n, b in sorted(s.tenant_numa.get(name, {}).items())},
+        }
+        for name, u in s.tenants.items()
+    ]

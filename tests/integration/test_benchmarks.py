@@ -201,3 +201,24 @@ def test_lab_promotion_compares_the_best_cxltierd_row_with_the_mtier_peer() -> N
     absent = row("kernel DAMON mtier", None, None, 0.0, 0.0, note="the kernel has no node_mem_used_bp quota goal")
     assert bench.against_mtier([rows[0], absent]) == ""
     assert absent.cells(120)[1] == "not run: the kernel has no node_mem_used_bp quota goal"
+
+
+def test_tenants_benchmark_guarantee_holds_and_the_table_has_every_placer() -> None:
+    """A short run of the latency-next-to-batch scenario (issue 12): with budgets the latency tenant's hot set is
+    served from the fast tier and never below its guarantee once settled; without, the batch job keeps DDR."""
+    tenants = load("tenants")
+    with_budgets = tenants.run_one(("tenants-latency-batch", "budgets", 1, 120.0))
+    without = tenants.run_one(("tenants-latency-batch", "no budgets", 1, 120.0))
+    assert with_budgets.below == 0 and without.below > 0
+    assert with_budgets.lat > 0.9 > without.lat
+    assert abs(with_budgets.total - without.total) < 0.03
+    poa = tenants.Result("tenants-latency-batch", "promote-on-access", 1, 0.0, 0.5, 60.0, 0.0, 0.6, 1.0)
+    table = tenants.table([with_budgets, without, poa])
+    rows = [line for line in table.splitlines() if line.startswith("| tenants-latency-batch")]
+    assert [r.split(" | ")[1] for r in rows] == ["budgets", "no budgets", "promote-on-access"]
+    assert tenants.missed([with_budgets, without, poa]) == []
+    late = tenants.Result("tenants-latency-batch", "budgets", 1, 0.9, 1.0, 5.0, 0.0, 0.6, 1.0)
+    assert tenants.missed([late, without]) == [
+        "tenants-latency-batch seed 1: 5 s below a guarantee (target 0)",
+        f"tenants-latency-batch seed 1: budgets cost {100 * (without.total - 0.6):.2f} points of fast share (target 3)",
+    ]

@@ -16,7 +16,9 @@ from cxltierd.emulate.spec import Burst, Growth, Placement, Zipf
 from cxltierd.errors import ConfigError
 from cxltierd.units import format_size, parse_seconds, parse_size
 
-SHIPPED = ["hotset-shift", "kv-cache-growth", "moe-experts", "training-phases", "zipf-static"]
+PLACEMENT = ["hotset-shift", "kv-cache-growth", "moe-experts", "training-phases", "zipf-static"]
+TENANTS = ["tenants-growth-cap", "tenants-latency-batch", "tenants-weighted"]  # run by benchmarks/tenants.py
+SHIPPED = sorted(PLACEMENT + TENANTS)
 
 BASE: dict[str, Any] = {
     "name": "t",
@@ -63,7 +65,7 @@ def test_shipped_names():
     assert scenario_names() == SHIPPED
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", PLACEMENT)
 def test_shipped_scenarios_load_and_make_placement_matter(name):
     s = load_scenario(name)
     assert s.name == name and s.host == "default" and s.source == f"{name}.yaml"

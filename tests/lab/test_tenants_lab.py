@@ -1,0 +1,163 @@
+"""Tenants on the real kernel: a guaranteed tenant keeps its hot set on DDR next to a tenant hogging the fast tier.
+
+The fast tier is DDR node 1 alone (`tiers: {fast: [1], slow: [2]}`: node 2 is plain RAM, fast to migrate to and
+from, unlike the emulated CXL node). An unmanaged filler process takes node 1 down to ROOM_MIB of room below its
+max_used mark. Two cgroups below the test cgroup: `hog` (batch) with a 64 MiB buffer kept hot, started first, so it
+fills the room; then `lat` (latency, fast_min 32 MiB) with a 24 MiB hot set (its own heap and stack on node 1 count
+toward the guarantee too). Both buffers start on node 2. The daemon (move_pages engine) must bring lat's hot set onto
+node 1 by displacing the hog, and keep it there: checked through move_pages(2) queries, /proc/PID/numa_maps and the
+lat cgroup's memory.numa_stat, and in the daemon's own tenants table (status) and metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labkit import CGROUP_ROOT, DaemonFactory, LabDaemon, Workload, read
+
+FAST, SLOW = 1, 2
+ROOM_MIB = 48  # room on node 1 below max_used (90%) once the filler sits there
+HOG_MIB, LAT_MIB, LAT_HOT_MIB, GUARANTEE_MIB = 64, 32, 24, 32
+HOLD_TICKS = 10
+NB = "/proc/sys/kernel/numa_balancing"
+MiB = 1 << 20
+
+
+def numa_maps(pid: int, addr: int) -> dict[int, int]:
+    """{node: pages} of the VMA starting at `addr`, from /proc/PID/numa_maps."""
+    for line in Path(f"/proc/{pid}/numa_maps").read_text().splitlines():
+        fields = line.split()
+        if int(fields[0], 16) == addr:
+            return {
+                int(f[1 : f.index("=")]): int(f[f.index("=") + 1 :]) for f in fields if re.fullmatch(r"N\d+=\d+", f)
+            }
+    raise AssertionError(f"no VMA at {addr:#x} in /proc/{pid}/numa_maps")
+
+
+def numa_stat(cgroup: str) -> dict[str, dict[int, int]]:
+    """memory.numa_stat of a cgroup: item -> {node: bytes}."""
+    out = {}
+    for line in (CGROUP_ROOT / cgroup.strip("/") / "memory.numa_stat").read_text().splitlines():
+        item, *fields = line.split()
+        out[item] = {int(f[1 : f.index("=")]): int(f[f.index("=") + 1 :]) for f in fields}
+    return out
+
+
+@pytest.fixture
+def tenant_cgroups(test_cgroup: str) -> Iterator[tuple[str, str]]:
+    """`lat` and `hog` below the test cgroup, memory controller on; emptied (SIGKILL) and removed at teardown."""
+    parent = CGROUP_ROOT / test_cgroup.strip("/")
+    (parent / "cgroup.subtree_control").write_text("+memory")
+    children = [parent / "lat", parent / "hog"]
+    for c in children:
+        c.mkdir(exist_ok=True)
+    yield f"{test_cgroup}/lat", f"{test_cgroup}/hog"
+    for c in children:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pids = [int(x) for x in (c / "cgroup.procs").read_text().split()]
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        for _ in range(50):
+            try:
+                c.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def policy(test_cgroup: str, lat: str, hog: str) -> dict[str, Any]:
+    return {
+        "engine": "move_pages",
+        "interval": "1s",
+        "cooldown": "10s",
+        "tiers": {"fast": [FAST], "slow": [SLOW]},
+        "processes": {"manage": [{"cgroup": test_cgroup}], "min_rss": "1MiB"},
+        "tenants": [
+            {"name": "lat", "match": {"cgroup": lat}, "fast_min": f"{GUARANTEE_MIB}MiB", "class": "latency"},
+            {"name": "hog", "match": {"cgroup": hog}, "class": "batch"},
+        ],
+    }
+
+
+def on(w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]], length: int, node: int) -> int:
+    return pages_on_nodes(w.pid, w.addr, length).get(node, 0)
+
+
+def metric(d: LabDaemon, name: str, **labels: str) -> float:
+    for lab, v in d.metrics().get(name, []):
+        if all(lab.get(k) == x for k, x in labels.items()):
+            return v
+    raise AssertionError(f"no {name}{labels} in /metrics")
+
+
+def test_guaranteed_tenant_keeps_its_hot_set_on_ddr_next_to_a_hog(
+    workload: Callable[..., Workload],
+    test_cgroup: str,
+    tenant_cgroups: tuple[str, str],
+    lab_daemon: DaemonFactory,
+    pages_on_nodes: Callable[[int, int, int], dict[int, int]],
+    knob: Callable[[str, str], None],
+) -> None:
+    knob(NB, "0")
+    knob("/proc/sys/vm/compaction_proactiveness", "0")
+    lat_cg, hog_cg = tenant_cgroups
+    d = lab_daemon(policy(test_cgroup, lat_cg, hog_cg))
+    d.wait_ticks(1)
+    meminfo = read(f"/sys/devices/system/node/node{FAST}/meminfo")
+    total = int(re.search(r"MemTotal:\s+(\d+) kB", meminfo).group(1))
+    try:  # what the daemon counts as room on the node
+        avail = metric(d, "cxltierd_node_memory_available_bytes", node=str(FAST))
+    except AssertionError:
+        avail = int(re.search(r"MemFree:\s+(\d+) kB", meminfo).group(1)) * 1024
+    filler_mib = int((avail - 0.10 * total * 1024) / MiB) - ROOM_MIB
+    assert filler_mib > 0, (avail, total)
+    workload(FAST, filler_mib)  # unmanaged (outside the test cgroup), cold
+    hog = workload(SLOW, HOG_MIB, HOG_MIB, sleep_ms=1.0, cpu=0, cgroup=hog_cg, companion=True)
+    # the hog fills the room first (most of ROOM_MIB of its buffer on node 1)
+    d.wait_for(lambda: on(hog, pages_on_nodes, hog.length, FAST) * hog.page_size >= (ROOM_MIB - 16) * MiB, 150, "hog")
+    hog_before = on(hog, pages_on_nodes, hog.length, FAST) * hog.page_size
+    lat = workload(SLOW, LAT_MIB, LAT_HOT_MIB, sleep_ms=2.0, cpu=1, cgroup=lat_cg, companion=True)
+    hot_pages = lat.hot_length // lat.page_size
+    launched = time.monotonic()
+    d.wait_for(lambda: on(lat, pages_on_nodes, lat.hot_length, FAST) >= 0.9 * hot_pages, 180, "lat's hot set on DDR")
+    seconds = time.monotonic() - launched
+    start = d.ticks()
+    worst = 1.0
+    while d.ticks() < start + HOLD_TICKS:
+        worst = min(worst, on(lat, pages_on_nodes, lat.hot_length, FAST) / hot_pages)
+        time.sleep(0.5)
+    hog_after = on(hog, pages_on_nodes, hog.length, FAST) * hog.page_size
+    print(
+        f"tenants: lat's hot set 90% on DDR {seconds:.1f}s after it started; lowest share over {HOLD_TICKS} ticks "
+        f"{100 * worst:.1f}%; hog on DDR {hog_before >> 20} MiB before, {hog_after >> 20} MiB after"
+    )
+    assert worst >= 0.9, f"lat's hot set fell to {100 * worst:.1f}% on DDR:\n{d.tail()}"
+    assert hog_after < hog_before, "the guarantee was met without displacing the hog: the room was not contested"
+    # the kernel's own views agree: numa_maps of the buffer, memory.numa_stat of the cgroup
+    maps = numa_maps(lat.pid, lat.addr)
+    assert maps.get(FAST, 0) >= 0.9 * hot_pages, maps
+    stat = numa_stat(lat_cg)
+    assert stat["anon"].get(FAST, 0) >= 0.9 * LAT_HOT_MIB * MiB, stat["anon"]
+    # and the daemon's tenants table and metrics
+    rows = {r["tenant"]: r for r in d.status()["tenants"]}
+    assert set(rows) == {"lat", "hog", "other"}
+    assert rows["lat"]["guarantee_bytes"] == GUARANTEE_MIB * MiB and rows["lat"]["class"] == "latency"
+    assert rows["lat"]["fast_bytes"] >= 0.9 * LAT_HOT_MIB * MiB
+    assert int(rows["lat"]["node_bytes"][str(FAST)]) >= 0.9 * LAT_HOT_MIB * MiB  # numa_stat, read by the daemon
+    assert rows["hog"]["moves"] > 0
+    assert metric(d, "cxltierd_tenant_fast_guarantee_bytes", tenant="lat") == GUARANTEE_MIB * MiB
+    assert metric(d, "cxltierd_tenant_node_memory_bytes", tenant="lat", node=str(FAST)) >= 0.9 * LAT_HOT_MIB * MiB
+    assert d.stop() == 0, d.tail()
