@@ -177,10 +177,17 @@ def policy() -> None:
 @policy.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
 def policy_check(file: str) -> None:
-    """Validate a policy file: exit 0 when valid, 2 with one line per problem."""
+    """Validate a policy file: exit 0 when valid, 2 with one line per problem (every problem, in file order)."""
+    from cxltierd.policy.check import check_policy
     from cxltierd.policy.schema import load_policy
+    from cxltierd.validate import read_config
 
     try:
+        problems = check_policy(read_config(file, "policy file", owned=True), file)
+        for line in problems[:-1]:
+            click.echo(f"cxltierd: error: {line}", err=True)
+        if problems:
+            fail(problems[-1])
         p = load_policy(file)
     except CxltierdError as e:
         fail(str(e))

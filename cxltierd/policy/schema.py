@@ -197,9 +197,10 @@ def parse_policy(data: bytes | str, source: str = "<string>") -> Policy:
     return replace(policy, source=source, digest=hashlib.sha256(raw).hexdigest()[:12])
 
 
-def build_policy(doc: Any, source: str = "") -> Policy:
-    """A Policy from a parsed YAML document (None = all defaults); errors start with `source` when it is given."""
-    c = Checker(source)
+def build_policy(doc: Any, source: str = "", checker: Checker | None = None) -> Policy:
+    """A Policy from a parsed YAML document (None = all defaults); errors start with `source` when it is given.
+    `checker` replaces the default Checker(source) (policy.check collects every problem with one)."""
+    c = checker or Checker(source)
     d = c.mapping(doc, "", TOP_KEYS)
     p = Policy()
     return Policy(
