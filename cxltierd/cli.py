@@ -91,6 +91,23 @@ def topology(root: str, as_json: bool) -> None:
         click.echo(host.topology_text(facts, topo))
 
 
+@main.command(name="cxl")
+@root_option
+@click.option("-M", "--memdevs", "memdevs", is_flag=True, help="List memdevs.")
+@click.option("-D", "--decoders", "decoders", is_flag=True, help="List decoders.")
+@click.option("-R", "--regions", "regions", is_flag=True, help="List regions.")
+@click.option("-i", "--idle", is_flag=True, help="Also disabled and unsized objects.")
+@one_line_errors
+def cxl_cmd(root: str, memdevs: bool, decoders: bool, regions: bool, idle: bool) -> None:
+    """CXL memdevs, decoders and regions as JSON shaped like ndctl's `cxl list` (all three when none is asked)."""
+    from cxltierd.report.cxl_list import cxl_list
+
+    if not (memdevs or decoders or regions):
+        memdevs = decoders = regions = True
+    facts, _ = load_host(root)
+    click.echo(json.dumps(cxl_list(facts, memdevs=memdevs, decoders=decoders, regions=regions, idle=idle), indent=2))
+
+
 NO_DAEMON = 3  # `status`: no daemon answered on the socket; what was printed is a fresh discovery
 
 
