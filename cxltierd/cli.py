@@ -108,6 +108,20 @@ def cxl_cmd(root: str, memdevs: bool, decoders: bool, regions: bool, idle: bool)
     click.echo(json.dumps(cxl_list(facts, memdevs=memdevs, decoders=decoders, regions=regions, idle=idle), indent=2))
 
 
+@main.command()
+@socket_option
+@click.option(
+    "--interval", type=click.FloatRange(0.1, 3600), default=2.0, show_default=True, help="Seconds between refreshes."
+)
+@click.option("--once", is_flag=True, help="Draw one screen and exit (exit 3 when no daemon answers).")
+@one_line_errors
+def top(socket_path: str, interval: float, once: bool) -> None:
+    """A live view of the daemon: tiers used/free/hot, moves per second, failures, engine and health; q quits."""
+    from cxltierd.service.top import run_top
+
+    sys.exit(run_top(socket_path, interval, once=once))
+
+
 NO_DAEMON = 3  # `status`: no daemon answered on the socket; what was printed is a fresh discovery
 
 
