@@ -297,6 +297,20 @@ def run(
     "--interval", type=click.FloatRange(0.01, 3600), default=None, help="Loop interval, seconds [the scenario's]."
 )
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Also run the baselines.")
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Draw fast-tier share and bytes moved over time per placer to FILE (.png or .svg; needs cxltierd[plot]).",
+)
+@click.option(
+    "--heatmap",
+    "heatmap_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Draw cxltierd's region heat over time against address, per process, to FILE (.png or .svg).",
+)
 @json_option
 @one_line_errors
 def simulate(
@@ -306,16 +320,31 @@ def simulate(
     seed: int | None,
     interval: float | None,
     baselines: bool,
+    plot_file: str | None,
+    heatmap_file: str | None,
     as_json: bool,
 ) -> None:
     """Run a scenario faster than real time: cxltierd's policy next to the baselines."""
     from cxltierd.emulate.simulate import PLACERS
     from cxltierd.emulate.simulate import run as run_sim
     from cxltierd.policy.schema import Policy, load_policy
+    from cxltierd.report import plot
 
+    for option, path in (("--plot", plot_file), ("--heatmap", heatmap_file)):
+        if path:
+            plot.check(option, path)
     pol = load_policy(policy_file) if policy_file else Policy()
     placers = PLACERS if baselines else ("cxltierd",)
-    results = [run_sim(scenario, p, pol, seed=seed, duration=duration, interval=interval) for p in placers]
+    results = [
+        run_sim(scenario, p, pol, seed=seed, duration=duration, interval=interval, heat=bool(heatmap_file))
+        if p == "cxltierd"
+        else run_sim(scenario, p, pol, seed=seed, duration=duration, interval=interval)
+        for p in placers
+    ]
+    if plot_file:
+        plot.plot_runs(scenario, results, plot_file)
+    if heatmap_file:
+        plot.plot_heatmap(scenario, results[placers.index("cxltierd")], heatmap_file)
     if as_json:
         click.echo(json.dumps([simulation.sim_json(r) for r in results], indent=2))
     else:
