@@ -196,6 +196,8 @@ def doctor_cmd(root: str, as_json: bool) -> None:
             line = f"[{c.status:^4}] {c.name}: {c.message}"
             if c.fix and c.status != "ok":
                 line += f"\n       fix: {c.fix}"
+            if c.persist and c.status != "ok":
+                line += f"\n       persist: {c.persist}"
             click.echo(line)
     sys.exit(doctor.exit_code(checks))
 
