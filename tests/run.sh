@@ -8,11 +8,11 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use for real: promtool and a Prometheus server (metrics, alert rules), systemd-analyze
 # (the unit), dpkg-buildpackage + debhelper + pybuild (the .deb), rpmspec (the spec), Debian's python3 modules (the
 # installed .deb is run with /usr/bin/python3), shellcheck (the lab runner scripts), tmux (a real terminal for
-# `cxltierd top`).
+# `cxltierd top`), lintian (the .deb).
 APT_PACKAGES=(
     python3-venv systemd prometheus rpm dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all
     python3-setuptools python3-psutil python3-pyudev python3-prometheus-client python3-click python3-yaml shellcheck
-    tmux
+    tmux lintian
 )
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== apt-get install ${APT_PACKAGES[*]}"
