@@ -6,7 +6,8 @@ Follows ndctl's cxl/json.c and cxl/filter.c (v76 to v81), object by object:
   ({"memdevs": [...]}, {"root decoders": [...]}, {"port decoders": [...]}, {"endpoint decoders": [...]},
   {"regions": [...]}); with one kind, its objects themselves;
 - the bus is walked as ndctl walks it: root decoders (their regions by start address), then per port its
-  endpoints (memdev, endpoint decoders), its own decoders, then its child ports;
+  endpoints (memdev, endpoint decoders), its own decoders, then its child ports; with decoders and regions both
+  asked, a root decoder holds its regions as "regions:decoderX.Y" (regions alone are a top-level list);
 - without `idle` (ndctl's -i), unsized decoders, disabled regions, disabled ports (and all below them), endpoints
   and memdevs are left out; with it, memdevs without an endpoint come first as "anon memdevs";
 - a field is printed only when it is set, as ndctl does: no -1, 0, "none" or null stand-ins; sizes and addresses
@@ -177,14 +178,18 @@ def cxl_list(
     def walk_decoders(port: Port, kind: str, into: str) -> None:
         for d in sorted(by_port.get(port.port, []), key=lambda d: _number(d.decoder)):
             mine = tuple(under.get(d.decoder, ()))
+            jdecoder = None
             if decoders:
                 if not idle and d.size == 0:
                     continue  # regions under an unsized root decoder are skipped with it, as ndctl does
-                out[into].append(decoder_json(d, kind, mine))
+                jdecoder = decoder_json(d, kind, mine)
+                out[into].append(jdecoder)
             if regions and kind == "root":
-                for g in sorted(mine, key=_region_start):
-                    if idle or g.enabled:
-                        out["regions"].append(region_json(g))
+                listed = [region_json(g) for g in sorted(mine, key=_region_start) if idle or g.enabled]
+                if jdecoder is None:
+                    out["regions"].extend(listed)
+                elif listed:  # a listed root decoder holds its regions
+                    jdecoder[f"regions:{d.decoder}"] = listed
 
     def walk_endpoints(port: Port) -> None:
         for ep in sorted(children.get(port.port, []), key=lambda p: _number(p.port)):

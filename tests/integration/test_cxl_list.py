@@ -76,7 +76,10 @@ def test_matches_ndctl_on_the_lab_capture_field_by_field():
 
 def test_interleaved_region_over_two_memdevs():
     doc = cxl(HOSTS / "interleaved-cxl")
-    assert [next(iter(c)) for c in doc] == ["memdevs", "root decoders", "port decoders", "endpoint decoders", "regions"]
+    assert [next(iter(c)) for c in doc] == ["memdevs", "root decoders", "port decoders", "endpoint decoders"]
+    roots = doc[1]["root decoders"]
+    assert [[g["region"] for g in r["regions:" + r["decoder"]]] for r in roots] == [["region0"], ["region1"]]
+    assert [list(r)[-1] for r in roots] == ["regions:decoder0.0", "regions:decoder0.1"]  # last, as ndctl adds it
     got = ndctl_objects(doc)
     region0 = got["regions"][0]
     assert region0 == {

@@ -59,7 +59,8 @@ def test_top_in_tmux_shows_live_values_and_quits_on_q(tmp_path):
             return text if (ticks(text) or -1) >= at_least else None
 
         def pane_state():
-            state = tmux(server, "display-message", "-p", "-t", "top", "#{pane_dead} #{pane_dead_status}").split()
+            fmt = "#{pane_dead} status=#{pane_dead_status} signal=#{pane_dead_signal}"
+            state = tmux(server, "display-message", "-p", "-t", "top", fmt).split()
             return state if state[0] == "1" else None
 
         first = wait(lambda: screen_with_ticks(0), what="a first screen")
@@ -72,7 +73,7 @@ def test_top_in_tmux_shows_live_values_and_quits_on_q(tmp_path):
         wait(lambda: re.search(r"\S+->\S+ +[\d.]+ \w?i?B/s", screen(server)), what="a moves-per-second row")
         tmux(server, "send-keys", "-t", "top", "q")
         dead = wait(pane_state, what="top to exit on q")
-        assert dead == ["1", "0"]
+        assert dead == ["1", "status=0", "signal="], (dead, screen(server))
     finally:
         subprocess.run(["tmux", "-L", server, "kill-server"], capture_output=True, timeout=30)
         d.stop()
