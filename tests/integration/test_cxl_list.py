@@ -138,3 +138,20 @@ def test_disabled_objects_only_with_idle(tmp_path):
     assert idle["regions"][1]["state"] == "disabled"
     (d6,) = [d for d in idle["endpoint decoders"] if d["decoder"] == "decoder6.0"]
     assert d6 == {"decoder": "decoder6.0", "interleave_ways": 1, "region": "region1", "state": "disabled"}
+
+
+@pytest.mark.parametrize(("flags", "capture"), [((), "cxl-list-MDR.json"), (("-i",), "cxl-list-MDRi.json")])
+def test_same_document_as_ndctl_cxl_list_mdr(flags, capture):
+    """extras/cxl-list-MDR*.json: what `cxl list -M -D -R [-i]` (ndctl 76.1) printed in the lab guest, identical on
+    kernels 6.12 and 7.3; ours is the same document, containers and nesting included, less the newer fields."""
+
+    def older(x: Any) -> Any:
+        if isinstance(x, list):
+            return [older(v) for v in x]
+        if isinstance(x, dict):
+            return {k: older(v) for k, v in x.items() if k not in NEWER_THAN_76}
+        return x
+
+    ndctl = json.loads((HOSTS / "qemu-cxl-node4/extras" / capture).read_text())
+    ours = older(cxl(HOSTS / "qemu-cxl-node4", "-M", "-D", "-R", *flags))
+    assert json.dumps(ours) == json.dumps(ndctl)  # key order too
