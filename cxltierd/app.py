@@ -77,6 +77,7 @@ class Runtime:
     counters: Callable[[], dict[str, int]] | None = None
     cleanup: tuple[Callable[[], None], ...] = ()
     ras: Failover | None = None  # CXL RAS: health and drains (cxltierd.failover)
+    adjust: Callable[[HostFacts], HostFacts] | None = None  # applied to every discovery (the emulated host's scenario)
 
     def load_policy(self) -> Policy:
         """The policy file read again (reload). Raises ConfigError."""
@@ -87,7 +88,7 @@ class Runtime:
         facts = discover(self.fs)
         for w in facts.warnings:
             log.warning("discovery: %s", w)
-        return facts
+        return facts if self.adjust is None else self.adjust(facts)
 
     def idle(self, topology: Topology, policy: Policy, reason: str) -> Engines:
         """The idle engine (reports node memory, moves nothing) for when no real engine can run."""
@@ -164,6 +165,7 @@ def build(settings: Settings) -> tuple[Runtime, Loop]:
 def _emulated(settings: Settings, policy: Policy, path: str | None) -> tuple[Runtime, Loop]:
     from cxltierd.emulate import SimulatedMemory, host_root, read_scenario, simulated_topology
     from cxltierd.emulate.events import ScriptedEvents
+    from cxltierd.emulate.host import scenario_facts
     from cxltierd.emulate.tree import copy_tree
 
     scenario = read_scenario(settings.scenario or DEFAULT_SCENARIO)
@@ -171,7 +173,7 @@ def _emulated(settings: Settings, policy: Policy, path: str | None) -> tuple[Run
     try:
         root = copy_tree(Path(settings.root) if settings.root else host_root(scenario), tmp / "root")
         fs = HostFS(root)
-        facts = discover(fs)
+        facts = scenario_facts(scenario, discover(fs))
         sim = SimulatedMemory(scenario, classify(facts, policy.tiers.overrides), seed=settings.seed)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -197,6 +199,7 @@ def _emulated(settings: Settings, policy: Policy, path: str | None) -> tuple[Run
         counters=counters,
         cleanup=(lambda: shutil.rmtree(tmp, ignore_errors=True),),
         ras=_emulated_ras(fs, sim, scenario, facts),
+        adjust=lambda f: scenario_facts(scenario, f),
     )
     return rt, Loop(sim.topology, engines, policy, facts)
 

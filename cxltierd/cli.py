@@ -91,6 +91,37 @@ def topology(root: str, as_json: bool) -> None:
         click.echo(host.topology_text(facts, topo))
 
 
+@main.command(name="cxl")
+@root_option
+@click.option("-M", "--memdevs", "memdevs", is_flag=True, help="List memdevs.")
+@click.option("-D", "--decoders", "decoders", is_flag=True, help="List decoders.")
+@click.option("-R", "--regions", "regions", is_flag=True, help="List regions.")
+@click.option("-i", "--idle", is_flag=True, help="Also disabled and unsized objects.")
+@one_line_errors
+def cxl_cmd(root: str, memdevs: bool, decoders: bool, regions: bool, idle: bool) -> None:
+    """CXL memdevs, decoders and regions as JSON shaped like ndctl's `cxl list` (all three when none is asked)."""
+    from cxltierd.report.cxl_list import cxl_list
+
+    if not (memdevs or decoders or regions):
+        memdevs = decoders = regions = True
+    facts, _ = load_host(root)
+    click.echo(json.dumps(cxl_list(facts, memdevs=memdevs, decoders=decoders, regions=regions, idle=idle), indent=2))
+
+
+@main.command()
+@socket_option
+@click.option(
+    "--interval", type=click.FloatRange(0.1, 3600), default=2.0, show_default=True, help="Seconds between refreshes."
+)
+@click.option("--once", is_flag=True, help="Draw one screen and exit (exit 3 when no daemon answers).")
+@one_line_errors
+def top(socket_path: str, interval: float, once: bool) -> None:
+    """A live view of the daemon: tiers used/free/hot, moves per second, failures, engine and health; q quits."""
+    from cxltierd.service.top import run_top
+
+    sys.exit(run_top(socket_path, interval, once=once))
+
+
 NO_DAEMON = 3  # `status`: no daemon answered on the socket; what was printed is a fresh discovery
 
 
@@ -196,6 +227,8 @@ def doctor_cmd(root: str, as_json: bool) -> None:
             line = f"[{c.status:^4}] {c.name}: {c.message}"
             if c.fix and c.status != "ok":
                 line += f"\n       fix: {c.fix}"
+            if c.persist and c.status != "ok":
+                line += f"\n       persist: {c.persist}"
             click.echo(line)
     sys.exit(doctor.exit_code(checks))
 
@@ -211,12 +244,19 @@ def policy() -> None:
     "--root", default=None, type=click.Path(), help="Also check tenants' guarantees against this host's fast tier."
 )
 def policy_check(file: str, root: str | None) -> None:
-    """Validate a policy file: exit 0 when valid, 2 with one line per problem."""
+    """Validate a policy file: exit 0 when valid, 2 with one line per problem (every problem, in file order)."""
+    from cxltierd.policy.check import check_policy
     from cxltierd.policy.roles import fast_capacity
     from cxltierd.policy.schema import load_policy
     from cxltierd.policy.tenants import check_fit
+    from cxltierd.validate import read_config
 
     try:
+        problems = check_policy(read_config(file, "policy file", owned=True), file)
+        for line in problems[:-1]:
+            click.echo(f"cxltierd: error: {line}", err=True)
+        if problems:
+            fail(problems[-1])
         p = load_policy(file)
         if root is not None and p.tenants:
             facts, _ = load_host(root)
@@ -321,6 +361,20 @@ def run(
     "--interval", type=click.FloatRange(0.01, 3600), default=None, help="Loop interval, seconds [the scenario's]."
 )
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Also run the baselines.")
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Draw fast-tier share and bytes moved over time per placer to FILE (.png or .svg; needs cxltierd[plot]).",
+)
+@click.option(
+    "--heatmap",
+    "heatmap_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Draw cxltierd's region heat over time against address, per process, to FILE (.png or .svg).",
+)
 @json_option
 @one_line_errors
 def simulate(
@@ -330,16 +384,31 @@ def simulate(
     seed: int | None,
     interval: float | None,
     baselines: bool,
+    plot_file: str | None,
+    heatmap_file: str | None,
     as_json: bool,
 ) -> None:
     """Run a scenario faster than real time: cxltierd's policy next to the baselines."""
     from cxltierd.emulate.simulate import PLACERS
     from cxltierd.emulate.simulate import run as run_sim
     from cxltierd.policy.schema import Policy, load_policy
+    from cxltierd.report import plot
 
+    for option, path in (("--plot", plot_file), ("--heatmap", heatmap_file)):
+        if path:
+            plot.check(option, path)
     pol = load_policy(policy_file) if policy_file else Policy()
     placers = PLACERS if baselines else ("cxltierd",)
-    results = [run_sim(scenario, p, pol, seed=seed, duration=duration, interval=interval) for p in placers]
+    results = [
+        run_sim(scenario, p, pol, seed=seed, duration=duration, interval=interval, heat=bool(heatmap_file))
+        if p == "cxltierd"
+        else run_sim(scenario, p, pol, seed=seed, duration=duration, interval=interval)
+        for p in placers
+    ]
+    if plot_file:
+        plot.plot_runs(scenario, results, plot_file)
+    if heatmap_file:
+        plot.plot_heatmap(scenario, results[placers.index("cxltierd")], heatmap_file)
     if as_json:
         click.echo(json.dumps([simulation.sim_json(r) for r in results], indent=2))
     else:

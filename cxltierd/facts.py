@@ -63,6 +63,7 @@ class Memdev:
     ram_qos_class: int | None = None
     security_state: str | None = None
     enabled: bool = False  # bound to cxl_mem
+    pmem_qos_class: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Decoder:
     target_type: str | None = None
     capabilities: tuple[str, ...] = ()  # root decoders: ram, pmem, type2, type3
     memdev: str | None = None  # endpoint decoders: the memdev behind the endpoint
+    qos_class: int | None = None  # root decoders: the QoS class of the window
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Port:
     kind: str  # root | port | endpoint
     path: str
     host: str | None = None  # uport's device name
+    enabled: bool = False  # bound to cxl_port (a root port has no driver)
 
 
 @dataclass(frozen=True)

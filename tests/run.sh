@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests use for real: promtool and a Prometheus server (metrics, alert rules), systemd-analyze
 # (the unit), dpkg-buildpackage + debhelper + pybuild (the .deb), rpmspec (the spec), Debian's python3 modules (the
-# installed .deb is run with /usr/bin/python3), shellcheck (the lab runner scripts).
+# installed .deb is run with /usr/bin/python3), shellcheck (the lab runner scripts), tmux (a real terminal for
+# `cxltierd top`), lintian (the .deb).
 APT_PACKAGES=(
     python3-venv systemd prometheus rpm dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all
     python3-setuptools python3-psutil python3-pyudev python3-prometheus-client python3-click python3-yaml shellcheck
+    tmux lintian
 )
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== apt-get install ${APT_PACKAGES[*]}"
@@ -23,7 +25,7 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,plot]'  # plot: matplotlib, for the --plot/--heatmap tests
 
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy

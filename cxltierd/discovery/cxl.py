@@ -52,6 +52,7 @@ def read_memdev(r: Reader, name: str, path: str) -> Memdev:
         ram_qos_class=r.int(f"{path}/ram/qos_class", required=False),
         security_state=r.text(f"{path}/security/state", required=False),
         enabled=r.fs.readlink(f"{path}/driver") is not None,
+        pmem_qos_class=r.int(f"{path}/pmem/qos_class", required=False),
     )
 
 
@@ -64,7 +65,7 @@ def read_port(r: Reader, name: str, path: str) -> Port:
             host = os.path.basename(r.fs.realpath(f"{path}/uport"))
         except Exception:
             host = None
-    return Port(port=name, kind=kind, path=path, host=host)
+    return Port(port=name, kind=kind, path=path, host=host, enabled=r.fs.readlink(f"{path}/driver") is not None)
 
 
 def read_decoder(r: Reader, name: str, path: str, ports: dict[str, Port]) -> Decoder:
@@ -97,6 +98,7 @@ def read_decoder(r: Reader, name: str, path: str, ports: dict[str, Port]) -> Dec
         target_type=r.text(f"{path}/target_type", required=False),
         capabilities=caps,
         memdev=memdev,
+        qos_class=r.int(f"{path}/qos_class", required=False) if kind == "root" else None,
     )
 
 

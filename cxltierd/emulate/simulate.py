@@ -40,6 +40,11 @@ class RunResult:
     ping_pong: int = 0  # regions sent back where they came from within two cooldowns
     failed_pages: int = 0
     ticks: int = 0
+    moved: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes moved in that interval)
+    # with run(heat=True): (time, accesses/s of each region by (pid, start address)) per interval, and process names
+    heat: list[tuple[float, dict[tuple[int, int], float]]] = field(default_factory=list)
+    processes: dict[int, str] = field(default_factory=dict)
+    region_size: int = 0
 
     @property
     def migrated_bytes(self) -> int:
@@ -59,8 +64,10 @@ def run(
     seed: int | None = None,
     duration: float | None = None,
     interval: float | None = None,
+    heat: bool = False,
 ) -> RunResult:
-    """Simulate `scenario` (a shipped name or a YAML path) under one placer."""
+    """Simulate `scenario` (a shipped name or a YAML path) under one placer; with `heat`, record every region's
+    access rate at every interval (RunResult.heat)."""
     sc = read_scenario(scenario)
     host = _host(sc)
     sim = SimulatedMemory(sc, host, seed=seed)
@@ -79,13 +86,20 @@ def run(
         }[placer]()
     loop = Loop(sim.topology, Engines("simulated", sim, sim), pol, decide=decide)
     end = duration if duration is not None else sc.duration
-    result = RunResult(placer=placer, share=0.0)
+    result = RunResult(placer=placer, share=0.0, processes={p.pid: p.name for p in sc.processes})
+    result.region_size = sc.region_size
     t = 0.0
+    moved = 0
     while t + dt <= end + 1e-9:
         t += dt
         report = loop.tick(t)
         if report.fast_share is not None:
             result.series.append((t, report.fast_share))
+        total = sum(sim.stats().migrated_bytes.values())
+        result.moved.append((t, total - moved))
+        moved = total
+        if heat:
+            result.heat.append((t, sim.true_rates()))
     stats = sim.stats()
     rank = {n: tier.rank for tier in sim.topology.tiers for n in tier.nodes}
     for (src, dst), b in stats.migrated_bytes.items():

@@ -205,9 +205,10 @@ def parse_policy(data: bytes | str, source: str = "<string>") -> Policy:
     return replace(policy, source=source, digest=hashlib.sha256(raw).hexdigest()[:12])
 
 
-def build_policy(doc: Any, source: str = "") -> Policy:
-    """A Policy from a parsed YAML document (None = all defaults); errors start with `source` when it is given."""
-    c = Checker(source)
+def build_policy(doc: Any, source: str = "", checker: Checker | None = None) -> Policy:
+    """A Policy from a parsed YAML document (None = all defaults); errors start with `source` when it is given.
+    `checker` replaces the default Checker(source) (policy.check collects every problem with one)."""
+    c = checker or Checker(source)
     d = c.mapping(doc, "", TOP_KEYS)
     p = Policy()
     return Policy(
@@ -223,7 +224,7 @@ def build_policy(doc: Any, source: str = "") -> Policy:
         damon=_damon(c, d.get("damon")),
         metrics=_metrics(c, d.get("metrics")),
         node_labels=_node_labels(c, d.get("node_labels")),
-        ras=RasPolicy.from_mapping(d.get("ras"), source),
+        ras=RasPolicy.from_mapping(d.get("ras"), source, checker=c),
         tenants=parse_tenants(c, d.get("tenants"), _selector),
     )
 

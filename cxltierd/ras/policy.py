@@ -61,9 +61,10 @@ class RasPolicy:
     offline: bool = False
 
     @classmethod
-    def from_mapping(cls, doc: Any, source: str = "", path: str = "ras") -> RasPolicy:
-        """The section from its parsed YAML (None: defaults). Raises ConfigError "SOURCE: ras.key: what"."""
-        c = Checker(source)
+    def from_mapping(cls, doc: Any, source: str = "", path: str = "ras", checker: Checker | None = None) -> RasPolicy:
+        """The section from its parsed YAML (None: defaults). Raises ConfigError "SOURCE: ras.key: what", or notes
+        each problem with `checker` (policy check's collecting one)."""
+        c = checker or Checker(source)
         d = c.mapping(doc, path, TOP_KEYS)
         p = cls()
         cph, poison = join(path, "corrected_per_hour"), join(path, "poison_records")

@@ -17,12 +17,25 @@ NEEDED_CAPS = {"CAP_SYS_ADMIN": CAP_SYS_ADMIN, "CAP_SYS_NICE": CAP_SYS_NICE, "CA
 
 @dataclass(frozen=True)
 class Check:
-    """One doctor finding: status is "ok", "warn" or "fail", and `fix` says what to do about it (may be empty)."""
+    """One doctor finding: status is "ok", "warn" or "fail", `fix` says what to do about it now and `persist` how
+    to keep it so across reboots (either may be empty)."""
 
     name: str
     status: str  # ok | warn | fail
     message: str
     fix: str = ""
+    persist: str = ""
+
+
+# How a fix outlives a reboot: a sysctl.d file (systemd-sysctl), a tmpfiles.d line (systemd-tmpfiles writes sysfs at
+# boot), a modules-load.d file, or the kernel command line.
+SYSCTL_D = "/etc/sysctl.d/60-cxltierd.conf"
+TMPFILES_D = "/etc/tmpfiles.d/cxltierd.conf"
+MODULES_LOAD_D = "/etc/modules-load.d/cxl.conf"
+MOVABLE_CMDLINE = (
+    "add memhp_default_state=online_movable to the kernel command line (GRUB_CMDLINE_LINUX in /etc/default/grub, "
+    "then update-grub and reboot)"
+)
 
 
 def parse_cap_eff(status_text: str) -> int | None:
@@ -55,10 +68,26 @@ def _kernel(facts: HostFacts) -> list[Check]:
 def _cxl(facts: HostFacts) -> list[Check]:
     k = facts.kernel
     if not k.cxl_bus:
-        return [Check("cxl-bus", "warn", "no CXL bus in sysfs", "modprobe cxl_acpi cxl_pci cxl_mem (or no CXL here)")]
+        return [
+            Check(
+                "cxl-bus",
+                "warn",
+                "no CXL bus in sysfs",
+                "modprobe -a cxl_acpi cxl_pci cxl_mem (or no CXL here)",
+                f"printf 'cxl_acpi\\ncxl_pci\\ncxl_mem\\n' > {MODULES_LOAD_D}",
+            )
+        ]
     out = [Check("cxl-bus", "ok", f"CXL bus present, drivers: {', '.join(k.cxl_drivers) or 'none'}")]
     if "cxl_region" not in k.cxl_drivers and facts.memdevs:
-        out.append(Check("cxl-region-driver", "warn", "cxl_region driver missing", "modprobe cxl_core / cxl_acpi"))
+        out.append(
+            Check(
+                "cxl-region-driver",
+                "warn",
+                "cxl_region driver missing",
+                "modprobe -a cxl_acpi cxl_core",
+                f"printf 'cxl_acpi\\ncxl_core\\n' > {MODULES_LOAD_D}",
+            )
+        )
     if facts.memdevs and not facts.regions:
         out.append(
             Check(
@@ -82,7 +111,8 @@ def _cxl(facts: HostFacts) -> list[Check]:
     return out
 
 
-def _dax(facts: HostFacts) -> list[Check]:
+def dax_checks(facts: HostFacts) -> list[Check]:
+    """Checks of the dax devices (bound, onlined, movable) and of how hot-added memory goes online."""
     out = []
     for d in facts.dax:
         name = f"dax {d.chardev}"
@@ -112,8 +142,9 @@ def _dax(facts: HostFacts) -> list[Check]:
                     name,
                     "warn",
                     f"{d.chardev} -> node {d.target_node} is online but not in ZONE_MOVABLE (kernel data may land there)",
-                    f"daxctl reconfigure-device --mode=system-ram --no-online {d.chardev}; daxctl online-memory "
-                    f"--no-movable=false {d.chardev} (or boot with memhp_default_state=online_movable)",
+                    f"daxctl offline-memory {d.chardev} && daxctl online-memory {d.chardev} (online-memory onlines "
+                    "movable unless told --no-movable; offlining fails while unmovable pages sit there)",
+                    MOVABLE_CMDLINE,
                 )
             )
         else:
@@ -127,6 +158,7 @@ def _dax(facts: HostFacts) -> list[Check]:
                     "warn",
                     "hot-added memory stays offline (auto_online_blocks=offline)",
                     "echo online_movable > /sys/devices/system/memory/auto_online_blocks",
+                    MOVABLE_CMDLINE,
                 )
             )
         elif aob != "online_movable":
@@ -136,6 +168,7 @@ def _dax(facts: HostFacts) -> list[Check]:
                     "warn",
                     f"hot-added memory goes online as {aob}, not movable",
                     "echo online_movable > /sys/devices/system/memory/auto_online_blocks",
+                    MOVABLE_CMDLINE,
                 )
             )
         else:
@@ -178,6 +211,7 @@ def _knobs(facts: HostFacts) -> list[Check]:
                 "warn",
                 "reclaim will not demote to slower tiers",
                 "echo true > /sys/kernel/mm/numa/demotion_enabled",
+                f"echo 'w /sys/kernel/mm/numa/demotion_enabled - - - - true' > {TMPFILES_D}",
             )
         )
     else:
@@ -193,7 +227,8 @@ def _knobs(facts: HostFacts) -> list[Check]:
                 "numa_balancing",
                 "warn",
                 "numa_balancing=1 balances between CPU nodes but does not promote from slow tiers",
-                "sysctl kernel.numa_balancing=2 (or let cxltierd's numa-balancing engine set it)",
+                "sysctl -w kernel.numa_balancing=2 (or let cxltierd's numa-balancing engine set it)",
+                f"echo kernel.numa_balancing=2 > {SYSCTL_D}",
             )
         )
     else:
@@ -270,7 +305,7 @@ def run_checks(
 ) -> list[Check]:
     """Every check, in the order `doctor` prints them. `probes`: the engine registry's verdicts; `features`: the
     DAMON probe's findings (either None: that check is skipped)."""
-    checks = _kernel(facts) + _cxl(facts) + _dax(facts) + _tiers(facts, topo) + _knobs(facts) + _caps(cap_eff)
+    checks = _kernel(facts) + _cxl(facts) + dax_checks(facts) + _tiers(facts, topo) + _knobs(facts) + _caps(cap_eff)
     checks += _engines(probes) if probes is not None else []
     return checks + (_damon_features(features) if features is not None else [])
 

@@ -99,4 +99,6 @@ def test_policy_check(tmp_path):
     (tmp_path / "bad.yaml").write_text("hotness: {half_lfe: 3}\n")
     bad = CliRunner().invoke(main, ["policy", "check", str(tmp_path / "bad.yaml")])
     assert bad.exit_code == 2
-    assert bad.stderr.strip().endswith("bad.yaml: hotness.half_lfe: unknown key 'half_lfe' (did you mean 'half_life'?)")
+    assert bad.stderr.strip().endswith(
+        "bad.yaml: line 1: hotness.half_lfe: unknown key 'half_lfe' (did you mean 'half_life'?)"
+    )

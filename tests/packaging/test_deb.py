@@ -202,3 +202,13 @@ def test_packaged_command_runs_with_debian_python(extracted: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "hosts" in proc.stdout
+
+
+def test_lintian_is_clean(deb: Path) -> None:
+    """lintian on the built .deb: no error and no warning (informational tags are allowed)."""
+    lintian = require_tool("lintian", "lintian")
+    proc = subprocess.run(
+        [lintian, "--fail-on", "error,warning", str(deb)], capture_output=True, text=True, timeout=300, check=False
+    )
+    tags = [line for line in proc.stdout.splitlines() if re.match(r"[EW]: ", line)]
+    assert proc.returncode == 0 and tags == [], proc.stdout + proc.stderr
