@@ -16,7 +16,7 @@ from cxltierd.emulate.spec import Burst, Growth, Placement, Zipf
 from cxltierd.errors import ConfigError
 from cxltierd.units import format_size, parse_seconds, parse_size
 
-SHIPPED = ["hotset-shift", "kv-cache-growth", "moe-experts", "training-phases", "zipf-static"]
+SHIPPED = ["bursty-tenants", "hotset-shift", "kv-cache-growth", "moe-experts", "training-phases", "zipf-static"]
 
 BASE: dict[str, Any] = {
     "name": "t",
