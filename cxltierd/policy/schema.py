@@ -106,7 +106,7 @@ class Hotness:
 class RateLimit:
     """How much memory may move per second (and per interval), both directions together."""
 
-    mb_per_s: float = 512.0  # MiB/s of migration, both directions together
+    mb_per_s: float = 1024.0  # MiB/s of migration, both directions together
     mb_per_interval: float = 0.0  # MiB per loop interval; 0: only mb_per_s * interval
 
 

@@ -23,7 +23,7 @@ def test_benchmark_script_starts(script: str) -> None:
     assert "usage:" in done.stdout
 
 
-@pytest.mark.parametrize("module", ["lab_migration", "lab_promotion", "lab_drain"])
+@pytest.mark.parametrize("module", ["lab_migration", "lab_promotion", "lab_drain", "lab_reaction"])
 def test_lab_benchmarks_share_the_lab_helpers_without_a_conftest(module: str) -> None:
     code = (
         f"import sys, {module} as bench; "
@@ -222,3 +222,21 @@ def test_tenants_benchmark_guarantee_holds_and_the_table_has_every_placer() -> N
         "tenants-latency-batch seed 1: 5 s below a guarantee (target 0)",
         f"tenants-latency-batch seed 1: budgets cost {100 * (without.total - 0.6):.2f} points of fast share (target 3)",
     ]
+
+
+def test_lab_reaction_subtracts_the_floor_and_judges_every_run() -> None:
+    bench = load("lab_reaction")
+    row = bench.Row
+    floor = row("floor", [2.0, 2.4, 2.5, 2.6, 3.0])
+    fast = row("cxltierd move_pages", [4.0, 4.5, 5.0, 5.2, 5.5], [3, 3, 4, 4, 5], 0.0)
+    slow = row("cxltierd damos", [4.0, 4.5, 5.0, 5.2, 6.0], [3, 3, 4, 4, 6], 0.0)
+    never = row("cxltierd numa_balancing", [7.0, None, 7.5, 8.0, 8.1], [7, 60, 7, 8, 8], 0.01)
+    text = bench.table([floor, fast, slow, never], 4, 5, 60.0)
+    lines = text.splitlines()
+    assert lines[4] == "| floor | 2.0, 2.4, 2.5, 2.6, 3.0 | 2.5 (2.0-3.0) |  |  |  |"
+    assert lines[5] == "| cxltierd move_pages | 4.0, 4.5, 5.0, 5.2, 5.5 | 5.0 (4.0-5.5) | 2.5 / 3.0 | 4 / 5 | 0.0% |"
+    assert lines[7].startswith("| cxltierd numa_balancing | 7.0, -, 7.5, 8.0, 8.1 | 7.8 (7.0-8.1), 1 not reached |")
+    verdict = lines[-1]
+    assert "cxltierd move_pages: met" in verdict  # 5.5 - 2.5 = 3.0: within the bound in every run
+    assert "cxltierd damos: MISSED" in verdict  # one run 3.5 s over the floor
+    assert "cxltierd numa_balancing: MISSED" in verdict  # one run never reached 90%

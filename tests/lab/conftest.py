@@ -73,12 +73,14 @@ def cxl_node() -> int:
 
 @pytest.fixture
 def workload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkloadFactory]:
-    """Factory: workload(node, mib, hot_mib=0, *, sleep_ms=1.0, cpu=None, cgroup=None, unbind=False) -> Workload.
+    """Factory: workload(node, mib, hot_mib=0, *, sleep_ms=1.0, cpu=None, cgroup=None, unbind=False, shift_mib=0)
+    -> Workload.
 
     Starts tests/lab/workload.py with LD_BIND_NOW=1, waits until the whole buffer is touched, SIGKILLs it at teardown.
     cgroup: join that cgroup (a path below /sys/fs/cgroup, see the `test_cgroup` fixture) before allocating; unbind:
     drop the buffer's MPOL_BIND after touching it, so NUMA balancing may move it. companion (needs cpu): also start a
     process that wakes every 0.5 ms on the same CPU (in the caller's cgroup, so a cgroup selector leaves it out).
+    shift_mib: each SIGUSR1 to the workload moves its hot range that many MiB on (tests/lab/workload.py).
 
     Why the companion: x86 clears a PTE's accessed bit without a TLB flush (DAMON's mkold, the DAMOS young filter),
     and QEMU's TCG keeps the translation cached until the guest switches address space. A workload that only
@@ -100,6 +102,7 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkloadFacto
         unbind: bool = False,
         companion: bool = False,
         timeout: float = 300.0,
+        shift_mib: int = 0,
     ) -> Workload:
         if companion:
             assert cpu is not None, "a companion shares the workload's CPU: give cpu="
@@ -112,6 +115,8 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkloadFacto
             cmd += ["--cgroup", cgroup]
         if unbind:
             cmd += ["--unbind"]
+        if shift_mib:
+            cmd += ["--shift-mib", str(shift_mib)]
         err_path = logs / f"workload-{len(started)}.stderr"
         with err_path.open("w") as err:
             proc = subprocess.Popen(

@@ -1,6 +1,6 @@
 """A small victim process for lab tests: N MiB of anonymous memory bound to one NUMA node, with a hot prefix.
 
-usage: workload.py --node N --mib M [--hot-mib H] [--sleep-ms S] [--cpu C] [--cgroup PATH] [--unbind]
+usage: workload.py --node N --mib M [--hot-mib H] [--sleep-ms S] [--cpu C] [--cgroup PATH] [--unbind] [--shift-mib K]
 
 Only the buffer is bound (mbind(2)), not the interpreter: its stack and heap stay on the CPU nodes, which keeps it
 clear of the QEMU 10.0 TCG crash where a wide store spans a RAM page and an emulated CXL page (tests/lab/README.md).
@@ -11,8 +11,10 @@ DAMON only sees accessed bits when the CPU context-switches. Stop it with SIGKIL
 
 --cgroup PATH moves the process into the cgroup v2 group PATH (relative to /sys/fs/cgroup) before the buffer is
 allocated, so the buffer is charged to that memory cgroup (a DAMOS memcg filter matches it; charges do not follow a
-process that changes cgroup later). --unbind drops the buffer's MPOL_BIND once it is touched (MPOL_DEFAULT): the
-pages stay where they are, but NUMA balancing may now migrate them (it skips VMAs with a strict bind policy).
+process that changes cgroup later). --shift-mib K: each SIGUSR1 moves the hot range K MiB further into the buffer
+(wrapping around its end); the pages it moves onto were cold until then, so they are where the buffer was touched.
+--unbind drops the buffer's MPOL_BIND once it is touched (MPOL_DEFAULT): the pages stay where they are, but NUMA
+balancing may now migrate them (it skips VMAs with a strict bind policy).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ctypes
 import json
 import mmap
 import os
+import signal
 import sys
 import time
 
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu", type=int, help="pin to this CPU")
     ap.add_argument("--cgroup", help="join this cgroup v2 group (path below /sys/fs/cgroup) before allocating")
     ap.add_argument("--unbind", action="store_true", help="reset the buffer to MPOL_DEFAULT once it is touched")
+    ap.add_argument("--shift-mib", type=int, default=0, help="SIGUSR1 moves the hot range this many MiB on")
     args = ap.parse_args(argv)
     if args.hot_mib > args.mib:
         ap.error("--hot-mib must not exceed --mib")
@@ -91,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     touch(view, length, page)
     if args.unbind:
         mbind(addr, length, None)
+    offset = [0]  # where the hot range starts; SIGUSR1 moves it by --shift-mib
+
+    def shift(signum: int, frame: object) -> None:
+        offset[0] = (offset[0] + (args.shift_mib << 20)) % length
+
+    signal.signal(signal.SIGUSR1, shift)  # before the JSON line: a signal after it must not kill the process
     info = {
         "pid": os.getpid(),
         "addr": addr,
@@ -104,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     hot = args.hot_mib << 20
     pause = max(args.sleep_ms, 0.0) / 1000.0
     while True:
-        touch(view, hot, page)
+        start = offset[0]
+        if start + hot <= length:
+            touch(view[start:], hot, page)
+        else:  # wraps around the end of the buffer
+            touch(view[start:], length - start, page)
+            touch(view, start + hot - length, page)
         time.sleep(pause if hot else 3600.0)
 
 

@@ -211,3 +211,18 @@ def test_exchange_margin_scales_with_sampling_noise():
     assert decide(TOPO, fast + noisy, pol, full, now=0).moves == ()
     hot = [region(i, 2, heat=400.0) for i in range(3)]  # well outside the noise
     assert len(decide(TOPO, fast + hot, pol, full, now=0).moves) == 6
+
+
+def test_default_rate_limit_exchanges_half_a_gib_within_one_second_tick():
+    """After a hot-set shift the fast tier is full, so every promotion is an exchange that spends the budget twice: the
+    default budget (1 GiB/s, both directions) swaps a new 512 MiB hot set in within one 1 s tick (issue 17)."""
+    big = Topology(
+        nodes=(Node(0, "ddr", "test", total_bytes=1000 * R), Node(2, "cxl", "test", total_bytes=2000 * R)),
+        tiers=(Tier("ddr", 0, (0,)), Tier("cxl", 1, (2,))),
+    )
+    cold = [region(1000 + i, 0, heat=10.0) for i in range(900)]  # DDR at its 90% mark, all of it cooled down
+    hot = [region(i, 2, heat=1000.0) for i in range(256)]  # the new hot set, 512 MiB on CXL
+    st = PlacementState(free_bytes={0: 100 * R, 2: 1000 * R}, total_bytes={0: 1000 * R, 2: 2000 * R})
+    plan = decide(big, cold + hot, build_policy({"interval": 1}), st, now=0)
+    assert {m.start for m in plan.moves if m.dst == 0} == {r.start for r in hot}
+    assert sum(m.size for m in plan.moves) == 1024 * MiB

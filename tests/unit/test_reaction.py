@@ -12,6 +12,8 @@ def test_change_times_of_the_shipped_scenarios():
     assert change_times(read_scenario("zipf-static"), 600) == []  # nothing moves
     moe = change_times(read_scenario("moe-experts"), 120)
     assert moe and all(0 < t < 120 for t in moe) and moe == sorted(set(moe))
+    # four tenants with 30 s bursts every 120 s, one after another: a burst starts every 30 s (the one at 0 is no change)
+    assert change_times(read_scenario("bursty-tenants"), 150) == [30.0, 60.0, 90.0, 120.0]
 
 
 def test_reaction_is_the_first_interval_within_five_percent_of_the_oracle():

@@ -16,7 +16,7 @@ from cxltierd.emulate.spec import Burst, Growth, Placement, Zipf
 from cxltierd.errors import ConfigError
 from cxltierd.units import format_size, parse_seconds, parse_size
 
-PLACEMENT = ["hotset-shift", "kv-cache-growth", "moe-experts", "training-phases", "zipf-static"]
+PLACEMENT = ["bursty-tenants", "hotset-shift", "kv-cache-growth", "moe-experts", "training-phases", "zipf-static"]
 TENANTS = ["tenants-growth-cap", "tenants-latency-batch", "tenants-weighted"]  # run by benchmarks/tenants.py
 SHIPPED = sorted(PLACEMENT + TENANTS)
 
