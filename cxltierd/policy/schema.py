@@ -136,6 +136,17 @@ class NodeLabels:
     feature_file: str | None = None
 
 
+INTERLEAVE_WEIGHTS: tuple[str, ...] = ("keep", "bandwidth")
+
+
+@dataclass(frozen=True)
+class Interleave:
+    """Weighted interleave (kernel 6.9+): keep the kernel's weights, or set them from each node's HMAT bandwidth."""
+
+    weights: str = "keep"  # keep | bandwidth
+    override: bool = False  # bandwidth: also replace weights an operator or the kernel's auto mode set
+
+
 @dataclass(frozen=True)
 class Policy:
     """A validated policy file (frozen); Policy() is the built-in defaults."""
@@ -152,6 +163,7 @@ class Policy:
     damon: Damon = Damon()
     metrics: Metrics = Metrics()
     node_labels: NodeLabels = NodeLabels()
+    interleave: Interleave = Interleave()
     source: str = "<defaults>"
     digest: str = ""  # sha256 of the file's bytes, first 12 hex digits
 
@@ -179,6 +191,7 @@ TOP_KEYS = (
     "damon",
     "metrics",
     "node_labels",
+    "interleave",
 )
 
 
@@ -215,6 +228,7 @@ def build_policy(doc: Any, source: str = "") -> Policy:
         damon=_damon(c, d.get("damon")),
         metrics=_metrics(c, d.get("metrics")),
         node_labels=_node_labels(c, d.get("node_labels")),
+        interleave=_interleave(c, d.get("interleave")),
     )
 
 
@@ -373,3 +387,12 @@ def _node_labels(c: Checker, value: Any) -> NodeLabels:
     if not path.startswith("/") or path.endswith("/"):
         c.fail("node_labels.feature_file", f"must be an absolute file path, got {path!r}")
     return NodeLabels(feature_file=path)
+
+
+def _interleave(c: Checker, value: Any) -> Interleave:
+    i = c.mapping(value, "interleave", ("weights", "override"))
+    d = Interleave()
+    return Interleave(
+        weights=c.choice(i, "weights", "interleave", INTERLEAVE_WEIGHTS, d.weights),
+        override=c.boolean(i, "override", "interleave", d.override),
+    )
