@@ -250,15 +250,15 @@ def _split_far_cxl(nodes: list[Node], fixed: set[int]) -> list[Node]:
     if ratio < CXL_FAR_FACTOR:
         return nodes
     near = lat[i][0]
-    far = {n for _, n in lat[i + 1 :]}
+    far = {n: latency for latency, n in lat[i + 1 :]}
     return [
         replace(
             n,
             kind="cxl-far",
-            reason=f"{n.reason}; read latency {n.hmat.read_latency_ns} ns, {n.hmat.read_latency_ns / near:.2f}x the "
-            f"nearer CXL tier's {near} ns",
+            reason=f"{n.reason}; read latency {far[n.node]} ns, {far[n.node] / near:.2f}x the nearer CXL tier's "
+            f"{near} ns",
         )
-        if n.node in far and n.hmat is not None
+        if n.node in far
         else n
         for n in nodes
     ]
