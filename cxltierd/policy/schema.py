@@ -79,6 +79,7 @@ class Tiers:
 
     fast: tuple[str | int, ...] = ()  # tier names or node ids; empty: the fastest tier
     slow: tuple[str | int, ...] = ()  # empty: every tier that is not fast
+    order: tuple[str, ...] = ()  # tier kinds fastest first, to cascade over (empty: the topology's order)
     overrides: dict[int, str] = field(default_factory=dict, hash=False)  # node -> tier kind
 
 
@@ -245,7 +246,7 @@ def _tier_refs(c: Checker, t: dict[str, Any], key: str) -> tuple[str | int, ...]
 
 
 def _tiers(c: Checker, value: Any) -> Tiers:
-    t = c.mapping(value, "tiers", ("fast", "slow", "overrides"))
+    t = c.mapping(value, "tiers", ("fast", "slow", "order", "overrides"))
     raw = t.get("overrides") or {}
     if not isinstance(raw, dict):
         c.fail("tiers.overrides", f"must be a mapping of node id to tier, got {show(raw)}")
@@ -263,7 +264,13 @@ def _tiers(c: Checker, value: Any) -> Tiers:
     both = set(fast) & set(slow)
     if both:
         c.fail("tiers.slow", f"{', '.join(map(str, sorted(both, key=str)))} also listed in tiers.fast")
-    return Tiers(fast=fast, slow=slow, overrides=overrides)
+    items = c.sequence(t.get("order"), "tiers.order")
+    order = tuple(c.choice(items, i, "tiers.order", TIER_KINDS) for i in range(len(items)))
+    if len(set(order)) < len(order):
+        c.fail("tiers.order", f"lists a tier twice: {', '.join(order)}")
+    if order and (fast or slow):
+        c.fail("tiers.order", "cannot be combined with tiers.fast or tiers.slow (the order names every tier's role)")
+    return Tiers(fast=fast, slow=slow, order=order, overrides=overrides)
 
 
 def _watermarks(c: Checker, value: Any) -> dict[str, Watermark]:

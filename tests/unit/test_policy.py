@@ -136,7 +136,7 @@ def test_shipped_example_is_valid_and_complete():
     text = example.read_text()
     # every top-level and nested key of the schema appears in the example
     for key in (
-        "interval", "engine", "dry_run", "fast", "slow", "overrides", "watermarks", "min_free_percent",
+        "interval", "engine", "dry_run", "fast", "slow", "order", "overrides", "watermarks", "min_free_percent",
         "max_used_percent", "hot_threshold", "half_life", "hysteresis", "min_samples", "mb_per_s", "mb_per_interval",
         "cooldown", "manage", "exclude", "pin", "min_rss", "sample_interval", "aggregation_interval",
         "update_interval", "min_regions", "max_regions", "region_size", "process_labels",
