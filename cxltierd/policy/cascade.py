@@ -121,6 +121,17 @@ def cascade(
             f[n] -= share
             if n in a:
                 a[n] -= share
+        # An exchange into a middle tier at its max_used mark is a swap (the victim comes in, the candidate leaves),
+        # but decide checks the victim's room first: lend the middle tier the room between its max_used and
+        # min_free marks, at most this tick's budget (whatever stays there is shed a tier down by a later tick).
+        if i + 1 < n_pairs:
+            for n in tiers[i + 1]:
+                mark = policy.watermark(kind.get(n, "unknown"))
+                headroom = 100 - mark.min_free_percent - mark.max_used_percent  # up to the pressure mark
+                lend = min(budget, max(0, int(total(n) * headroom / 100)))
+                f[n] = f.get(n, 0) + lend
+                if n in a:
+                    a[n] += lend
         sub = replace(
             policy,
             tiers=replace(policy.tiers, fast=tiers[i], slow=tiers[i + 1]),

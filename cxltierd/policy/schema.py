@@ -18,6 +18,7 @@ from cxltierd.validate import Checker, join, node_id, one_line_errors, parse_yam
 
 DEFAULT_PATH = "/etc/cxltierd/policy.yaml"
 ENGINES: tuple[str, ...] = ("auto", "simulated", "move_pages", "damos", "numa_balancing")
+OBJECTIVES: tuple[str, ...] = ("pack", "latency")
 MiB = 1 << 20
 MAX_KDAMONDS = 64  # damon.max_processes at most: each is a kernel thread sampling its process
 MATCH_CHARS = 512  # a regex selector sees this much of a command line (bounds its worst case, see regex_risk)
@@ -165,6 +166,7 @@ class Policy:
     metrics: Metrics = Metrics()
     node_labels: NodeLabels = NodeLabels()
     interleave: Interleave = Interleave()
+    objective: str = "pack"  # pack: hottest into the fastest tier; latency: lowest loaded latency (policy/latency.py)
     source: str = "<defaults>"
     digest: str = ""  # sha256 of the file's bytes, first 12 hex digits
 
@@ -193,6 +195,7 @@ TOP_KEYS = (
     "metrics",
     "node_labels",
     "interleave",
+    "objective",
 )
 
 
@@ -230,6 +233,7 @@ def build_policy(doc: Any, source: str = "") -> Policy:
         metrics=_metrics(c, d.get("metrics")),
         node_labels=_node_labels(c, d.get("node_labels")),
         interleave=_interleave(c, d.get("interleave")),
+        objective=c.choice(d, "objective", "", OBJECTIVES, p.objective),
     )
 
 

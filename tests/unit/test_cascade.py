@@ -54,8 +54,8 @@ def test_pressure_sinks_one_tier_at_a_time_and_each_region_moves_once():
     plan = decide(TOPO, heat, policy(), state({0: 98, 1: 98, 2: 10}), now=0)
     down01 = [m for m in plan.moves if (m.src, m.dst) == (0, 1)]
     down12 = [m for m in plan.moves if (m.src, m.dst) == (1, 2)]
-    assert len(down01) == 8 and len(down12) >= 8  # back under max_used 90%
-    assert {m.start for m in down01} == {heat[i].start for i in range(8)}  # DDR's coldest
+    assert len(down01) >= 8 and len(down12) >= 8  # back under max_used 90% (and exchanges with CXL's hottest)
+    assert {heat[i].start for i in range(8)} <= {m.start for m in down01}  # DDR's coldest
     assert not [m for m in plan.moves if (m.src, m.dst) in ((0, 2), (2, 0))]  # adjacent tiers only
     assert len({m.key for m in plan.moves}) == len(plan.moves)
     assert not {m.key for m in down01} & {m.key for m in down12}
