@@ -58,13 +58,16 @@ GOOD = {
 
 def results(
     table: dict[str, tuple[tuple[float, ...], float, float, int]],
-) -> list[tuple[str, str, float, int, int, float]]:
-    """What placement.one() returns for each (scenario, placer) job, from a per-scenario table."""
+) -> list[tuple[str, str, float, int, int, float, float, list]]:
+    """What placement.one() returns for each (scenario, placer) job, from a per-scenario table (mean latency: 100 ns
+    for every placer, as on a host without contention)."""
     out = []
     for s, (shares, moved, oracle_moved, pp) in table.items():
         for p, share in zip(placement.PLACERS, shares, strict=True):
             gib = moved if p == "cxltierd" else oracle_moved if p == "oracle" else 0.0
-            out.append((s, p, share, int(gib * GiB), pp if p == "cxltierd" else 0, 1.0))
+            out.append((s, p, share, int(gib * GiB), pp if p == "cxltierd" else 0, 100.0, 1.0, []))
+        for p in placement.LATENCY_PLACERS:
+            out.append((s, p, 0.0, 0, 0, 100.0, 1.0, []))
     return out
 
 
@@ -107,6 +110,12 @@ def test_placement_markdown_is_the_readme_table_format(monkeypatch: pytest.Monke
         "",
         "| scenario | changes in heat | median reaction | worst reaction |",
         "|---|---|---|---|",
+        "",
+        "| scenario | cxltierd pack | cxltierd latency | static | promote-on-access | age | oracle (pack)"
+        " | oracle-latency | latency / pack | latency / oracle-latency | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| a | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 1.000 | 1.000 | <= 1.01 x pack: met |",
+        "| b | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 1.000 | 1.000 | <= 1.01 x pack: met |",
     ]
     assert err == ""
 
@@ -201,3 +210,14 @@ def test_lab_promotion_compares_the_best_cxltierd_row_with_the_mtier_peer() -> N
     absent = row("kernel DAMON mtier", None, None, 0.0, 0.0, note="the kernel has no node_mem_used_bp quota goal")
     assert bench.against_mtier([rows[0], absent]) == ""
     assert absent.cells(120)[1] == "not run: the kernel has no node_mem_used_bp quota goal"
+
+
+def test_placement_latency_targets() -> None:
+    scenarios = ["bandwidth-scan", "three-tier", "zipf-static"]
+    lat = {(s, p): 100.0 for s in scenarios for p in (*placement.PLACERS, *placement.LATENCY_PLACERS)}
+    lat[("bandwidth-scan", "cxltierd")] = 120.0  # latency only 17% below pack: met
+    lat[("three-tier", "oracle-latency")] = 90.0  # 11% above the oracle: missed
+    lat[("zipf-static", "cxltierd-latency")] = 102.0  # 2% above pack without contention: missed
+    table, misses = placement.latency_rows(lat, scenarios)
+    assert [m.split(":")[0] for m in misses] == ["three-tier", "zipf-static"]
+    assert "| bandwidth-scan | 120 ns | 100 ns |" in table and "0.833 | 1.000 | <= 0.85 x pack" in table
