@@ -198,8 +198,8 @@ def _host(settings: Settings, policy: Policy, path: str | None) -> tuple[Runtime
         engines_for=lambda f, t, p: host_engines(fs, f, t, p, state_dir),
         events=events,
         cleanup=(
+            lambda: _restore_interleave(fs, state_dir),
             lambda: DamonStat(fs, state_dir / registry.DAMON_STAT_FILE).restore(),
-            lambda: WeightedInterleave(fs, state_dir / INTERLEAVE_FILE).restore(),
         ),
     )
     facts = rt.discover()
@@ -216,6 +216,14 @@ def _interleave(fs: HostFS, topology: Topology, policy: Policy, state_dir: Path)
     else:
         if note:
             log.info("%s", note)
+
+
+def _restore_interleave(fs: HostFS, state_dir: Path) -> None:
+    """Give back the weighted-interleave weights cxltierd set; a failure is logged (the other cleanups still run)."""
+    try:
+        WeightedInterleave(fs, state_dir / INTERLEAVE_FILE).restore()
+    except CxltierdError as e:
+        log.error("%s", e)
 
 
 def host_engines(fs: HostFS, facts: HostFacts, topology: Topology, policy: Policy, state_dir: Path) -> Engines:
