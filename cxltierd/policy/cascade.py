@@ -8,7 +8,10 @@ into it), then again from the second pair down (the room the fastest pair's prom
 filled from below in the same tick). The evidence is strong enough to skip a tier when a region further down is
 at least STRONG times hotter than the hottest region of the tier in between (and above the promotion floor): it
 joins the upper pair's candidates and goes straight up. Each pair sees the node usage, the rate-limit budget and
-the cooldowns that the pairs before it planned, so a region moves at most once per tick.
+the cooldowns that the pairs before it planned, so a region moves at most once per tick. On the way up a middle
+tier counts what the tier above must shed as already there (its own pressure demotion makes the room), and an upper
+pair may fill the tier below it up to its min_free mark rather than its max_used mark (an exchange is a swap, but
+decide checks the victim's room first).
 
 The tiers are the policy's `tiers.order` (tier kinds, fastest first), else the topology's tiers; the cascade applies
 when at least three of them have live nodes and the policy names no `tiers.fast` / `tiers.slow` (those keep the two
