@@ -11,7 +11,11 @@ cxltierd's share as a fraction of the oracle's, GiB migrated and ping-pong moves
 of the oracle's share on average, never more than 1 point below the best baseline, migration volume at most 2x the
 oracle's. Then, for each scenario whose heat moves (hot-set shifts, bursts, expert groups, phases), the reaction:
 intervals from each change to cxltierd's interval share within 5% of the oracle's, median and worst (issue 17:
-median at most 3 intervals). Exits 1, naming each missed target on stderr, when one is missed.
+median at most 3 intervals). Then the mean loaded latency (issue 13; cxltierd.policy.perf's model, access-weighted):
+cxltierd with `objective: pack` and `objective: latency`, the baselines, the pack oracle and oracle-latency (the
+latency objective fed the true future rates, with no hysteresis or cooldown). Targets: with contention
+(bandwidth-scan) latency <= 0.85 x pack and <= 1.05 x oracle-latency; on the three-tier host <= 1.05 x
+oracle-latency; elsewhere <= 1.01 x pack. Exits 1, naming each missed target on stderr, when one is missed.
 
     --markdown prints the README's placement table and its summary line, exactly as the README shows them.
 """
@@ -31,12 +35,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cxltierd.emulate import read_scenario, scenario_names
 from cxltierd.emulate.reaction import change_times, median, reaction_times
 from cxltierd.emulate.simulate import PLACERS, run
+from cxltierd.policy.schema import Policy
 
 BASELINES = ("static", "promote-on-access", "age")
 GiB = 1 << 30
 # the targets: share vs the oracle's (average), points vs the best baseline (worst), migration vs the oracle's (largest)
 TARGET_RATIO, TARGET_GAP, TARGET_VOLUME = 0.95, -1.0, 2.0
 TARGET_REACTION = 3.0  # median intervals from a change in heat to within 5% of the oracle's share (issue 17)
+# Mean loaded latency (issue 13): cxltierd with objective latency, and the oracle that knows the future and the model.
+LATENCY_PLACERS = ("cxltierd-latency", "oracle-latency")
+CONTENTION = ("bandwidth-scan",)  # scenarios where a tier's bandwidth saturates
+THREE_TIER = ("three-tier",)
+TARGET_CONTENTION_GAIN = 0.85  # latency <= 0.85 x pack's mean latency with contention
+TARGET_ORACLE = 1.05  # ... and within 5% of the latency oracle's (also on the three-tier host)
+TARGET_NO_CONTENTION = 1.01  # without contention, within 1% of pack's
 
 
 Series = list[tuple[float, float]]
@@ -44,11 +56,39 @@ Series = list[tuple[float, float]]
 
 def one(
     job: tuple[str, str, float | None, int | None, float | None],
-) -> tuple[str, str, float, int, int, float, Series]:
+) -> tuple[str, str, float, int, int, float, float, Series]:
     scenario, placer, duration, seed, interval = job
     t = time.perf_counter()
-    r = run(scenario, placer, seed=seed, duration=duration, interval=interval)
-    return scenario, placer, r.share, r.migrated_bytes, r.ping_pong, time.perf_counter() - t, r.series
+    if placer == "cxltierd-latency":
+        r = run(scenario, "cxltierd", Policy(objective="latency"), seed=seed, duration=duration, interval=interval)
+    else:
+        r = run(scenario, placer, seed=seed, duration=duration, interval=interval)
+    took = time.perf_counter() - t
+    return scenario, placer, r.share, r.migrated_bytes, r.ping_pong, r.mean_latency_ns, took, r.series
+
+
+def latency_rows(lat: dict[tuple[str, str], float], scenarios: list[str]) -> tuple[str, list[str]]:
+    """The mean-latency table (markdown) and one line per missed latency target."""
+    placers = ("cxltierd", *LATENCY_PLACERS[:1], *BASELINES, "oracle", *LATENCY_PLACERS[1:])
+    names = {"cxltierd": "cxltierd pack", "cxltierd-latency": "cxltierd latency", "oracle": "oracle (pack)"}
+    head = ["scenario", *(names.get(p, p) for p in placers), "latency / pack", "latency / oracle-latency", "target"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    misses = []
+    for s in scenarios:
+        pack, mine, best = lat[(s, "cxltierd")], lat[(s, "cxltierd-latency")], lat[(s, "oracle-latency")]
+        vs_pack, vs_oracle = mine / pack, mine / best
+        if s in CONTENTION:
+            goal = f"<= {TARGET_CONTENTION_GAIN:g} x pack, <= {TARGET_ORACLE:g} x oracle"
+            ok = vs_pack <= TARGET_CONTENTION_GAIN and vs_oracle <= TARGET_ORACLE
+        elif s in THREE_TIER:
+            goal, ok = f"<= {TARGET_ORACLE:g} x oracle", vs_oracle <= TARGET_ORACLE
+        else:
+            goal, ok = f"<= {TARGET_NO_CONTENTION:g} x pack", vs_pack <= TARGET_NO_CONTENTION
+        if not ok:
+            misses.append(f"{s}: mean latency {mine:.0f} ns, {vs_pack:.3f} x pack, {vs_oracle:.3f} x oracle ({goal})")
+        cells = [s, *(f"{lat[(s, p)]:.0f} ns" for p in placers), f"{vs_pack:.3f}", f"{vs_oracle:.3f}"]
+        lines.append("| " + " | ".join([*cells, f"{goal}: {'met' if ok else 'MISSED'}"]) + " |")
+    return "\n".join(lines), misses
 
 
 @dataclass(frozen=True)
@@ -218,16 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print the README's table and summary line instead")
     args = ap.parse_args(argv)
     scenarios = scenario_names()
-    jobs = [(s, p, args.duration, args.seed, args.interval) for s in scenarios for p in PLACERS]
+    jobs = [(s, p, args.duration, args.seed, args.interval) for s in scenarios for p in (*PLACERS, *LATENCY_PLACERS)]
     with Pool(args.jobs) as pool:
         results = pool.map(one, jobs)
     res = {(s, p): (share, moved, pp) for s, p, share, moved, pp, *_ in results}
+    lat_table, lat_misses = latency_rows({(r[0], r[1]): r[5] for r in results}, scenarios)
     rows = table_rows(res, scenarios)
     react = reactions({(s, p): series for s, p, *_, series in results}, scenarios, args.duration, args.interval)
     if args.markdown:
         print(markdown(rows))
         print()
         print(reaction_table(react))
+        print()
+        print(lat_table)
     else:
         print(text(rows))
         print("\nping-pong (moves sent back within two cooldowns): "
@@ -236,14 +279,24 @@ def main(argv: list[str] | None = None) -> int:
         print("\nreaction (intervals from a change in heat to within 5% of the oracle's interval share):")
         for r in react:
             print(f"  {r.scenario:<18} {len(r.times):>3} changes: median {r.median:.1f}, worst {r.worst:.0f}")
+        print("\nmean loaded latency (access-weighted, cxltierd.policy.perf's model):")
+        print(lat_table)
     if args.json:
         args.json.write_text(
             json.dumps(
                 [
                     dict(
                         zip(
-                            ("scenario", "placer", "share", "migrated_bytes", "ping_pong", "seconds"),
-                            r[:6],
+                            (
+                                "scenario",
+                                "placer",
+                                "share",
+                                "migrated_bytes",
+                                "ping_pong",
+                                "mean_latency_ns",
+                                "seconds",
+                            ),
+                            r[:7],
                             strict=True,
                         )
                     )
@@ -252,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
         )
-    misses = summarize(rows).misses()
+    misses = summarize(rows).misses() + lat_misses
     misses += [
         f"{r.scenario}: median reaction {r.median:.1f} intervals > {TARGET_REACTION:g}"
         for r in react

@@ -28,6 +28,7 @@ from cxltierd.discovery.hotplug import EventSource
 from cxltierd.engines import registry
 from cxltierd.engines.base import Engines
 from cxltierd.engines.damon_stat import DamonStat
+from cxltierd.engines.interleave import INTERLEAVE_FILE, WeightedInterleave
 from cxltierd.engines.registry import Wiring
 from cxltierd.engines.select import choose
 from cxltierd.errors import CxltierdError
@@ -223,7 +224,10 @@ def _host(settings: Settings, policy: Policy, path: str | None) -> tuple[Runtime
         classify=lambda f, p: classify(f, p.tiers.overrides),
         engines_for=lambda f, t, p: host_engines(fs, f, t, p, state_dir),
         events=events,
-        cleanup=(lambda: DamonStat(fs, state_dir / registry.DAMON_STAT_FILE).restore(),),
+        cleanup=(
+            lambda: _restore_interleave(fs, state_dir),
+            lambda: DamonStat(fs, state_dir / registry.DAMON_STAT_FILE).restore(),
+        ),
         ras=_host_ras(fs, state_dir),
     )
     facts = rt.discover()
@@ -247,8 +251,29 @@ def _host_ras(fs: HostFS, state_dir: Path) -> Failover:
     return Failover(TraceInstance(fs), ProcessMover(fs), fs, state_dir / STATE_FILE)
 
 
+def _interleave(fs: HostFS, topology: Topology, policy: Policy, state_dir: Path) -> None:
+    """Apply the policy's weighted-interleave weights; a failure is logged, never fatal."""
+    try:
+        note = WeightedInterleave(fs, state_dir / INTERLEAVE_FILE).apply(topology, policy.interleave, policy.dry_run)
+    except CxltierdError as e:
+        log.warning("%s", e)
+    else:
+        if note:
+            log.info("%s", note)
+
+
+def _restore_interleave(fs: HostFS, state_dir: Path) -> None:
+    """Give back the weighted-interleave weights cxltierd set; a failure is logged (the other cleanups still run)."""
+    try:
+        WeightedInterleave(fs, state_dir / INTERLEAVE_FILE).restore()
+    except CxltierdError as e:
+        log.error("%s", e)
+
+
 def host_engines(fs: HostFS, facts: HostFacts, topology: Topology, policy: Policy, state_dir: Path) -> Engines:
-    """The engine for a real host, chosen by the registry's probes; the idle engine while there is one tier."""
+    """The engine for a real host, chosen by the registry's probes; the idle engine while there is one tier. Sets the
+    weighted-interleave weights the policy asks for first (cxltierd.engines.interleave)."""
+    _interleave(fs, topology, policy, state_dir)
     if len(topology.tiers) < 2:
         names = ", ".join(t.name for t in topology.tiers) or "none"
         why = f"one memory tier ({names}): nothing to place until a slower tier appears"

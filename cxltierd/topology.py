@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cxltierd.facts import HostFacts, NodeFacts, Region
 
 # Tier kinds from fastest to slowest when nothing else orders them.
-TIER_KINDS: tuple[str, ...] = ("hbm", "ddr", "cxl", "pmem", "unknown")
+TIER_KINDS: tuple[str, ...] = ("hbm", "ddr", "cxl", "cxl-far", "pmem", "unknown")
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,9 @@ class Topology:
 # ---------------------------------------------------------------------------------------------------------------
 # Classification: a pure function of the discovered facts plus overrides.
 
-_KNOWN_ORDER = ("hbm", "ddr", "cxl", "pmem")
+_KNOWN_ORDER = ("hbm", "ddr", "cxl", "cxl-far", "pmem")
 HBM_BANDWIDTH_FACTOR = 2.0
+CXL_FAR_FACTOR = 1.25  # a CXL node this many times slower to read than the nearest CXL node is a tier of its own
 
 
 def _hmat(nf: NodeFacts, region: Region | None = None) -> Hmat | None:
@@ -228,9 +229,39 @@ def classify(facts: HostFacts, overrides: Mapping[int, str] | None = None) -> To
                 cpu_distance=cpu_dist,
             )
         )
+    classified = _split_far_cxl(classified, set(overrides))
     tiers = _order_tiers(classified)
     warnings = _kernel_disagreements(classified, tiers)
     return Topology(nodes=tuple(classified), tiers=tiers, warnings=tuple(warnings))
+
+
+def _split_far_cxl(nodes: list[Node], fixed: set[int]) -> list[Node]:
+    """CXL nodes of clearly different read latency (HMAT/CDAT) are two tiers: the nodes above the widest latency gap
+    (a ratio of at least CXL_FAR_FACTOR between neighbours in latency order) become cxl-far (a device behind a switch,
+    or on the other socket). Nodes without a latency, and nodes whose kind the config fixed, stay as they are."""
+    lat = sorted(
+        (n.hmat.read_latency_ns, n.node)
+        for n in nodes
+        if n.kind == "cxl" and n.node not in fixed and n.hmat is not None and n.hmat.read_latency_ns
+    )
+    if len(lat) < 2:
+        return nodes
+    ratio, i = max((lat[k + 1][0] / lat[k][0], k) for k in range(len(lat) - 1))
+    if ratio < CXL_FAR_FACTOR:
+        return nodes
+    near = lat[i][0]
+    far = {n: latency for latency, n in lat[i + 1 :]}
+    return [
+        replace(
+            n,
+            kind="cxl-far",
+            reason=f"{n.reason}; read latency {far[n.node]} ns, {far[n.node] / near:.2f}x the nearer CXL tier's "
+            f"{near} ns",
+        )
+        if n.node in far
+        else n
+        for n in nodes
+    ]
 
 
 def _group_evidence(nodes: list[Node]) -> dict[str, float | None]:

@@ -16,10 +16,12 @@ with the heat unsmoothed (half_life 0).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from cxltierd.loop import Decide
 from cxltierd.model import Plan, RegionHeat
 from cxltierd.policy.decide import Key, PlacementState, Planner
+from cxltierd.policy.decide import decide as cxltierd_decide
 from cxltierd.policy.roles import roles
 from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
@@ -167,5 +169,25 @@ def oracle(future: Callable[[float, float], Mapping[Key, float]]) -> Decide:
             if dst is None or not pl.add(r, dst, "promote: hot next interval"):
                 break
         return Plan(moves=tuple(pl.moves), notes=tuple(pl.notes))
+
+    return decide
+
+
+def latency_oracle(future: Callable[[float, float], Mapping[Key, float]]) -> Decide:
+    """`objective: latency` (cxltierd.policy.latency) fed every region's true mean rate over the next interval
+    instead of the sampled heat, with no hysteresis, noise floor or cooldown: it knows the future and the model."""
+
+    def decide(
+        topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state: PlacementState, now: float
+    ) -> Plan:
+        rate = future(now, now + policy.interval)
+        true = [replace(r, accesses=rate.get(r.key, 0.0)) for r in heat]
+        pol = replace(
+            policy,
+            objective="latency",
+            cooldown=0.0,
+            hotness=replace(policy.hotness, hysteresis=0.0, min_samples=0.0),
+        )
+        return cxltierd_decide(topology, true, pol, replace(state, resolution=0.0, last_moved={}), now)
 
     return decide

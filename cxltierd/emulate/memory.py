@@ -32,6 +32,7 @@ from cxltierd.emulate.schedule import EXIT, HOTPLUG, START, Schedule
 from cxltierd.emulate.spec import Scenario
 from cxltierd.emulate.store import VBASE, Proc, Store
 from cxltierd.model import PAGE_SIZE, Gates, Outcome, Plan, Process, Sample
+from cxltierd.policy.perf import node_perf
 from cxltierd.topology import Topology
 
 __all__ = ["VBASE", "HotplugRecord", "SimStats", "SimulatedMemory"]
@@ -50,11 +51,17 @@ class SimStats:
     failed_pages: Mapping[str, int]  # reason -> pages, refused moves and copies cancelled in flight
     evacuated_bytes: Mapping[tuple[int, int], int]  # moved by the kernel when a node was removed
     allocation_waits: int  # regions that found no room when allocated and had to wait
+    latency: float = 0.0  # accesses x the serving node's loaded latency (ns), summed (cxltierd.policy.perf)
 
     @property
     def fast_share(self) -> float | None:
         """Share of all accesses the fastest tier served; None before any access."""
         return self.fast_accesses / self.total_accesses if self.total_accesses > 0 else None
+
+    @property
+    def mean_latency_ns(self) -> float | None:
+        """Access-weighted mean loaded latency in ns; None before any access."""
+        return self.latency / self.total_accesses if self.total_accesses > 0 else None
 
 
 class SimulatedMemory:
@@ -77,6 +84,7 @@ class SimulatedMemory:
         self._store = Store(scenario, self.topology, self.seed)
         size = max(self._store.capacity) + 1
         self._sampler = Sampler(self.seed, scenario.sample_fraction, self.region_size, self.fast_nodes, size)
+        self._sampler.perf = node_perf(self.topology)
         self._schedule = Schedule()
         self._copies = CopyEngine(self._store, self._schedule, self._sampler, self.bandwidth)
         self._hotplug = Hotplug(self._store, self._copies, self._sampler, start)
@@ -164,6 +172,7 @@ class SimulatedMemory:
             failed_pages=dict(cp.failed),
             evacuated_bytes=dict(self._hotplug.evacuated),
             allocation_waits=st.waits,
+            latency=sm.latency,
         )
 
     def live_nodes(self) -> tuple[int, ...]:

@@ -6,7 +6,8 @@ previous sample (`t_sample`, scenario time) to now. `iv[n]` is what node n serve
 region's accesses credited before it changed node are kept in its process's `pre` so they are counted once.
 
 The observed rate adds Poisson sampling noise (a tracker seeing `sample_fraction` of the accesses; 0 means exact
-rates), drawn from random.Random(seed) in region order, so one seed gives one run. A region's age is the time its
+rates), drawn from random.Random(seed) in region order, so one seed gives one run. With a performance model
+(`perf`), every interval's accesses are also charged each node's loaded latency at that interval's demand. A region's age is the time its
 observed level has held: a change by more than half (and by more than 3 sampled accesses) starts a new level.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 
 from cxltierd.emulate.store import VBASE, Proc
 from cxltierd.model import RegionHeat
+from cxltierd.policy.perf import NodePerf
 
 
 class Sampler:
@@ -36,6 +38,8 @@ class Sampler:
         self.t_sample = 0.0  # start of the current observation interval
         self.last_share: float | None = None
         self.resolution = 0.0
+        self.perf: dict[int, NodePerf] = {}  # node -> performance model (cxltierd.policy.perf); empty: no latency
+        self.latency = 0.0  # accesses x loaded latency (ns) served so far
 
     def settle(self, p: Proc, i: int, t: float) -> None:
         """Credit region i's accesses since the interval start up to t to its current node."""
@@ -83,6 +87,8 @@ class Sampler:
             self.fast += fast
             for n, a in enumerate(iv):
                 self.node_total[n] += a
+                if a > 0 and n in self.perf:
+                    self.latency += a * self.perf[n].latency(a / dt)
             self.last_share = fast / total if total > 0 else None
             self.iv = [0.0] * len(iv)
         self.t_sample = t

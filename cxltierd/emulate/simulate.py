@@ -34,6 +34,7 @@ class RunResult:
 
     placer: str
     share: float  # share of all accesses served by the fastest tier over the run
+    mean_latency_ns: float = 0.0  # access-weighted mean loaded latency over the run (cxltierd.policy.perf)
     series: list[tuple[float, float]] = field(default_factory=list)  # (time, share in that interval)
     promoted_bytes: int = 0  # moved to a faster tier
     demoted_bytes: int = 0
@@ -83,6 +84,7 @@ def run(
             "promote-on-access": baselines.promote_on_access,
             "age": baselines.age,
             "oracle": lambda: baselines.oracle(sim.mean_rates),
+            "oracle-latency": lambda: baselines.latency_oracle(sim.mean_rates),
         }[placer]()
     loop = Loop(sim.topology, Engines("simulated", sim, sim), pol, decide=decide)
     end = duration if duration is not None else sc.duration
@@ -108,6 +110,7 @@ def run(
         else:
             result.demoted_bytes += b
     result.share = stats.fast_share or 0.0
+    result.mean_latency_ns = stats.mean_latency_ns or 0.0
     result.ping_pong = loop.totals.ping_pong
     result.failed_pages = sum(stats.failed_pages.values())
     result.ticks = loop.totals.ticks

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cxltierd.model import Move, Plan, Process, RegionHeat
+from cxltierd.policy import cascade, latency
 from cxltierd.policy.roles import Roles, is_managed, pinned_tier, roles
 from cxltierd.policy.schema import Policy
 from cxltierd.policy.shares import place
@@ -123,7 +124,11 @@ def _topo_total(topology: Topology, node: int) -> int:
 
 def decide(topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state: PlacementState, now: float) -> Plan:
     """Plan this tick's moves (see the module docstring). `heat` carries smoothed accesses/s per region."""
+    if policy.objective == "latency":  # the pack plan, filtered and balanced by loaded latency (policy/latency.py)
+        return latency.plan(topology, heat, policy, state, now, decide)
     live = {n for n in state.free_bytes if n in {x.node for x in topology.nodes}}
+    if cascade.applies(topology, policy, live):  # three or more tiers: adjacent pairs (cxltierd.policy.cascade)
+        return cascade.cascade(topology, heat, policy, state, now, decide)
     rl = roles(topology, policy, live)
     if not rl.fast or not rl.slow:
         return Plan(notes=("one tier only: nothing to place",))

@@ -20,6 +20,7 @@ from cxltierd.validate import Checker, join, node_id, one_line_errors, parse_yam
 
 DEFAULT_PATH = "/etc/cxltierd/policy.yaml"
 ENGINES: tuple[str, ...] = ("auto", "simulated", "move_pages", "damos", "numa_balancing")
+OBJECTIVES: tuple[str, ...] = ("pack", "latency")
 MiB = 1 << 20
 MAX_KDAMONDS = 64  # damon.max_processes at most: each is a kernel thread sampling its process
 MATCH_CHARS = 512  # a regex selector sees this much of a command line (bounds its worst case, see regex_risk)
@@ -81,6 +82,7 @@ class Tiers:
 
     fast: tuple[str | int, ...] = ()  # tier names or node ids; empty: the fastest tier
     slow: tuple[str | int, ...] = ()  # empty: every tier that is not fast
+    order: tuple[str, ...] = ()  # tier kinds fastest first, to cascade over (empty: the topology's order)
     overrides: dict[int, str] = field(default_factory=dict, hash=False)  # node -> tier kind
 
 
@@ -138,6 +140,17 @@ class NodeLabels:
     feature_file: str | None = None
 
 
+INTERLEAVE_WEIGHTS: tuple[str, ...] = ("keep", "bandwidth")
+
+
+@dataclass(frozen=True)
+class Interleave:
+    """Weighted interleave (kernel 6.9+): keep the kernel's weights, or set them from each node's HMAT bandwidth."""
+
+    weights: str = "keep"  # keep | bandwidth
+    override: bool = False  # bandwidth: also replace weights an operator or the kernel's auto mode set
+
+
 @dataclass(frozen=True)
 class Policy:
     """A validated policy file (frozen); Policy() is the built-in defaults."""
@@ -158,6 +171,8 @@ class Policy:
         default_factory=RasPolicy
     )  # CXL RAS: health thresholds and drain limits (cxltierd.ras.policy)
     tenants: tuple[Tenant, ...] = ()  # see policy/tenants.py
+    interleave: Interleave = Interleave()
+    objective: str = "pack"  # pack: hottest into the fastest tier; latency: lowest loaded latency (policy/latency.py)
     source: str = "<defaults>"
     digest: str = ""  # sha256 of the file's bytes, first 12 hex digits
 
@@ -187,6 +202,8 @@ TOP_KEYS = (
     "node_labels",
     "ras",
     "tenants",
+    "interleave",
+    "objective",
 )
 
 
@@ -226,6 +243,8 @@ def build_policy(doc: Any, source: str = "", checker: Checker | None = None) -> 
         node_labels=_node_labels(c, d.get("node_labels")),
         ras=RasPolicy.from_mapping(d.get("ras"), source, checker=c),
         tenants=parse_tenants(c, d.get("tenants"), _selector),
+        interleave=_interleave(c, d.get("interleave")),
+        objective=c.choice(d, "objective", "", OBJECTIVES, p.objective),
     )
 
 
@@ -242,7 +261,7 @@ def _tier_refs(c: Checker, t: dict[str, Any], key: str) -> tuple[str | int, ...]
 
 
 def _tiers(c: Checker, value: Any) -> Tiers:
-    t = c.mapping(value, "tiers", ("fast", "slow", "overrides"))
+    t = c.mapping(value, "tiers", ("fast", "slow", "order", "overrides"))
     raw = t.get("overrides") or {}
     if not isinstance(raw, dict):
         c.fail("tiers.overrides", f"must be a mapping of node id to tier, got {show(raw)}")
@@ -260,7 +279,13 @@ def _tiers(c: Checker, value: Any) -> Tiers:
     both = set(fast) & set(slow)
     if both:
         c.fail("tiers.slow", f"{', '.join(map(str, sorted(both, key=str)))} also listed in tiers.fast")
-    return Tiers(fast=fast, slow=slow, overrides=overrides)
+    items = c.sequence(t.get("order"), "tiers.order")
+    order = tuple(c.choice(items, i, "tiers.order", TIER_KINDS) for i in range(len(items)))
+    if len(set(order)) < len(order):
+        c.fail("tiers.order", f"lists a tier twice: {', '.join(order)}")
+    if order and (fast or slow):
+        c.fail("tiers.order", "cannot be combined with tiers.fast or tiers.slow (the order names every tier's role)")
+    return Tiers(fast=fast, slow=slow, order=order, overrides=overrides)
 
 
 def _watermarks(c: Checker, value: Any) -> dict[str, Watermark]:
@@ -384,3 +409,12 @@ def _node_labels(c: Checker, value: Any) -> NodeLabels:
     if not path.startswith("/") or path.endswith("/"):
         c.fail("node_labels.feature_file", f"must be an absolute file path, got {path!r}")
     return NodeLabels(feature_file=path)
+
+
+def _interleave(c: Checker, value: Any) -> Interleave:
+    i = c.mapping(value, "interleave", ("weights", "override"))
+    d = Interleave()
+    return Interleave(
+        weights=c.choice(i, "weights", "interleave", INTERLEAVE_WEIGHTS, d.weights),
+        override=c.boolean(i, "override", "interleave", d.override),
+    )

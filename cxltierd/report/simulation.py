@@ -13,6 +13,7 @@ def sim_json(r: RunResult) -> dict[str, Any]:
     return {
         "placer": r.placer,
         "fast_tier_access_share": r.share,
+        "mean_latency_ns": r.mean_latency_ns,
         "promoted_bytes": r.promoted_bytes,
         "demoted_bytes": r.demoted_bytes,
         "ping_pong": r.ping_pong,
@@ -23,19 +24,20 @@ def sim_json(r: RunResult) -> dict[str, Any]:
 
 
 def sim_table(scenario: str, results: list[RunResult], buckets: int = 6) -> str:
-    """Fast-tier share over time (in `buckets` spans of the run) and overall, migration and ping-pong per placer."""
+    """Fast-tier share over time (in `buckets` spans of the run) and overall, the access-weighted mean loaded latency
+    (cxltierd.policy.perf's model), migration and ping-pong per placer."""
     end = max((r.series[-1][0] for r in results if r.series), default=0.0)
     edges = [end * i / buckets for i in range(buckets + 1)]
     head = " ".join(f"{f'<{e:.0f}s':>6}" for e in edges[1:])
     lines = [
         f"scenario {scenario}: share of accesses served by the fastest tier",
-        f"{'placer':<18} {head}  {'overall':>7}  {'promoted':>9} {'demoted':>9} {'ping-pong':>9}",
+        f"{'placer':<18} {head}  {'overall':>7}  {'latency':>8}  {'promoted':>9} {'demoted':>9} {'ping-pong':>9}",
     ]
     for r in results:
         spans = [r.share_between(edges[i], edges[i + 1]) for i in range(buckets)]
         cells = " ".join(f"{'-' if s is None else f'{100 * s:.1f}%':>6}" for s in spans)
         lines.append(
-            f"{r.placer:<18} {cells}  {100 * r.share:>6.1f}%  {human_bytes(r.promoted_bytes):>9}"
+            f"{r.placer:<18} {cells}  {100 * r.share:>6.1f}%  {r.mean_latency_ns:>5.0f} ns  {human_bytes(r.promoted_bytes):>9}"
             f" {human_bytes(r.demoted_bytes):>9} {r.ping_pong:>9}"
         )
     return "\n".join(lines)

@@ -33,7 +33,7 @@ def labels(s: Snapshot) -> dict[str, str]:
     for t, (total, _free) in zip(tiers, s.tier_usage().values(), strict=True):
         out[f"tier-{t}"] = "true"
         out[f"tier-{t}-capacity-gib"] = str(total // GiB)
-    cxl_nodes = [n for n in s.topology.nodes if n.kind == "cxl"]
+    cxl_nodes = [n for n in s.topology.nodes if n.kind in ("cxl", "cxl-far")]
     out["cxl"] = "true" if cxl_nodes else "false"
     out["cxl-memdevs"] = str(len(s.facts.memdevs) if s.facts else 0)
     return out

@@ -58,13 +58,16 @@ GOOD = {
 
 def results(
     table: dict[str, tuple[tuple[float, ...], float, float, int]],
-) -> list[tuple[str, str, float, int, int, float]]:
-    """What placement.one() returns for each (scenario, placer) job, from a per-scenario table."""
+) -> list[tuple[str, str, float, int, int, float, float, list]]:
+    """What placement.one() returns for each (scenario, placer) job, from a per-scenario table (mean latency: 100 ns
+    for every placer, as on a host without contention)."""
     out = []
     for s, (shares, moved, oracle_moved, pp) in table.items():
         for p, share in zip(placement.PLACERS, shares, strict=True):
             gib = moved if p == "cxltierd" else oracle_moved if p == "oracle" else 0.0
-            out.append((s, p, share, int(gib * GiB), pp if p == "cxltierd" else 0, 1.0))
+            out.append((s, p, share, int(gib * GiB), pp if p == "cxltierd" else 0, 100.0, 1.0, []))
+        for p in placement.LATENCY_PLACERS:
+            out.append((s, p, 0.0, 0, 0, 100.0, 1.0, []))
     return out
 
 
@@ -107,6 +110,12 @@ def test_placement_markdown_is_the_readme_table_format(monkeypatch: pytest.Monke
         "",
         "| scenario | changes in heat | median reaction | worst reaction |",
         "|---|---|---|---|",
+        "",
+        "| scenario | cxltierd pack | cxltierd latency | static | promote-on-access | age | oracle (pack)"
+        " | oracle-latency | latency / pack | latency / oracle-latency | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| a | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 1.000 | 1.000 | <= 1.01 x pack: met |",
+        "| b | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 100 ns | 1.000 | 1.000 | <= 1.01 x pack: met |",
     ]
     assert err == ""
 
@@ -240,3 +249,14 @@ def test_lab_reaction_subtracts_the_floor_and_judges_every_run() -> None:
     assert "cxltierd move_pages: met" in verdict  # 5.5 - 2.5 = 3.0: within the bound in every run
     assert "cxltierd damos: MISSED" in verdict  # one run 3.5 s over the floor
     assert "cxltierd numa_balancing: MISSED" in verdict  # one run never reached 90%
+
+
+def test_placement_latency_targets() -> None:
+    scenarios = ["bandwidth-scan", "three-tier", "zipf-static"]
+    lat = {(s, p): 100.0 for s in scenarios for p in (*placement.PLACERS, *placement.LATENCY_PLACERS)}
+    lat[("bandwidth-scan", "cxltierd")] = 120.0  # latency only 17% below pack: met
+    lat[("three-tier", "oracle-latency")] = 90.0  # 11% above the oracle: missed
+    lat[("zipf-static", "cxltierd-latency")] = 102.0  # 2% above pack without contention: missed
+    table, misses = placement.latency_rows(lat, scenarios)
+    assert [m.split(":")[0] for m in misses] == ["three-tier", "zipf-static"]
+    assert "| bandwidth-scan | 120 ns | 100 ns |" in table and "0.833 | 1.000 | <= 0.85 x pack" in table

@@ -70,7 +70,11 @@ def test_installed_outside_the_source_tree_finds_its_data(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "['default']" in out.stdout and "'zipf-static'" in out.stdout and out.stdout.strip().endswith("True")
+    assert (
+        "['default', 'xeon-max-cxl']" in out.stdout
+        and "'zipf-static'" in out.stdout
+        and out.stdout.strip().endswith("True")
+    )
 
 
 def test_simulate_prints_policy_and_baselines():

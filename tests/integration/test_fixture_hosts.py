@@ -122,10 +122,11 @@ def test_three_tiers_hbm_ddr_cxl():
 
 def test_two_cxl_tiers_direct_and_behind_a_switch():
     """Two CXL regions onlined as two nodes: the switched one has its own port and decoder, and each node carries
-    its own region's figures (access0), so the far one shows as slower."""
+    its own region's figures (access0), so the far one (380 against 250 ns) is a tier of its own, cxl-far, below."""
     doc = topology(HOSTS / "two-cxl-switch")
-    assert kinds(doc) == {0: "ddr", 1: "ddr", 2: "cxl", 3: "cxl"}
-    assert [(t["tier"], t["nodes"]) for t in doc["tiers"]] == [("ddr", [0, 1]), ("cxl", [2, 3])]
+    assert kinds(doc) == {0: "ddr", 1: "ddr", 2: "cxl", 3: "cxl-far"}
+    assert [(t["tier"], t["nodes"]) for t in doc["tiers"]] == [("ddr", [0, 1]), ("cxl", [2]), ("cxl-far", [3])]
+    assert "1.52x the nearer CXL tier's 250 ns" in {n["node"]: n for n in doc["nodes"]}[3]["reason"]
     nodes = {n["node"]: n for n in doc["nodes"]}
     assert (nodes[2]["region"], nodes[3]["region"]) == ("region0", "region1")
     assert (nodes[2]["hmat"]["read_latency_ns"], nodes[3]["hmat"]["read_latency_ns"]) == (250, 380)

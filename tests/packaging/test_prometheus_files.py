@@ -50,6 +50,7 @@ def exported_names() -> set[str]:
     snap = Snapshot(
         topology=topo,
         usage={0: (10, 5), 2: (20, 10)},
+        available={0: 7, 2: 12},
         migrated_bytes={("cxl", "ddr"): 1},
         migrated_pages={("cxl", "ddr"): 1},
         failures={"busy": 1},
@@ -329,6 +330,10 @@ def test_alerts_fire_on_synthetic_series(tmp_path: Path) -> None:
             "input_series": [
                 up,
                 build,
+                series("cxltierd_node_info", {"node": "0", "tier": "ddr", "kind": "ddr", "rank": "0"}, "1x60"),
+                series("cxltierd_node_memory_available_bytes", {"node": "0"}, "3x60"),
+                series("cxltierd_node_info", {"node": "2", "tier": "cxl", "kind": "cxl", "rank": "1"}, "1x60"),
+                series("cxltierd_node_memory_available_bytes", {"node": "2"}, "1x60"),
                 series("cxltierd_tier_memory_free_bytes", {"tier": "ddr"}, "3x60"),
                 series("cxltierd_tier_memory_total_bytes", {"tier": "ddr"}, "100x60"),
                 series("cxltierd_tier_memory_free_bytes", {"tier": "cxl"}, "1x60"),
@@ -337,6 +342,17 @@ def test_alerts_fire_on_synthetic_series(tmp_path: Path) -> None:
             "promql_expr_test": [
                 firing("CxltierdFastTierNearlyFull", "30m", {**host, "tier": "ddr", "severity": "warning"})
             ],
+        },
+        {  # DDR's MemFree is low but page cache makes up most of it: available memory is ample, nothing fires
+            "input_series": [
+                up,
+                build,
+                series("cxltierd_node_info", {"node": "0", "tier": "ddr", "kind": "ddr", "rank": "0"}, "1x60"),
+                series("cxltierd_node_memory_available_bytes", {"node": "0"}, "60x60"),
+                series("cxltierd_tier_memory_free_bytes", {"tier": "ddr"}, "2x60"),
+                series("cxltierd_tier_memory_total_bytes", {"tier": "ddr"}, "100x60"),
+            ],
+            "alert_rule_test": [quiet("CxltierdFastTierNearlyFull", "40m")],
         },
         {  # migrations failing at 20/s
             "input_series": [

@@ -148,3 +148,23 @@ def test_the_engine_is_built_with_what_the_kernel_said_it_accepts(tmp_path, monk
     _, loop = build(Settings(backend="host", root=str(root), state_dir=str(tmp_path / "state")))
     assert loop.engines.name == "move_pages"  # the kernel refused migrate_cold: DAMOS cannot run
     rt.close()
+
+
+def test_the_host_runtime_sets_interleave_weights_and_gives_them_back(tmp_path):
+    """interleave.weights: bandwidth on a host (two-socket-cxl: DDR 150000 MB/s, CXL 30000 MB/s) writes 16:16:3 (32:32:6.4 rounded, halved) at
+    build, and closing the runtime writes the old weights back."""
+    root = tmp_path / "host"
+    shutil.copytree(HOSTS / "two-socket-cxl", root, symlinks=True)
+    wi = root / "sys/kernel/mm/mempolicy/weighted_interleave"
+    wi.mkdir(parents=True)
+    for n in (0, 1, 2):
+        (wi / f"node{n}").write_text("1\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("interleave: {weights: bandwidth}\n")
+    state = tmp_path / "state"
+    rt, _ = build(Settings(backend="host", root=str(root), state_dir=str(state), config=str(policy)))
+    assert [(wi / f"node{n}").read_text() for n in (0, 1, 2)] == ["16", "16", "3"]
+    assert (state / "interleave.json").exists()
+    rt.close()
+    assert [(wi / f"node{n}").read_text().strip() for n in (0, 1, 2)] == ["1", "1", "1"]
+    assert not (state / "interleave.json").exists()

@@ -283,7 +283,7 @@ def test_keys_with_newlines_or_control_characters_stay_on_one_line():
     assert policy_error(
         '"a\\nb": 1'
     ) == "p.yaml: 'a\\nb': unknown key 'a\\nb' (valid keys: interval, engine, dry_run, " + (
-        "tiers, watermarks, hotness, rate_limit, cooldown, processes, damon, metrics, node_labels, ras, tenants)"
+        "tiers, watermarks, hotness, rate_limit, cooldown, processes, damon, metrics, node_labels, ras, tenants, interleave, objective)"
     )
     assert policy_error('"\\x08": 1').startswith("p.yaml: '\\x08': unknown key")
 

@@ -39,12 +39,15 @@ def error(text: str) -> str:
         ),
         ("dry_run: maybe", "p.yaml: dry_run: must be true or false, got 'maybe'"),
         ("dry_run: null", "p.yaml: dry_run: must be true or false, got None"),  # null is a value, not "absent"
-        ("tiers: {fast: [nvme]}", "p.yaml: tiers.fast[0]: must be one of hbm, ddr, cxl, pmem, unknown, got 'nvme'"),
+        (
+            "tiers: {fast: [nvme]}",
+            "p.yaml: tiers.fast[0]: must be one of hbm, ddr, cxl, cxl-far, pmem, unknown, got 'nvme'",
+        ),
         ("tiers: {fast: [ddr], slow: [ddr]}", "p.yaml: tiers.slow: ddr also listed in tiers.fast"),
         ("tiers: {overrides: {x: cxl}}", "p.yaml: tiers.overrides.x: keys must be node ids (0, 1, ...)"),
         (
             "tiers: {overrides: {2: fast}}",
-            "p.yaml: tiers.overrides.2: must be one of hbm, ddr, cxl, pmem, unknown, got 'fast'",
+            "p.yaml: tiers.overrides.2: must be one of hbm, ddr, cxl, cxl-far, pmem, unknown, got 'fast'",
         ),
         (
             "watermarks: {ddr: {min_free_percent: 60}}",
@@ -56,7 +59,7 @@ def error(text: str) -> str:
         ),
         (
             "watermarks: {nvme: {}}",
-            "p.yaml: watermarks.nvme: unknown key 'nvme' (valid keys: default, hbm, ddr, cxl, pmem, unknown)",
+            "p.yaml: watermarks.nvme: unknown key 'nvme' (valid keys: default, hbm, ddr, cxl, cxl-far, pmem, unknown)",
         ),
         ("rate_limit: {mb_per_s: 0}", "p.yaml: rate_limit.mb_per_s: must be a number in (0, 1000000], got 0"),
         ("rate_limit: {mb_per_s: [1]}", "p.yaml: rate_limit.mb_per_s: must be a number in (0, 1000000], got [1]"),
@@ -133,7 +136,7 @@ def test_shipped_example_is_valid_and_complete():
     text = example.read_text()
     # every top-level and nested key of the schema appears in the example
     for key in (
-        "interval", "engine", "dry_run", "fast", "slow", "overrides", "watermarks", "min_free_percent",
+        "interval", "engine", "dry_run", "fast", "slow", "order", "overrides", "watermarks", "min_free_percent",
         "max_used_percent", "hot_threshold", "half_life", "hysteresis", "min_samples", "mb_per_s", "mb_per_interval",
         "cooldown", "manage", "exclude", "pin", "min_rss", "sample_interval", "aggregation_interval",
         "update_interval", "min_regions", "max_regions", "region_size", "process_labels",

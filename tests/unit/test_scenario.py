@@ -19,6 +19,7 @@ from cxltierd.units import format_size, parse_seconds, parse_size
 PLACEMENT = ["bursty-tenants", "hotset-shift", "kv-cache-growth", "moe-experts", "training-phases", "zipf-static"]
 TENANTS = ["tenants-growth-cap", "tenants-latency-batch", "tenants-weighted"]  # run by benchmarks/tenants.py
 SHIPPED = sorted(PLACEMENT + TENANTS)
+CONTENTION = ["bandwidth-scan", "three-tier"]  # bandwidth and three tiers (issue 13), not capacity
 
 BASE: dict[str, Any] = {
     "name": "t",
@@ -62,7 +63,7 @@ def error(data: object) -> str:
 
 
 def test_shipped_names():
-    assert scenario_names() == SHIPPED
+    assert scenario_names() == sorted(SHIPPED + CONTENTION)
 
 
 @pytest.mark.parametrize("name", PLACEMENT)
@@ -77,13 +78,21 @@ def test_shipped_scenarios_load_and_make_placement_matter(name):
     assert total // s.region_size < 4000  # small enough to simulate quickly
 
 
+def test_contention_scenarios_load_on_their_hosts():
+    scan, three = load_scenario("bandwidth-scan"), load_scenario("three-tier")
+    assert scan.host == "default" and three.host == "xeon-max-cxl"
+    assert [t.name for t in simulated_topology(three, host_topology(three)).tiers] == ["hbm", "ddr", "cxl"]
+    rate = sum(p.phases[0].pattern.rate for p in scan.processes)  # type: ignore[attr-defined]
+    assert rate * 64 > 0.8 * 150e9  # the scan uses most of the DDR node's HMAT bandwidth
+
+
 def test_unknown_scenario_name_lists_shipped():
     with pytest.raises(ConfigError) as e:
         load_scenario("zipf-statc")
     msg = str(e.value)
     assert msg.startswith("zipf-statc: ")
     assert "did you mean 'zipf-static'?" in msg
-    assert "shipped: " + ", ".join(SHIPPED) in msg
+    assert "shipped: " + ", ".join(sorted(SHIPPED + CONTENTION)) in msg
 
 
 def test_load_from_file_names_file(tmp_path):
