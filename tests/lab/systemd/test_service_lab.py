@@ -319,9 +319,11 @@ def test_watchdog_restarts_a_stalled_daemon_which_cleans_up_its_kdamonds(service
     timeout_entry = wait(
         lambda: [e for e in service.journal() if "Watchdog timeout" in e["MESSAGE"]], 60, "systemd's watchdog timeout"
     )[0]
-    fired = int(timeout_entry["__REALTIME_TIMESTAMP"]) / 1e6 - stopped
+    # when PID 1 logged it (its own timestamp), not when journald got to it
+    logged = timeout_entry.get("_SOURCE_REALTIME_TIMESTAMP", timeout_entry["__REALTIME_TIMESTAMP"])
+    fired = int(logged) / 1e6 - stopped
     print(f"watchdog: systemd reported the timeout {fired:.1f} s after SIGSTOP (WatchdogSec={watchdog_s}s)")
-    assert fired <= watchdog_s + 1.0, fired
+    assert fired <= watchdog_s + 2.0, fired  # the last ping came before the SIGSTOP; 2 s for TCG's timer slack
 
     def restarted() -> bool:
         p = show("ActiveState", "SubState", "MainPID", "NRestarts")
@@ -369,7 +371,7 @@ def test_stop_within_the_timeout_leaves_no_kdamond_and_restores_every_knob(servi
     assert not [e for e in service.journal() if "SIGKILL" in e["MESSAGE"] or "timed out" in e["MESSAGE"]]
     assert service.wait_log(r"^INFO: stopping")
     assert (KDAMONDS / "nr_kdamonds").read_text().strip() == "0"
-    assert len(kdamond_threads()) == threads, kdamond_threads()
+    wait(lambda: len(kdamond_threads()) == threads, 10, f"{threads} kdamond threads as before the start")
     assert knobs() == before, {k: (before[k], v) for k, v in knobs().items() if before[k] != v}
     assert not Path("/run/cxltierd").exists()
 
