@@ -510,7 +510,9 @@ def test_the_sandbox_allows_the_job_and_refuses_the_rest(service: Service) -> No
     service.start()
     settings = unit_settings()
     assert {k for k, _ in settings} == set(SANDBOX), set(SANDBOX) - {k for k, _ in settings}
-    script = SHARE / "sandbox-probe.sh"  # a file: systemd would expand the $ of a command line given to systemd-run
+    # The script goes in on stdin, opened by PID 1: systemd would expand the $ of a command line, and the unit's
+    # PrivateTmp=yes hides the share (under /var/tmp) from the service.
+    script = SHARE / "sandbox-probe.sh"
     script.write_text(
         "".join(
             f"if out=$( ({cmd}) 2>&1 >/dev/null); then echo '{name} ok'; else echo \"{name} refused: $out\" | head -n 1; fi\n"
@@ -522,7 +524,7 @@ def test_the_sandbox_allows_the_job_and_refuses_the_rest(service: Service) -> No
     probe = "cxltierd-sandbox-probe.service"
     cmd = ["systemd-run", f"--unit={probe}", "--remain-after-exit", "--quiet"]
     cmd += [f"--property={k}={v}" for k, v in settings]
-    cmd += [f"--property=StandardOutput=file:{out_file}", "/bin/bash", str(script)]
+    cmd += [f"--property=StandardInput=file:{script}", f"--property=StandardOutput=file:{out_file}", "/bin/bash", "-s"]
     try:
         run(*cmd)
         done = wait(lambda: show("SubState", unit=probe)["SubState"] in ("exited", "failed"), 60, "the probe's end")
