@@ -33,7 +33,8 @@ echo "== pytest (host)"; .venv/bin/python -m pytest -p no:cacheprovider "$@"
 
 # Real-kernel lab: a QEMU guest (TCG) with emulated CXL memory runs tests/lab, once per guest kernel: the long-term
 # 6.12 of bookworm-backports and the newest of trixie-backports (needs root, x86_64, apt reaching Debian bookworm,
-# bookworm-backports and trixie-backports). One boot per kernel serves every lab test; both always run.
+# bookworm-backports and trixie-backports). Two boots per kernel: one (busybox-style shell as PID 1) serves tests/lab,
+# the other (systemd as PID 1, the .deb installed in the guest) tests/lab/systemd; all four always run.
 why_not=""
 [ "$(id -u)" = 0 ] || why_not="not root"
 [ "$(uname -m)" = x86_64 ] || why_not="${why_not:+$why_not, }not x86_64"
@@ -51,6 +52,14 @@ else
         CXLTIERD_LAB_KERNEL=$kernel bash tests/lab/run.sh tests/lab -q -p no:hypothesispytest -p no:cacheprovider || rc=$?
         echo "== lab, kernel $kernel: exit $rc after $((SECONDS - start)) s"
         [ "$rc" = 0 ] || lab_failed="${lab_failed:+$lab_failed, }$kernel (exit $rc)"
+        # The same kernel with systemd as the guest's PID 1: the .deb installed with dpkg, the service under systemctl.
+        echo "== lab, kernel $kernel, systemd as PID 1 (tests/lab/systemd)"
+        start=$SECONDS
+        rc=0
+        CXLTIERD_LAB_INIT=systemd CXLTIERD_LAB_KERNEL=$kernel bash tests/lab/run.sh tests/lab/systemd -q \
+            -p no:hypothesispytest -p no:cacheprovider || rc=$?
+        echo "== lab, kernel $kernel, systemd as PID 1: exit $rc after $((SECONDS - start)) s"
+        [ "$rc" = 0 ] || lab_failed="${lab_failed:+$lab_failed, }$kernel with systemd (exit $rc)"
     done
     [ -z "$lab_failed" ] || { echo "== lab FAILED on: $lab_failed"; exit 1; }
 fi

@@ -19,6 +19,9 @@
 # CXLTIERD_LAB_KERNEL_PKG (pin a linux-image-KV package of that kernel's suite instead of the metapackage's),
 # CXLTIERD_LAB_APPEND (extra kernel command line), CXLTIERD_LAB_QEMU_EXTRA (extra QEMU args, split on spaces),
 # CXLTIERD_LAB_QEMU (the QEMU binary to boot with, default qemu-system-x86_64; e.g. a wrapper for debugging).
+# CXLTIERD_LAB_INIT (the guest's PID 1: `shell`, the default, runs everything itself; `systemd` builds the .deb with
+# packaging/build-deb.sh first, boots /lib/systemd/systemd as PID 1 and runs the region setup, `dpkg -i` of the .deb
+# and pytest as oneshot units, pytest's unit ending with `systemctl poweroff`; see tests/lab/README.md).
 #
 # Exit status: pytest's own status (0-5) when pytest ran, otherwise one of these lab failures (one "lab: ERROR" line
 # on stderr naming the step, plus the tail of the guest console):
@@ -27,14 +30,17 @@
 #   102 QEMU has no cxl-type3 device                                    107 guest did not boot or did not run pytest
 #   103 guest kernel: download/unpack failed or CXL support missing     108 no CXL memdev in the guest
 #   104 initramfs build failed                                          109 CXL region creation/onlining failed
+#   110 CXLTIERD_LAB_INIT=systemd: building the .deb on the host or installing it in the guest failed
 set -euo pipefail
 
-readonly E_PRE=100 E_APT=101 E_QEMU_CXL=102 E_KERNEL=103 E_INITRAMFS=104 E_TIMEOUT=105 E_QEMU=106 E_BOOT=107
+readonly E_PRE=100 E_APT=101 E_QEMU_CXL=102 E_KERNEL=103 E_INITRAMFS=104 E_TIMEOUT=105 E_QEMU=106 E_BOOT=107 E_DEB=110
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH LC_ALL=C
 
 CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
 # shellcheck source=tests/lab/kernel.sh
 . "$CHECKOUT/tests/lab/kernel.sh"
+# shellcheck source=tests/lab/init.sh
+. "$CHECKOUT/tests/lab/init.sh"
 LAB=$(realpath -m "${CXLTIERD_LAB_DIR:-/var/tmp/cxltierd-lab}")
 TIMEOUT=${CXLTIERD_LAB_TIMEOUT:-1500}
 SHARE=$LAB/share      # read-write 9p share, same path in the guest (CXLTIERD_LAB_SHARE)
@@ -59,6 +65,9 @@ die() { # die CODE STEP MESSAGE: the one error line (plus the console tail when 
 FLAVOUR=${CXLTIERD_LAB_KERNEL:-lts}
 SUITE=$(lab_kernel_suite "$FLAVOUR") || die $E_PRE preconditions "CXLTIERD_LAB_KERNEL must be lts or newest, not '$FLAVOUR'"
 PIN=${CXLTIERD_LAB_KERNEL_PKG:-}
+PID1=${CXLTIERD_LAB_INIT:-shell}
+[[ $PID1 == shell || $PID1 == systemd ]] || die $E_PRE preconditions "CXLTIERD_LAB_INIT must be shell or systemd, not '$PID1'"
+[[ $PID1 == shell || -x /lib/systemd/systemd ]] || die $E_PRE preconditions "CXLTIERD_LAB_INIT=systemd needs /lib/systemd/systemd (apt-get install systemd)"
 [[ -z $PIN || $PIN =~ ^linux-image-[0-9][A-Za-z0-9.+~-]*$ ]] \
     || die $E_PRE preconditions "CXLTIERD_LAB_KERNEL_PKG must name a linux-image-KV package, not '$PIN'"
 [ "$(id -u)" = 0 ] || die $E_PRE preconditions "must run as root (apt-get, 9p export of /)"
@@ -222,15 +231,21 @@ if [ ! -s "$INITRD" ] || [ "$(cat "$KC/initramfs.stamp" 2>/dev/null)" != "$STAMP
     mv "$INITRD.tmp" "$INITRD" && echo "$STAMP" > "$KC/initramfs.stamp"
 fi
 
-# ---- 4. the guest's PID 1 after switch_root (static text; per-run settings come from $CTL/config) -----------------
+# ---- 4. the guest's side (static text; per-run settings come from $CTL/config) ------------------------------------
 cat > "$LAB/guest-main.sh.tmp" <<'EOF'
 #!/bin/bash
-# PID 1 inside the lab guest. Writes $CTL/times, $CTL/error ("CODE step: message"), $CTL/pytest.out and $CTL/rc.
+# The lab guest's side. Without an argument it is PID 1 after switch_root:
+#   PID1=shell    mounts, udevd, the CXL region, pytest and the power-off, all in this process;
+#   PID1=systemd  prepares the overlay root (kernel modules, an empty fstab, masks, the lab's units as default.target)
+#                 and execs /lib/systemd/systemd, whose units run `guest-main.sh region`, `guest-main.sh install`
+#                 (dpkg -i of the project's .deb) and `guest-main.sh pytest` (which ends with `systemctl poweroff`).
+# Writes $CTL/times, $CTL/error ("CODE step: message"), $CTL/pytest.out and $CTL/rc.
 # shellcheck disable=SC1091
 read -r -a CMDLINE < /proc/cmdline
 for a in "${CMDLINE[@]}"; do case $a in cxltierd.share=*) SHARE=${a#*=} ;; esac; done
 CTL=$SHARE/.lab
-. "$CTL/config"   # KDIR KV FLAVOUR CHECKOUT VENV_PY
+. "$CTL/config"   # KDIR KV FLAVOUR CHECKOUT VENV_PY LAB PID1 DEB
+ME=$(readlink -f "$0")
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb
 up() { cut -d' ' -f1 /proc/uptime; }
 stamp() { echo "$1 $(up)" >> "$CTL/times"; }
@@ -265,45 +280,132 @@ cxl_node_online() { # prints the target node of a kmem-bound dax device under a 
     return 1
 }
 
-mkdir -p /lib/modules /dev/pts /dev/shm /sys/fs/cgroup /tmp
-ln -sfn "$KDIR" "/lib/modules/$KV"
-mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
-# A fresh /tmp, unless the checkout or the lab dir live there (CI may clone into /tmp): a tmpfs would hide them. The
-# root is a tmpfs overlay anyway, so writes to the host's /tmp stay in the guest either way.
-if [[ "$CHECKOUT/" != /tmp/* && "$LAB/" != /tmp/* ]]; then mount -t tmpfs tmpfs /tmp; fi
-mount -t cgroup2 none /sys/fs/cgroup; mount -t debugfs none /sys/kernel/debug; mount -t tracefs none /sys/kernel/tracing
-stamp init
-/lib/systemd/systemd-udevd --daemon >/dev/null 2>&1 || fail 107 "guest udev: systemd-udevd did not start"
-udevadm trigger --action=add >/dev/null 2>&1; udevadm settle -t 120
-stamp udev_settled
-end=$((SECONDS + 10))
-until [ -e /sys/bus/cxl/devices/mem0 ] && [ -e /sys/bus/cxl/devices/decoder0.0 ] || [ $SECONDS -ge $end ]; do sleep 0.1; done
-[ -e /sys/bus/cxl/devices/mem0 ] || fail 108 "guest CXL devices: no mem0 (cxl_acpi/cxl_pci/cxl_mem did not probe; /sys/bus/cxl/devices: $(cd /sys/bus/cxl/devices && echo *))"
-if ! compgen -G '/sys/bus/cxl/devices/region*' >/dev/null; then
-    out=$(create_ram_region 2>&1) || fail 109 "guest CXL region creation: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
-    say "created $out"
-fi
-udevadm settle -t 60
-end=$((SECONDS + 20))
-until node=$(cxl_node_online) || [ $SECONDS -ge $end ]; do sleep 0.1; done
-if [ -z "${node:-}" ] && compgen -G '/sys/bus/dax/devices/dax*' >/dev/null; then  # kmem did not take it: ask daxctl
-    for d in /sys/bus/dax/devices/dax*; do daxctl reconfigure-device --mode=system-ram --force "${d##*/}" >/dev/null 2>&1; done
-    node=$(cxl_node_online)
-fi
-[ -n "${node:-}" ] || fail 109 "guest CXL region onlining: no kmem-bound dax device with an online memory node (dax: $(cd /sys/bus/dax/devices && echo *))"
-echo "$node" > "$CTL/cxl_node"
-stamp region_online
-say "CXL region online as node $node; running pytest"
+region() { # once udev has settled: the CXL region, onlined as a memory node; its number goes to $CTL/cxl_node
+    local end out node d
+    end=$((SECONDS + 10))
+    until [ -e /sys/bus/cxl/devices/mem0 ] && [ -e /sys/bus/cxl/devices/decoder0.0 ] || [ $SECONDS -ge $end ]; do sleep 0.1; done
+    [ -e /sys/bus/cxl/devices/mem0 ] || fail 108 "guest CXL devices: no mem0 (cxl_acpi/cxl_pci/cxl_mem did not probe; /sys/bus/cxl/devices: $(cd /sys/bus/cxl/devices && echo *))"
+    if ! compgen -G '/sys/bus/cxl/devices/region*' >/dev/null; then
+        out=$(create_ram_region 2>&1) || fail 109 "guest CXL region creation: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+        say "created $out"
+    fi
+    udevadm settle -t 60
+    end=$((SECONDS + 20))
+    until node=$(cxl_node_online) || [ $SECONDS -ge $end ]; do sleep 0.1; done
+    if [ -z "${node:-}" ] && compgen -G '/sys/bus/dax/devices/dax*' >/dev/null; then  # kmem did not take it: ask daxctl
+        for d in /sys/bus/dax/devices/dax*; do daxctl reconfigure-device --mode=system-ram --force "${d##*/}" >/dev/null 2>&1; done
+        node=$(cxl_node_online)
+    fi
+    [ -n "${node:-}" ] || fail 109 "guest CXL region onlining: no kmem-bound dax device with an online memory node (dax: $(cd /sys/bus/dax/devices && echo *))"
+    echo "$node" > "$CTL/cxl_node"
+    stamp region_online
+    say "CXL region online as node $node"
+}
 
-mapfile -d '' -t ARGS < "$CTL/args"
-cd "$CHECKOUT" || fail 107 "guest pytest: cannot cd to $CHECKOUT"
-stamp pytest_start
-PATH=${VENV_PY%/*}:$PATH CXLTIERD_LAB=1 CXLTIERD_LAB_SHARE=$SHARE CXLTIERD_LAB_KERNEL=$FLAVOUR "$VENV_PY" -m pytest "${ARGS[@]}" >> "$CTL/pytest.out" 2>&1 < /dev/null
-echo $? > "$CTL/rc"
-stamp pytest_end
-poweroff_now
+run_pytest() { # pytest ARGS from the checkout; its status goes to $CTL/rc
+    local args
+    mapfile -d '' -t args < "$CTL/args"
+    cd "$CHECKOUT" || fail 107 "guest pytest: cannot cd to $CHECKOUT"
+    stamp pytest_start
+    PATH=${VENV_PY%/*}:$PATH CXLTIERD_LAB=1 CXLTIERD_LAB_SHARE=$SHARE CXLTIERD_LAB_KERNEL=$FLAVOUR CXLTIERD_LAB_INIT=$PID1 \
+        "$VENV_PY" -m pytest "${args[@]}" >> "$CTL/pytest.out" 2>&1 < /dev/null
+    echo $? > "$CTL/rc"
+    stamp pytest_end
+}
+
+install_deb() { # dpkg -i of the .deb the runner built; policy-rc.d keeps the maintainer scripts from starting it
+    # (the tests start it), and without man-db's auto-update flag its trigger skips rebuilding the man database
+    local out rc=0
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    rm -f /var/lib/man-db/auto-update
+    out=$(dpkg -i "$CTL/$DEB" 2>&1) || rc=$?
+    rm -f /usr/sbin/policy-rc.d
+    printf '%s\n' "$out" > "$CTL/dpkg.out"
+    [ "$rc" = 0 ] || fail 110 "guest package install: dpkg -i $DEB exited $rc: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+    stamp installed
+    say "installed $DEB"
+}
+
+# Units that cannot work or only cost time in the guest: logins on other ttys, the network and its waits, clocks,
+# timers (apt, man-db, fstrim), first-boot and update jobs, host services.
+MASK="getty.target getty@.service serial-getty@.service console-getty.service systemd-networkd-wait-online.service
+ networking.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service systemd-pstore.service
+ timers.target remote-fs.target systemd-firstboot.service systemd-repart.service systemd-hwdb-update.service
+ ldconfig.service systemd-machine-id-commit.service keyboard-setup.service console-setup.service e2scrub_reap.service
+ systemd-binfmt.service proc-sys-fs-binfmt_misc.automount systemd-ask-password-console.path"
+
+lab_unit() { # lab_unit NAME STEP AFTER...: a oneshot unit running `guest-main.sh STEP` after the named units
+    local name=$1 step=$2; shift 2
+    cat > "/etc/systemd/system/$name" <<UNIT
+[Unit]
+Description=cxltierd lab: $step
+Requires=$*
+After=$*
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/bash $ME $step
+TimeoutStartSec=infinity
+StandardOutput=journal+console
+UNIT
+}
+
+prepare_systemd() { # the overlay root as systemd's: host mounts and services out, the lab's target as default
+    local U=/etc/systemd/system u
+    : > /etc/fstab
+    for u in $MASK; do ln -sfn /dev/null "$U/$u"; done
+    lab_unit cxltierd-lab-region.service region systemd-udevd.service systemd-udev-trigger.service
+    lab_unit cxltierd-lab-install.service install cxltierd-lab-region.service
+    lab_unit cxltierd-lab-pytest.service pytest cxltierd-lab-region.service cxltierd-lab-install.service
+    printf '[Unit]\nDescription=cxltierd lab\nRequires=basic.target cxltierd-lab-pytest.service\nAfter=basic.target\nAllowIsolate=yes\n' \
+        > "$U/cxltierd-lab.target"
+    ln -sfn cxltierd-lab.target "$U/default.target"
+}
+
+case ${1:-pid1} in
+    pid1)
+        mkdir -p /lib/modules /dev/pts /dev/shm /sys/fs/cgroup /tmp
+        ln -sfn "$KDIR" "/lib/modules/$KV"
+        # A fresh /tmp, unless the checkout or the lab dir live there (CI may clone into /tmp): a tmpfs would hide
+        # them. The root is a tmpfs overlay anyway, so writes to the host's /tmp stay in the guest either way.
+        if [[ "$CHECKOUT/" != /tmp/* && "$LAB/" != /tmp/* ]]; then mount -t tmpfs tmpfs /tmp; fi
+        if [ "$PID1" = systemd ]; then
+            [ -x /lib/systemd/systemd ] || fail 107 "guest boot: no /lib/systemd/systemd"
+            prepare_systemd
+            stamp init
+            say "starting systemd as PID 1"
+            exec /lib/systemd/systemd
+        fi
+        mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
+        mount -t cgroup2 none /sys/fs/cgroup; mount -t debugfs none /sys/kernel/debug; mount -t tracefs none /sys/kernel/tracing
+        stamp init
+        /lib/systemd/systemd-udevd --daemon >/dev/null 2>&1 || fail 107 "guest udev: systemd-udevd did not start"
+        udevadm trigger --action=add >/dev/null 2>&1; udevadm settle -t 120
+        stamp udev_settled
+        region
+        say "running pytest"
+        run_pytest
+        poweroff_now ;;
+    region) udevadm settle -t 120; stamp udev_settled; region ;;
+    install) install_deb ;;
+    pytest)
+        say "running pytest"; run_pytest
+        systemd-analyze blame --no-pager > "$CTL/systemd-blame.txt" 2>&1
+        say "pytest done, powering off"; systemctl poweroff --no-block || poweroff_now ;;
+    *) echo "usage: guest-main.sh [region|install|pytest]" >&2; exit 2 ;;
+esac
 EOF
 chmod 755 "$LAB/guest-main.sh.tmp" && mv "$LAB/guest-main.sh.tmp" "$LAB/guest-main.sh"
+
+# ---- 4b. systemd mode: the project's .deb, built from this checkout (dpkg -i'd in the guest from the share) -------
+DEB=''
+if [ "$PID1" = systemd ]; then
+    rm -rf "$LAB/deb" && mkdir -p "$LAB/deb"
+    log "building the .deb (packaging/build-deb.sh)"
+    bash "$CHECKOUT/packaging/build-deb.sh" "$LAB/deb" > "$LAB/deb/build.out" 2>&1 \
+        || die $E_DEB "package build" "packaging/build-deb.sh failed: $(tail -n 3 "$LAB/deb/build.out" | tr '\n' ' ')"
+    DEB=$(lab_one_deb "$LAB/deb") || die $E_DEB "package build" "expected one .deb in $LAB/deb, found: $(cd "$LAB/deb" && echo *.deb)"
+fi
 
 # ---- 5. QEMU: 2 CPUs/2 nodes, CPU-less slow node 2, generic port node 3, CXL type-3 volatile 512M, HMAT --------------
 HMAT=()
@@ -335,7 +437,7 @@ QEMU=("${CXLTIERD_LAB_QEMU:-qemu-system-x86_64}" -accel tcg,thread=multi -cpu ma
     -device cxl-type3,bus=rp0,volatile-memdev=cxl-mem0,id=cxl-vmem0
     -M cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G
     -kernel "$VMLINUZ" -initrd "$INITRD"
-    -append "console=ttyS0 panic=-1 quiet memhp_default_state=online_movable cxltierd.share=$SHARE cxltierd.main=$LAB/guest-main.sh ${CXLTIERD_LAB_APPEND:-}"
+    -append "console=ttyS0 panic=-1 quiet memhp_default_state=online_movable cxltierd.share=$SHARE cxltierd.main=$LAB/guest-main.sh $(lab_init_append "$PID1") ${CXLTIERD_LAB_APPEND:-}"
     -fsdev local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap
     -device virtio-9p-pci,bus=pcie.0,fsdev=fs0,mount_tag=hostroot
     -fsdev local,id=fs1,path="$SHARE",security_model=none
@@ -352,7 +454,9 @@ trap 'exit 130' INT TERM
 
 boot() { # boot SECONDS: one guest run; sets QRC
     rm -rf "$SHARE" && mkdir -p "$CTL"
-    printf 'KDIR=%q KV=%q FLAVOUR=%q CHECKOUT=%q VENV_PY=%q\n' "$KDIR" "$KV" "$FLAVOUR" "$CHECKOUT" "$VENV_PY" > "$CTL/config"
+    printf 'KDIR=%q KV=%q FLAVOUR=%q CHECKOUT=%q VENV_PY=%q LAB=%q PID1=%q DEB=%q\n' "$KDIR" "$KV" "$FLAVOUR" "$CHECKOUT" \
+        "$VENV_PY" "$LAB" "$PID1" "${DEB##*/}" > "$CTL/config"
+    [ -z "$DEB" ] || cp "$DEB" "$CTL/"
     : > "$CTL/args"
     [ ${#PYTEST_ARGS[@]} = 0 ] || printf '%s\0' "${PYTEST_ARGS[@]}" > "$CTL/args"
     : > "$CTL/pytest.out"
@@ -365,7 +469,6 @@ boot() { # boot SECONDS: one guest run; sets QRC
     QRC=0; wait "$QPID" || QRC=$?
     QPID=''; wait "$TPID" || true; TPID=''; relay_stop
 }
-guest_time() { awk -v k="$1" '$1 == k { print $2 }' "$CTL/times" 2>/dev/null; }
 
 PYTEST_ARGS=("$@")
 log "$(qemu-system-x86_64 --version | head -n 1), kernel $KV ($FLAVOUR: $KPKG, $SUITE); prepared; booting (TCG, console $CONSOLE)"
@@ -396,6 +499,5 @@ if [ ! -s "$CTL/rc" ]; then
     die $E_BOOT "guest boot" "the guest did not run pytest${fatal:+ ($fatal)}"
 fi
 RC=$(cat "$CTL/rc")
-s=$(guest_time init) u=$(guest_time udev_settled) r=$(guest_time region_online) p0=$(guest_time pytest_start) p1=$(guest_time pytest_end)
-log "done: pytest rc=$RC; QEMU wall ${QEMU_WALL}s; guest uptime: root fs ${s}s, udev settled ${u}s, CXL node $(cat "$CTL/cxl_node") online ${r}s, pytest ${p0}s..${p1}s ($(awk -v a="$p0" -v b="$p1" 'BEGIN { printf "%.1f", b - a }')s)"
+log "done: pytest rc=$RC; QEMU wall ${QEMU_WALL}s; PID 1 $PID1, CXL node $(cat "$CTL/cxl_node"); guest uptime: $(lab_guest_times < "$CTL/times")"
 exit "$RC"
