@@ -453,12 +453,13 @@ SANDBOX = (
     "SystemCallFilter",
     "SystemCallErrorNumber",
 )
+NB_FILE, DEMOTION_FILE = "/proc/sys/kernel/numa_balancing", "/sys/kernel/mm/numa/demotion_enabled"
 GM_ENABLE = "/sys/kernel/tracing/events/cxl/cxl_general_media/enable"  # a cxl RAS event: its value written back
 # what the probe does inside the sandbox: NAME, shell command; each prints "NAME ok" or "NAME refused: <error>"
 PROBES = {
     # allowed: what the engines and the RAS events need
-    "write-numa-balancing": "cat /proc/sys/kernel/numa_balancing > /proc/sys/kernel/numa_balancing",
-    "write-demotion": "cat /sys/kernel/mm/numa/demotion_enabled > /sys/kernel/mm/numa/demotion_enabled",
+    "write-numa-balancing": f"v=$(cat {NB_FILE}) && echo $v > {NB_FILE}",
+    "write-demotion": f"v=$(cat {DEMOTION_FILE}) && echo $v > {DEMOTION_FILE}",
     "read-damon": "cat /sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds",
     "read-tracefs-events": "grep -q '^cxl:' /sys/kernel/tracing/available_events",
     "read-tracefs-trace": "head -c 1 /sys/kernel/tracing/trace",
