@@ -1,7 +1,7 @@
 """`cxltierd top`: one screen of the daemon's live state from two status replies, as plain text lines.
 
 Tiers with used, free and hot memory; bytes moved per second per tier pair since the previous reply; failures; the
-engine, ticks and health (last error, kernel gates). Pure: the caller fetches the replies and draws the lines.
+engine, ticks and health (last error, kernel gates, CXL RAS health); the tenants table when the policy has tenants. Pure: the caller fetches the replies and draws the lines.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from cxltierd.report.ras import ras_lines
+from cxltierd.report.status import tenants_text
 from cxltierd.units import human_bytes
 
 
@@ -52,5 +54,7 @@ def top_lines(doc: dict[str, Any], before: dict[str, Any] | None, seconds: float
         lines.append(
             f"kernel gates: promotion {'on' if g['promote'] else 'off'}, demotion {'on' if g['demote'] else 'off'}"
         )
+    for section in (ras_lines(doc.get("ras")), tenants_text(doc.get("tenants") or [])):
+        lines += ["", *section] if section else []
     lines += ["", "q quits"]
     return [line[:width] for line in lines]

@@ -102,3 +102,29 @@ def test_rates_are_per_second_between_two_replies():
     (ddr,) = [x for x in lines if x.startswith("ddr")]
     assert ddr.split()[2:] == ["8.0", "GiB", "6.0", "GiB", "2.0", "GiB", "1.0", "GiB"]
     assert "failures (pages): busy 2" in "\n".join(lines)
+
+
+def test_the_screen_shows_cxl_health_when_the_daemon_reads_it():
+    doc = {
+        "backend": "host",
+        "engine": "damos",
+        "ticks": 3,
+        "last_tick": None,
+        "policy": {"source": "p.yaml", "interval": 5.0},
+        "tiers": [],
+        "counters": {"migrated_bytes": {}, "failures": {}, "ping_pong": 0},
+        "ras": {
+            "enabled": True,
+            "problem": None,
+            "source": "/sys/kernel/tracing/instances/cxltierd",
+            "memdevs": {"mem0": {"state": "failing", "cause": "uncorrectable cxl_dram", "poison_records": 2}},
+            "nodes": {"4": "failing"},
+            "avoided_nodes": [4],
+            "drains": {"4": {"status": "running", "moved": 64 << 20, "remaining": 32 << 20}},
+            "events": [{"memdev": "mem0", "event": "cxl_dram", "severity": "uncorrectable", "count": 1}],
+        },
+    }
+    screen = "\n".join(top_lines(doc, None, 1.0, width=200))
+    assert "mem0: failing, 2 poison records (uncorrectable cxl_dram)" in screen
+    assert "node 4: failing (no placement into it)" in screen
+    assert "drain of node 4: running, 64.0 MiB moved, 32.0 MiB left" in screen

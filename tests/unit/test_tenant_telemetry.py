@@ -14,6 +14,7 @@ from cxltierd.loop import Loop
 from cxltierd.model import Process, Sample
 from cxltierd.policy.schema import build_policy
 from cxltierd.report.status import live_status_text
+from cxltierd.report.top import top_lines
 from cxltierd.service.metrics import registry_for
 from cxltierd.service.publish import ServiceState, snapshot
 from cxltierd.service.status import status_json
@@ -96,6 +97,8 @@ def test_tick_accounts_tenants_and_status_and_metrics_show_them():
     assert "Tenants:" in text
     line = next(x for x in text.splitlines() if x.strip().startswith("inference"))
     assert "latency" in line and "8.0 MiB" in line and "N0 10.0 MiB" in line
+    screen = top_lines(doc, None, 1.0, width=200)  # `cxltierd top` shows the same table
+    assert "Tenants:" in screen and line in screen
     metrics = generate_latest(registry_for(lambda: snap)).decode()
     assert 'cxltierd_tenant_memory_bytes{tenant="inference",tier="ddr"} 1.048576e+07' in metrics
     assert 'cxltierd_tenant_fast_guarantee_bytes{tenant="inference"} 8.388608e+06' in metrics
