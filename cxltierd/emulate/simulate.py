@@ -42,6 +42,7 @@ class RunResult:
     failed_pages: int = 0
     ticks: int = 0
     moved: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes moved in that interval)
+    latency: list[tuple[float, float]] = field(default_factory=list)  # (time, mean loaded latency ns in that interval)
     # with run(heat=True): (time, accesses/s of each region by (pid, start address)) per interval, and process names
     heat: list[tuple[float, dict[tuple[int, int], float]]] = field(default_factory=list)
     processes: dict[int, str] = field(default_factory=dict)
@@ -92,14 +93,19 @@ def run(
     result.region_size = sc.region_size
     t = 0.0
     moved = 0
+    lat_sum, accesses = 0.0, 0.0
     while t + dt <= end + 1e-9:
         t += dt
         report = loop.tick(t)
         if report.fast_share is not None:
             result.series.append((t, report.fast_share))
-        total = sum(sim.stats().migrated_bytes.values())
+        now = sim.stats()
+        total = sum(now.migrated_bytes.values())
         result.moved.append((t, total - moved))
         moved = total
+        if now.total_accesses > accesses:
+            result.latency.append((t, (now.latency - lat_sum) / (now.total_accesses - accesses)))
+        lat_sum, accesses = now.latency, now.total_accesses
         if heat:
             result.heat.append((t, sim.true_rates()))
     stats = sim.stats()

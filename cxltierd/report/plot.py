@@ -1,6 +1,7 @@
 """Pictures of simulated runs (`cxltierd simulate --plot/--heatmap`), PNG or SVG by the file's extension.
 
-`plot_runs`: the fast-tier access share over time for each placer, and the bytes each moved per interval.
+`plot_runs`: the fast-tier access share and the access-weighted mean loaded latency over time for each placer, and the
+bytes each moved per interval.
 `plot_heatmap`: region heat over time against address (offset from the process's lowest region), one panel per process (what damo's heatmap shows for DAMON).
 matplotlib is an optional extra (`pip install 'cxltierd[plot]'`); without it both raise one CxltierdError line.
 """
@@ -48,17 +49,21 @@ def _save(plt: Any, fig: Any, path: str) -> None:
 
 
 def plot_runs(scenario: str, results: list[RunResult], path: str) -> None:
-    """Fast-tier access share and bytes moved per interval over time, one line per placer, written to `path`."""
+    """Fast-tier access share, mean loaded latency and bytes moved per interval over time, one line per placer,
+    written to `path`."""
     plt = _pyplot("--plot", path)
-    fig, (share, moved) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    fig, (share, latency, moved) = plt.subplots(3, 1, figsize=(10, 9.5), sharex=True)
     for r in results:
         share.plot([t for t, _ in r.series], [100 * s for _, s in r.series], label=r.placer, linewidth=1.2)
+        latency.plot([t for t, _ in r.latency], [ns for _, ns in r.latency], label=r.placer, linewidth=1.0)
         moved.plot([t for t, _ in r.moved], [b / (1 << 20) for _, b in r.moved], label=r.placer, linewidth=1.0)
     share.set_ylabel("accesses served by the fastest tier (%)")
     share.set_ylim(0, 100)
     share.set_title(f"scenario {scenario}")
     share.legend(loc="lower right")
     share.grid(alpha=0.3)
+    latency.set_ylabel("mean loaded latency (ns)")
+    latency.grid(alpha=0.3)
     moved.set_ylabel("moved per interval (MiB)")
     moved.set_xlabel("scenario time (s)")
     moved.grid(alpha=0.3)

@@ -36,7 +36,7 @@ def test_plot_and_heatmap_png(tmp_path):
     args = ["simulate", "--scenario", "hotset-shift", "--duration", "120", "--plot", str(plot), "--heatmap", str(heat)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert png_size(plot) == (1000, 700)
+    assert png_size(plot) == (1000, 950)
     w, h = png_size(heat)
     assert w == 1000 and h >= 400
     assert distinct_colours(plot) > 5  # five placers' lines, axes and text on white
@@ -51,6 +51,16 @@ def test_plot_svg(tmp_path):
     assert result.exit_code == 0, result.output
     text = out.read_text()
     assert text.lstrip().startswith("<?xml") and "<svg" in text and text.count("<path") > 10
+    assert "mean loaded latency (ns)" in text  # the latency panel (matplotlib writes axis labels as text)
+
+
+def test_the_interval_latencies_average_to_the_runs_mean():
+    from cxltierd.emulate.simulate import run
+
+    r = run("hotset-shift", duration=60)
+    assert len(r.latency) == len(r.moved) > 10
+    values = [ns for _, ns in r.latency]
+    assert min(values) > 0 and min(values) <= r.mean_latency_ns <= max(values)
 
 
 def test_missing_matplotlib_is_one_line_before_running(tmp_path, monkeypatch):
