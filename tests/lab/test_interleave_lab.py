@@ -96,11 +96,13 @@ def test_weights_from_bandwidth_split_pages_and_are_restored(
     if kernel_auto:
         d.wait_log(r"weighted interleave: the kernel's auto mode sets the weights")
         assert weights() == before and auto() == mode
+        d.wait_ticks(1)  # up and handling signals (the weights are set while it is still being built)
         assert d.stop() == 0
         d = lab_daemon({**MANAGE_NOTHING, "interleave": {"weights": "bandwidth", "override": True}})
     else:
         assert set(before.values()) == {1}, before
     d.wait_log(r"weighted interleave: weights set from HMAT bandwidth")
+    d.wait_ticks(1)
     now = weights()
     assert {n: now[n] for n in want} == want, (now, want)
     if kernel_auto:
