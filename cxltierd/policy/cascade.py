@@ -15,7 +15,8 @@ decide checks the victim's room first).
 
 The tiers are the policy's `tiers.order` (tier kinds, fastest first), else the topology's tiers; the cascade applies
 when at least three of them have live nodes and the policy names no `tiers.fast` / `tiers.slow` (those keep the two
-roles they name).
+roles they name). Without `tiers.order`, a host with an `unknown` tier (a node no evidence classifies, such as the
+lab's CPU-less RAM node) keeps the two roles: memory is not sent to a tier whose place nobody knows.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def cascade_tiers(topology: Topology, policy: Policy, live: set[int]) -> list[tu
     if policy.tiers.fast or policy.tiers.slow:
         return []
     names = policy.tiers.order or tuple(t.name for t in topology.tiers)
+    if not policy.tiers.order and "unknown" in names:
+        return []
     by_name = {t.name: t.nodes for t in topology.tiers}
     out = [tuple(n for n in by_name.get(name, ()) if n in live) for name in names]
     return [t for t in out if t]

@@ -81,3 +81,14 @@ def test_order_key_picks_and_orders_the_tiers():
         parse_policy("tiers: {order: [ddr, cxl], fast: [ddr]}")
     with pytest.raises(ConfigError, match=r"tiers\.order: lists a tier twice"):
         parse_policy("tiers: {order: [ddr, ddr]}")
+
+
+def test_an_unknown_tier_keeps_the_two_roles_unless_the_order_names_it():
+    kinds = {0: "ddr", 2: "unknown", 4: "cxl"}  # the lab: DDR, a CPU-less RAM node nothing classifies, CXL
+    topo = Topology(
+        nodes=tuple(Node(node=n, kind=k, reason="test", total_bytes=100 * R) for n, k in kinds.items()),
+        tiers=tuple(Tier(name=k, rank=i, nodes=(n,)) for i, (n, k) in enumerate(kinds.items())),
+    )
+    assert cascade_tiers(topo, build_policy({}), {0, 2, 4}) == []
+    ordered = parse_policy("tiers: {order: [ddr, unknown, cxl]}")
+    assert cascade_tiers(topo, ordered, {0, 2, 4}) == [(0,), (2,), (4,)]
