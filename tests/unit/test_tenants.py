@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cxltierd.errors import ConfigError
@@ -280,7 +280,7 @@ tenant_rows = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.data_too_large, HealthCheck.too_slow])
 @given(tenant_rows, st.integers(0, 60), st.randoms(use_true_random=False))
 def test_static_heat_converges_without_ping_pong(rows, extra, rnd):
     """With heat that does not change, budgets settle: no region moves back to a node it left, and the last ticks
@@ -317,7 +317,7 @@ def test_static_heat_converges_without_ping_pong(rows, extra, rnd):
     assert not [m for now, m in moves if now >= 10 + 30], "still moving after 30 ticks of unchanging heat"
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.data_too_large, HealthCheck.too_slow])
 @given(tenant_rows, st.randoms(use_true_random=False))
 def test_noisy_heat_moves_no_region_back_and_forth(rows, rnd):
     """Heat that jitters by up to 20% from tick to tick (sampling noise) around fixed means: the dead band and the
