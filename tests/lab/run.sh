@@ -354,6 +354,10 @@ prepare_systemd() { # the overlay root as systemd's: host mounts and services ou
     local U=/etc/systemd/system u
     : > /etc/fstab
     for u in $MASK; do ln -sfn /dev/null "$U/$u"; done
+    # tmp.conf's `D /tmp` empties /tmp at boot: where /tmp is the host's (a checkout cloned into /tmp, see pid1 below)
+    # that deletes the checkout under test in the guest, over 9p, for many minutes. Keep /tmp, do not empty it.
+    mkdir -p /etc/tmpfiles.d
+    echo 'd /tmp 1777 root root -' > /etc/tmpfiles.d/tmp.conf
     lab_unit cxltierd-lab-region.service region systemd-udevd.service systemd-udev-trigger.service
     lab_unit cxltierd-lab-install.service install cxltierd-lab-region.service
     lab_unit cxltierd-lab-pytest.service pytest cxltierd-lab-region.service cxltierd-lab-install.service
