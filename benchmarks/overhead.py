@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """The daemon's own cost per tick against managed memory and process count, next to its budget.
 
-    .venv/bin/python benchmarks/overhead.py [--ticks 5] [--sizes 1GiB,64GiB,1TiB] [--procs 1,100,1000] [--markdown]
+    .venv/bin/python benchmarks/overhead.py [--ticks 5] [--sizes 1GiB,64GiB,1TiB] [--procs 1,100,1000]
+                                            [--max-chunks 0,8192] [--markdown]
 
-For each (managed memory, processes) the daemon's pipeline runs on a tracker that hands it a ready sample: one
-RegionHeat per 2 MiB region (what the move_pages engine's chunks are), heat drawn from a Zipf-like law, 20% of the
-memory on the CXL node, and moves applied at once. So what is measured is cxltierd's own work per tick (smoothing,
+For each (managed memory, processes, damon.max_chunks) the daemon's pipeline runs on a tracker that hands it a ready
+sample: one RegionHeat per chunk, as the move_pages engine's tracker cuts them (2 MiB, doubled while there would be
+more than max_chunks; 0 keeps 2 MiB at any size), heat drawn from a Zipf-like law, 20% of the memory on the CXL
+node, and moves applied at once. So what is measured is cxltierd's own work per tick (smoothing,
 the decision, recording, the snapshot), not the kernel's or a simulator's. Per tick: CPU seconds (process time,
 mean of --ticks after one warm-up tick) and that as a share of one core at the default 5 s interval; the
 process's RSS (psutil) after the last tick, with the RSS of the same process before the sample existed as the
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import psutil
 
 from cxltierd.engines.base import Engines
+from cxltierd.engines.damon_tracker import chunk_size
 from cxltierd.loop import Loop
 from cxltierd.model import Gates, Outcome, Plan, Process, RegionHeat, Sample, Transfer
 from cxltierd.policy.schema import Policy
@@ -44,16 +47,17 @@ class Synthetic:
     name = "synthetic"
     kernel_executed = False
 
-    def __init__(self, memory: int, procs: int, seed: int = 1) -> None:
+    def __init__(self, memory: int, procs: int, max_chunks: int, seed: int = 1) -> None:
         rng = random.Random(seed)
-        n = memory // REGION
+        self.chunk = chunk = chunk_size(memory, REGION, max_chunks, REGION)
+        n = memory // chunk
         per = max(1, n // procs)
         self.regions = []
         for i in range(n):
             pid = 1000 + min(i // per, procs - 1)
             heat = 1000.0 / (1 + rng.random() * (i % per + 1)) ** 1.2
             node = 4 if rng.random() < 0.2 else i % 2
-            self.regions.append([pid, 0x7F0000000000 + (i % per) * REGION + (i // per) * (1 << 40), node, heat])
+            self.regions.append([pid, 0x7F0000000000 + (i % per) * chunk + (i // per) * (1 << 40), node, heat])
         self.where = {(r[0], r[1]): r for r in self.regions}
         self.total = {0: memory, 1: memory, 4: memory}
         self.procs = {1000 + p: Process(1000 + p, f"app{p}") for p in range(procs)}
@@ -71,8 +75,8 @@ class Synthetic:
         out = []
         for r in self.regions:
             r[3] *= 0.95 + 0.1 * self.rng.random()
-            used[r[2]] += REGION
-            out.append(RegionHeat(r[0], r[1], REGION, r[2], r[3]))
+            used[r[2]] += self.chunk
+            out.append(RegionHeat(r[0], r[1], self.chunk, r[2], r[3]))
         free = {n: self.total[n] - used[n] for n in used}
         return Sample(tuple(out), free, dict(self.total), self.procs, resolution=10.0)
 
@@ -99,6 +103,8 @@ TOPO = Topology(
 class Row:
     memory: int
     procs: int
+    max_chunks: int
+    chunk: int
     regions: int
     cpu_per_tick: float
     rss: int
@@ -113,11 +119,11 @@ class Row:
         return self.core_share < CPU_BUDGET and self.rss < RSS_BUDGET
 
 
-def measure(memory: int, procs: int, ticks: int) -> Row:
+def measure(memory: int, procs: int, max_chunks: int, ticks: int) -> Row:
     gc.collect()
     me = psutil.Process()
     base = me.memory_info().rss
-    engine = Synthetic(memory, procs)
+    engine = Synthetic(memory, procs, max_chunks)
     loop = Loop(TOPO, Engines("synthetic", engine, engine), Policy(interval=INTERVAL))
     svc = ServiceState(backend="emulated", started=0.0)
     loop.tick(0.0)  # warm-up: the first tick only observes
@@ -127,17 +133,18 @@ def measure(memory: int, procs: int, ticks: int) -> Row:
         loop.tick(i * INTERVAL)
         snapshot(loop, svc, {})
     cpu = (time.process_time() - t0) / ticks
-    return Row(memory, procs, len(engine.regions), cpu, me.memory_info().rss, base)
+    return Row(memory, procs, max_chunks, engine.chunk, len(engine.regions), cpu, me.memory_info().rss, base)
 
 
 def markdown(rows: list[Row]) -> str:
     lines = [
-        "| managed memory | processes | regions | CPU per tick | share of one core (5 s) | RSS | met |",
-        "|---|---|---|---|---|---|---|",
+        "| managed memory | processes | max_chunks | chunk | regions | CPU per tick | share of one core (5 s) | RSS | met |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {format_size(r.memory)} | {r.procs} | {r.regions} | {r.cpu_per_tick * 1000:.1f} ms |"
+            f"| {format_size(r.memory)} | {r.procs} | {r.max_chunks} | {format_size(r.chunk)} | {r.regions} |"
+            f" {r.cpu_per_tick * 1000:.1f} ms |"
             f" {100 * r.core_share:.2f}% | {r.rss >> 20} MiB | {'yes' if r.meets else 'no'} |"
         )
     return "\n".join(lines)
@@ -148,16 +155,18 @@ def main() -> int:
     ap.add_argument("--ticks", type=int, default=5)
     ap.add_argument("--sizes", default="1GiB,16GiB,256GiB,1TiB")
     ap.add_argument("--procs", default="1,100,1000")
+    ap.add_argument("--max-chunks", default="0,8192", help="damon.max_chunks values (0: 2 MiB chunks at any size)")
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
     rows = []
     for size in a.sizes.split(","):
-        for procs in (int(p) for p in a.procs.split(",")):
-            row = measure(parse_size(size), procs, a.ticks)
+        for procs, limit in ((int(p), int(m)) for p in a.procs.split(",") for m in a.max_chunks.split(",")):
+            row = measure(parse_size(size), procs, limit, a.ticks)
             rows.append(row)
             if not a.markdown:
                 print(
-                    f"{format_size(row.memory):>7} {row.procs:>5} procs {row.regions:>7} regions: "
+                    f"{format_size(row.memory):>7} {row.procs:>5} procs max_chunks {limit:>5}: "
+                    f"{row.regions:>7} regions of {format_size(row.chunk)}: "
                     f"{row.cpu_per_tick * 1000:8.1f} ms CPU/tick = {100 * row.core_share:6.2f}% of a core "
                     f"(budget {100 * CPU_BUDGET:g}%), RSS {row.rss >> 20} MiB (budget {RSS_BUDGET >> 20}, "
                     f"{row.base_rss >> 20} before the sample) {'met' if row.meets else 'MISSED'}",

@@ -4,8 +4,11 @@ One vaddr kdamond per managed process (a kdamond has one context, and tried regi
 they belong to), from a fixed pool of `max_processes` kdamonds created once: the largest managed processes get a
 slot each; a slot whose process exits or stops being managed is given to the next one by restarting only that
 kdamond, so the others keep the regions they have learned. Each sample reads the regions back,
-cuts them into chunks of `damon.region_size` aligned to it (stable keys from tick to tick, the unit the
-move_pages engine moves), and finds each chunk's node by querying a few of its pages with move_pages(2).
+cuts them into chunks aligned to their size (stable keys from tick to tick, the unit the move_pages engine
+moves), and finds each chunk's node by querying a few of its pages with move_pages(2). Chunks are
+`damon.region_size` until the tracked processes' memory would make more than `damon.max_chunks` of them; then
+they double as often as needed (`chunk_size`), since the daemon's work per tick is linear in chunks, and chunks
+much finer than DAMON's own regions (at most max_regions per kdamond) carry no more information.
 Chunks with no page present are left out. DAMON's nr_accesses (samples per aggregation interval that saw an
 access) becomes accesses per second; age becomes seconds. One sampled access stands for 1 / aggregation interval
 accesses per second (the Sample's resolution), so the policy's min_samples floor keeps a region that DAMON saw
@@ -56,6 +59,17 @@ def chunks(regions: list[DamonRegion], size: int, aggr_s: float) -> dict[int, tu
     return {c: (a[0] / a[2], a[1] / a[2]) for c, a in acc.items() if a[2] > 0}
 
 
+def chunk_size(managed: int, base: int, limit: int, current: int) -> int:
+    """The chunk size for `managed` bytes: `base` times the smallest power of two that makes at most `limit` chunks
+    (`limit` 0: always `base`). The `current` size is kept unless it makes too many chunks or is at least four times
+    the size wanted, so the size does not flip back and forth (and heat is not relearned) as processes grow and
+    shrink a little."""
+    want = base
+    while limit and managed > want * limit:
+        want *= 2
+    return want if current < want or current >= 4 * want else current
+
+
 def chunk_nodes(pid: int, starts: list[int], size: int, pages: Any, page_size: int) -> dict[int, int]:
     """Chunk start -> majority node of PROBES pages spread over it; chunks with no page present are left out."""
     step = max(page_size, (size // PROBES) - (size // PROBES) % page_size)
@@ -98,6 +112,7 @@ class DamonTracker:
         self.since: list[float] = []  # when each slot's kdamond last (re)started (the loop's clock)
         self.self_pid = os.getpid()
         self.errors: list[str] = []
+        self.chunk = policy.damon.region_size  # the chunk size in use (chunk_size)
 
     @property
     def targets(self) -> list[int]:
@@ -107,6 +122,8 @@ class DamonTracker:
     def configure(self, topology: Topology, policy: Policy) -> None:
         """New policy: running kdamonds take the new intervals and region limits through a commit."""
         changed = policy.damon != self.policy.damon
+        if policy.damon.region_size != self.policy.damon.region_size:
+            self.chunk = policy.damon.region_size
         self.policy = policy
         self.nodes = list(topology.node_ids)
         if policy.damon.max_processes != self.max_processes:  # a new pool size: the pool is made again
@@ -177,7 +194,10 @@ class DamonTracker:
         """Retarget the pool to the managed processes, then read the warm kdamonds' regions as chunk heat."""
         procs = self.select(list_processes(self.fs))
         self._retarget([p.pid for p in procs], now)
-        size = self.policy.damon.region_size
+        d = self.policy.damon
+        tracked = set(self.targets)
+        managed = sum(p.rss for p in procs if p.pid in tracked)
+        size = self.chunk = chunk_size(managed, d.region_size, d.max_chunks, self.chunk)
         aggr_s = self.policy.damon.aggregation_interval
         regions: list[RegionHeat] = []
         for i, pid in enumerate(self.slots):

@@ -124,6 +124,7 @@ class Damon:
     region_size: int = 2 * MiB  # the loop's unit of placement (heat and moves are per region of this size)
     take_over_damon_stat: bool = True  # turn the kernel's DAMON_STAT off while a DAMON engine runs (restored on stop)
     max_processes: int = 8  # move_pages engine: the kdamond pool, one per managed process (the largest ones)
+    max_chunks: int = 8192  # move_pages engine: chunks grow past region_size to keep this many at most (0: never)
 
 
 @dataclass(frozen=True)
@@ -374,6 +375,7 @@ def _damon(c: Checker, value: Any) -> Damon:
         "region_size",
         "take_over_damon_stat",
         "max_processes",
+        "max_chunks",
     )
     dm = c.mapping(value, "damon", keys)
     d = Damon()
@@ -386,6 +388,7 @@ def _damon(c: Checker, value: Any) -> Damon:
         region_size=c.size(dm, "region_size", "damon", d.region_size, lo=PAGE_SIZE, hi=1 << 34),
         take_over_damon_stat=c.boolean(dm, "take_over_damon_stat", "damon", d.take_over_damon_stat),
         max_processes=c.integer(dm, "max_processes", "damon", d.max_processes, lo=1, hi=MAX_KDAMONDS),
+        max_chunks=c.integer(dm, "max_chunks", "damon", d.max_chunks, lo=0, hi=1 << 24),
     )
     if out.aggregation_interval < out.sample_interval:
         c.fail("damon.aggregation_interval", "must be at least damon.sample_interval")

@@ -158,8 +158,9 @@ def test_discovery_markdown_is_the_readme_table_format() -> None:
 
 def test_overhead_benchmark_measures_the_pipeline_and_judges_the_budget() -> None:
     """A tiny run: every row has a positive CPU time, an RSS, and a verdict that follows the budget."""
+    args = ["--sizes", "64MiB,256MiB", "--procs", "1,4", "--max-chunks", "0,64", "--ticks", "2", "--markdown"]
     done = subprocess.run(
-        [sys.executable, "overhead.py", "--sizes", "64MiB,256MiB", "--procs", "1,4", "--ticks", "2", "--markdown"],
+        [sys.executable, "overhead.py", *args],
         cwd=BENCHMARKS,
         capture_output=True,
         text=True,
@@ -167,18 +168,22 @@ def test_overhead_benchmark_measures_the_pipeline_and_judges_the_budget() -> Non
     )
     assert done.returncode == 0, done.stderr
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines()[2:]]
-    assert [(r[0].strip(), r[1].strip(), r[2].strip()) for r in rows] == [
-        ("64MiB", "1", "32"),
-        ("64MiB", "4", "32"),
-        ("256MiB", "1", "128"),
-        ("256MiB", "4", "128"),
+    assert [tuple(c.strip() for c in r[:5]) for r in rows] == [
+        ("64MiB", "1", "0", "2MiB", "32"),
+        ("64MiB", "1", "64", "2MiB", "32"),
+        ("64MiB", "4", "0", "2MiB", "32"),
+        ("64MiB", "4", "64", "2MiB", "32"),
+        ("256MiB", "1", "0", "2MiB", "128"),
+        ("256MiB", "1", "64", "4MiB", "64"),  # 128 chunks of 2 MiB is over the bound: they double
+        ("256MiB", "4", "0", "2MiB", "128"),
+        ("256MiB", "4", "64", "4MiB", "64"),
     ]
     overhead = load("overhead")
     for r in rows:
-        cpu_ms, share, rss = float(r[3].split()[0]), float(r[4].strip().rstrip("%")), int(r[5].split()[0])
+        cpu_ms, share, rss = float(r[5].split()[0]), float(r[6].strip().rstrip("%")), int(r[7].split()[0])
         assert cpu_ms >= 0 and rss > 0
         met = share / 100 < overhead.CPU_BUDGET and rss << 20 < overhead.RSS_BUDGET
-        assert r[6].strip() == ("yes" if met else "no")
+        assert r[8].strip() == ("yes" if met else "no")
 
 
 def test_placement_reaction_table_and_its_target() -> None:

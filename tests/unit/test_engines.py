@@ -26,7 +26,7 @@ from cxltierd.engines.damon import (
 from cxltierd.engines.damon_stat import PARAM as DAMON_STAT
 from cxltierd.engines.damon_stat import DamonStat
 from cxltierd.engines.damon_stat import enabled as damon_stat_enabled
-from cxltierd.engines.damon_tracker import DamonTracker, chunk_nodes, chunks
+from cxltierd.engines.damon_tracker import DamonTracker, chunk_nodes, chunk_size, chunks
 from cxltierd.engines.damos import DamosEngine
 from cxltierd.engines.numa_balancing import DEMOTION, NUMA_BALANCING, RATE_LIMIT, NumaBalancingEngine
 from cxltierd.engines.registry import Env, probes
@@ -41,6 +41,7 @@ from cxltierd.policy.schema import Policy, build_policy
 from cxltierd.topology import Node, Tier, Topology
 
 MiB = 1 << 20
+GiB = 1 << 30
 TOPO = Topology(
     nodes=(Node(0, "ddr", "t", cpus=(0,)), Node(1, "ddr", "t", cpus=(1,)), Node(4, "cxl", "t")),
     tiers=(Tier("ddr", 0, (0, 1)), Tier("cxl", 1, (4,))),
@@ -253,6 +254,34 @@ def test_tracker_chunks_and_nodes():
 
     nodes = chunk_nodes(7, [0x200000, 0x400000, 0x600000], 2 * MiB, Pages(), syscalls.PAGE_SIZE)
     assert nodes[0x200000] == 4 and nodes[0x400000] in (0, 4) and 0x600000 not in nodes
+
+
+def test_chunks_grow_past_the_bound_and_keep_their_size_within_a_factor_of_four():
+    assert chunk_size(16 * GiB, 2 * MiB, 8192, 2 * MiB) == 2 * MiB  # 8192 chunks: at the bound
+    assert chunk_size(16 * GiB + 1, 2 * MiB, 8192, 2 * MiB) == 4 * MiB
+    assert chunk_size(1 << 40, 2 * MiB, 8192, 2 * MiB) == 128 * MiB  # 1 TiB: 8192 chunks of 128 MiB
+    assert chunk_size(1 << 40, 2 * MiB, 0, 2 * MiB) == 2 * MiB  # 0: never grows
+    # shrinking memory keeps the size until it is four times what is wanted
+    assert chunk_size(300 * GiB, 2 * MiB, 8192, 128 * MiB) == 128 * MiB  # wants 64 MiB: kept
+    assert chunk_size(100 * GiB, 2 * MiB, 8192, 128 * MiB) == 16 * MiB  # wants 16 MiB: 128 is 8x, shrinks
+
+
+def test_tracker_cuts_big_processes_into_bigger_chunks(tmp_path):
+    class OnNode4:
+        def query(self, pid, addrs):
+            return array("i", [4] * len(addrs))
+
+    fs = FakeDamon(tmp_path)
+    add_process(fs, 77, "train", 64 * 1024, "/ai")  # 64 MiB: 32 chunks of 2 MiB, over a bound of 8
+    policy = build_policy({"processes": {"min_rss": "1MiB"}, "damon": {"max_chunks": 8}})
+    t = DamonTracker(fs, policy, Kdamonds(fs, tmp_path / "k.json"), [0, 4], pages=OnNode4())
+    t.sample(10.0)
+    tried = f"{KDAMONDS}/0/contexts/0/schemes/0/tried_regions/0"
+    for name, value in (("start", 0), ("end", 64 * MiB), ("nr_accesses", 5), ("age", 3)):
+        fs.write(f"{tried}/{name}", str(value), record=False)
+    regions = t.sample(13.0).regions
+    assert [(r.start, r.size) for r in regions] == [(i * 8 * MiB, 8 * MiB) for i in range(8)]
+    assert t.chunk == 8 * MiB
 
 
 def add_process(fs: HostFS, pid: int, name: str, rss_kb: int, cgroup: str) -> None:
