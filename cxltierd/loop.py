@@ -63,6 +63,7 @@ class TickReport:
     usage: dict[int, tuple[int, int]]  # node -> (total, free) after the tick's sample
     hot_bytes: dict[str, int]  # tier -> bytes of regions at or above the hot threshold
     regions: int
+    region_bytes: int = 0  # the largest region (tracker chunk) of the tick's sample
     dry_run: bool = False
     process_bytes: dict[tuple[int, str, str], int] = field(default_factory=dict)  # (pid, comm, tier) -> bytes
     gates: Gates | None = None  # what a kernel-executed engine was allowed this tick (None: cxltierd moves)
@@ -236,6 +237,7 @@ class Loop:
             usage={n: (sample.total_bytes.get(n, 0), f) for n, f in sample.free_bytes.items()},
             hot_bytes=self._hot_bytes(smoothed),
             regions=len(smoothed),
+            region_bytes=max((r.size for r in sample.regions), default=0),
             dry_run=dry,
             process_bytes=self._process_bytes(smoothed, sample) if self.policy.metrics.process_labels else {},
             gates=gates,

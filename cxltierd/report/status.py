@@ -30,6 +30,9 @@ def live_status_text(doc: dict[str, Any]) -> str:
         ticks += f", last {max(0.0, time.time() - doc['last_tick']):.1f} s ago"
     if ratio is not None:
         ticks += f", fast-tier access share {100 * ratio:.1f}%"
+    heat = doc.get("heat")
+    if heat and heat["regions"]:
+        ticks += f"; heat in {heat['regions']} regions of up to {human_bytes(heat['region_bytes'])}"
     lines.append(ticks)
     lines.append("Tiers:")
     for t in doc["tiers"]:

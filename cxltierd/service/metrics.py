@@ -107,6 +107,14 @@ def _topology(s: Snapshot) -> Iterator[Metric]:
     for name, b in sorted(s.hot_bytes.items()):
         hot.add_metric([name], b)
     yield hot
+    yield GaugeMetricFamily(
+        "cxltierd_heat_regions", "Regions (tracker chunks) with heat at the last tick.", value=s.regions
+    )
+    yield GaugeMetricFamily(
+        "cxltierd_heat_region_bytes",
+        "Size of the largest of those regions (the tracker's chunk).",
+        value=s.region_bytes,
+    )
     if s.process_bytes:  # only when the policy sets metrics.process_labels: pid and comm are unbounded labels
         proc = GaugeMetricFamily(
             "cxltierd_process_memory_bytes", "Managed memory of a process, by tier.", labels=["pid", "comm", "tier"]

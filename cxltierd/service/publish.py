@@ -117,6 +117,8 @@ def snapshot(
         ping_pong=t.ping_pong,
         fast_tier_access_ratio=last.fast_share if last else None,
         hot_bytes=dict(last.hot_bytes) if last else {},
+        regions=last.regions if last else 0,
+        region_bytes=last.region_bytes if last else 0,
         process_bytes=dict(last.process_bytes) if last else {},
         last_moved_bytes=last.moved_bytes if last else 0,
         topology_changes=svc.topology_changes,

@@ -72,6 +72,8 @@ class Snapshot:
     ping_pong: int = 0
     fast_tier_access_ratio: float | None = None
     hot_bytes: dict[str, int] = field(default_factory=dict)  # tier -> bytes judged hot
+    regions: int = 0  # regions (tracker chunks) with heat at the last tick
+    region_bytes: int = 0  # the largest of them
     process_bytes: dict[tuple[int, str, str], int] = field(default_factory=dict)  # only with metrics.process_labels
     last_moved_bytes: int = 0
     topology_changes: int = 0

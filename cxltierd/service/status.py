@@ -46,6 +46,7 @@ def status_json(s: Snapshot) -> dict[str, Any]:
         "last_tick": s.last_tick,
         "ticks": s.ticks,
         "fast_tier_access_ratio": s.fast_tier_access_ratio,
+        "heat": {"regions": s.regions, "region_bytes": s.region_bytes},
         "tiers": tiers,
         "nodes": nodes,
         "counters": {

@@ -217,6 +217,9 @@ def test_metrics_and_healthz(daemon):
         30,
         "a migration",
     )
+    _, later = scrape(base + "/metrics")  # the emulated host's scenario tracks 2 MiB regions
+    assert having(later, "cxltierd_heat_regions")[0].value > 0
+    assert having(later, "cxltierd_heat_region_bytes")[0].value == 2 << 20
     health = urllib.request.urlopen(base + "/healthz", timeout=10)
     assert health.status == 200 and health.read().startswith(b"ok: tick ")
     with pytest.raises(urllib.error.HTTPError):

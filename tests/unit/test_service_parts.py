@@ -150,6 +150,19 @@ def test_daemon_usage_and_kernel_gates_are_exported_and_shown():
     )
 
 
+def test_heat_regions_and_chunk_size_are_exported_and_shown():
+    from cxltierd.report.status import live_status_text
+    from cxltierd.service.status import status_json
+
+    snap = Snapshot(topology=TOPO, regions=8192, region_bytes=128 << 20)
+    reg = registry_for(lambda: snap)
+    assert reg.get_sample_value("cxltierd_heat_regions") == 8192
+    assert reg.get_sample_value("cxltierd_heat_region_bytes") == 128 << 20
+    text = live_status_text(status_json(snap) | {"version": "x", "started": 0})
+    assert "heat in 8192 regions of up to 128.0 MiB" in text
+    assert "heat in" not in live_status_text(status_json(Snapshot(topology=TOPO)) | {"version": "x", "started": 0})
+
+
 def test_available_memory_is_exported_beside_free_memory():
     snap = Snapshot(topology=TOPO, usage={0: (100, 10), 2: (200, 150)}, available={0: 60, 2: 170})
     reg = registry_for(lambda: snap)
