@@ -56,6 +56,7 @@ def test_chunks_grow_past_max_chunks_and_the_hot_set_still_reaches_ddr(
             "damon": {"max_chunks": MAX_CHUNKS},
         }
     )
+    d.wait_ticks(1)
     heat = d.wait_for(lambda: d.status()["heat"]["regions"] and d.status()["heat"], 120, "heat regions")
     chunk, managed = heat["region_bytes"], rss(w.pid)
     print(f"chunks of {chunk >> 20} MiB for {managed / MiB:.1f} MiB managed, {heat['regions']} regions with heat")
