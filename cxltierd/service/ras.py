@@ -106,6 +106,7 @@ def ras_json(r: RasView | None) -> dict[str, Any] | None:
         "events": [
             {"memdev": m, "event": e, "severity": sev, "count": n} for (m, e, sev), n in sorted(r.events.items())
         ],
+        "mailbox": dict(sorted(r.mailbox.items())),
         "soft_offlined_pages": r.soft_offlined,
         "parse_errors": r.parse_errors,
         "transitions": list(r.transitions),
