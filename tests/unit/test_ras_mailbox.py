@@ -9,6 +9,7 @@ import errno
 import logging
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from cxltierd.failover import Failover
 from cxltierd.hostfs import HostFS
 from cxltierd.policy.schema import parse_policy
 from cxltierd.report.ras import ras_lines
-from cxltierd.service.ras import ras_json
+from cxltierd.service.ras import ras_json, ras_metrics
 from tests.unit.test_ras_live import Lines, Mover, fake_loop
 
 # Get Health Info as a device returns it (little endian): maintenance needed + performance degraded, media status 4,
@@ -182,4 +183,7 @@ def test_a_refused_mailbox_is_said_once(tmp_path: Path, caplog: pytest.LogCaptur
     doc = ras_json(f.view())
     assert doc is not None and doc["mailbox"]["mem0"].startswith("mem0: no char device")
     assert any("device health NOT read through the mailbox: mem0: no char device" in line for line in ras_lines(doc))
+    snap = SimpleNamespace(ras=f.view())
+    (family,) = [m for m in ras_metrics(snap) if m.name == "cxltierd_ras_mailbox_health_read"]  # type: ignore[arg-type]
+    assert [(s.labels, s.value) for s in family.samples] == [({"memdev": "mem0"}, 0)]
     assert f.states == {}  # nothing read, nothing assumed
