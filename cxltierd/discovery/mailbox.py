@@ -102,7 +102,8 @@ def read_health(fs: HostFS, memdev: str) -> dict[str, int | str]:
 def _why(e: HostFSError, memdev: str) -> str:
     where = device(memdev)
     return {
-        errno.ENOENT: f"{memdev}: no char device {where} (devtmpfs not mounted, or the memdev has no mailbox)",
+        errno.ENOENT: f"{memdev}: no char device {where} (a private /dev such as systemd's PrivateDevices=yes, "
+        "devtmpfs not mounted, or no mailbox)",
         errno.EACCES: f"{memdev}: {where}: permission denied (root or CAP_SYS_ADMIN needed)",
         errno.EPERM: f"{memdev}: {where}: operation not permitted (root or CAP_SYS_ADMIN needed)",
         errno.ENOTTY: f"{memdev}: {where}: the kernel does not accept the command (not supported)",
