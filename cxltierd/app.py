@@ -245,10 +245,14 @@ def _emulated_ras(fs: HostFS, sim: SimulatedMemory, scenario: Scenario, facts: H
 
 
 def _host_ras(fs: HostFS, state_dir: Path) -> Failover:
+    from cxltierd.discovery import mailbox
     from cxltierd.discovery.tracefs import TraceInstance
     from cxltierd.failover import STATE_FILE, ProcessMover
 
-    return Failover(TraceInstance(fs), ProcessMover(fs), fs, state_dir / STATE_FILE)
+    def health(memdev: str) -> dict[str, int | str]:
+        return mailbox.read_health(fs, memdev)
+
+    return Failover(TraceInstance(fs), ProcessMover(fs), fs, state_dir / STATE_FILE, health)
 
 
 def _interleave(fs: HostFS, topology: Topology, policy: Policy, state_dir: Path) -> None:

@@ -4,6 +4,8 @@ drain of failing ones. The pure model is cxltierd.ras; this module feeds it and 
 Each tick (`Failover.tick(now, loop)`, `now` on the wall clock so a restart continues the same timeline):
 - the new cxl trace lines (cxltierd's tracefs instance, or the emulated host's scripted pipe) update every memdev's
   health (ras.health), and the poison lists are asked for every `ras.poison_poll`;
+- every `ras.health_poll` each memdev's Get Health Info is read through the CXL mailbox (a HealthReader) and fed to
+  the health model like a memory-module event; a memdev whose mailbox will not answer is said so once (log, status);
 - a node backed by a degraded or failing memdev (ras.nodes) goes into `loop.avoid`: the loop plans no move into it
   and a kernel-executed engine stops demoting while a slow node is avoided;
 - a failing node is drained: one ras.drain step per tick, carried out by a Mover (migrate_pages(2) per process on a
@@ -20,7 +22,7 @@ import logging
 import os
 import threading
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +34,7 @@ from cxltierd.facts import HostFacts
 from cxltierd.hostfs import HostFS
 from cxltierd.loop import Loop
 from cxltierd.model import Move, Plan
-from cxltierd.ras import drain, events, health, nodes, store
+from cxltierd.ras import drain, events, health, mailbox, nodes, store
 from cxltierd.ras.drain import DrainMove, DrainProgress, Resident, Target
 from cxltierd.ras.health import FAILING, HEALTHY, MemdevHealth
 from cxltierd.ras.policy import RasPolicy
@@ -42,6 +44,7 @@ log = logging.getLogger("cxltierd")
 SEVERITIES = ("Informational", "Warning", "Failure", "Fatal")
 STATE_FILE = "ras.json"
 KEEP_TRANSITIONS = 20
+HEALTH_INFO = "get_health_info"  # the name of a mailbox health read, as an event of the health model
 
 
 class Lines(Protocol):
@@ -58,6 +61,11 @@ class Lines(Protocol):
     def close(self) -> None:
         """Stop reading and remove what open() made."""
         ...
+
+
+# memdev -> its Get Health Info fields (cxltierd.ras.mailbox.parse_health_info); raises CxltierdError saying why not
+HealthReader = Callable[[str], dict[str, int | str]]
+MAILBOX_OK = "ok"
 
 
 class Mover(Protocol):
@@ -145,6 +153,7 @@ class RasView:
     avoid: tuple[int, ...] = ()
     offlined: tuple[int, ...] = ()  # nodes whose blocks were offlined after their drain
     soft_offlined: int = 0  # pages soft-offlined for poison
+    mailbox: dict[str, str] = field(default_factory=dict)  # memdev -> "ok" or why Get Health Info is not read
     parse_errors: int = 0
     transitions: tuple[str, ...] = ()  # the latest, oldest first
 
@@ -174,8 +183,13 @@ def label_of(event: events.RasEvent) -> tuple[str, str, str]:
 class Failover:
     """The RAS state of one daemon: health per memdev, drains in progress, and the source of events."""
 
-    def __init__(self, lines: Lines | None, mover: Mover, fs: HostFS, state_file: Path | None) -> None:
+    def __init__(
+        self, lines: Lines | None, mover: Mover, fs: HostFS, state_file: Path | None, health: HealthReader | None = None
+    ) -> None:
         self.lines = lines
+        self.health_reader = health
+        self.mailbox: dict[str, str] = {}  # memdev -> MAILBOX_OK or why its Get Health Info is not read
+        self.last_health: float | None = None
         self.mover = mover
         self.fs = fs
         self.state_file = state_file
@@ -281,6 +295,7 @@ class Failover:
             loop.avoid = frozenset()
             return
         self.observe(self.read(), now, policy)
+        self.poll_health(now, policy)
         self.operator(now, loop)
         self.poll_poison(now, policy)
         self.update_nodes(now, loop)
@@ -319,8 +334,35 @@ class Failover:
             moved += [t] if t is not None else []
         self.states = states
         for t in moved:
-            log.warning("RAS: %s", t)
-            self.transitions.append(f"{t.time:.0f} {t}")
+            self.record(t)
+
+    def record(self, t: health.Transition) -> None:
+        """Log a transition and keep it among the latest."""
+        log.warning("RAS: %s", t)
+        self.transitions.append(f"{t.time:.0f} {t}")
+
+    def poll_health(self, now: float, policy: RasPolicy) -> None:
+        """Every policy.health_poll seconds, each memdev's Get Health Info through the mailbox into the health model;
+        a memdev whose mailbox will not answer is logged once per reason (status shows it while it lasts)."""
+        if self.health_reader is None or (self.last_health is not None and now - self.last_health < policy.health_poll):
+            return
+        self.last_health = now
+        for name in (n for n in self.fs.listdir(tracefs.CXL_DEVICES) if n.startswith("mem")):
+            try:
+                fields = self.health_reader(name)
+            except CxltierdError as e:
+                if self.mailbox.get(name) != str(e):
+                    log.warning("RAS: device health of %s is not read through the mailbox: %s", name, e)
+                self.mailbox[name] = str(e)
+                continue
+            if self.mailbox.get(name) != MAILBOX_OK:
+                log.info("RAS: %s: Get Health Info through the mailbox: %s", name, mailbox.describe(fields))
+            self.mailbox[name] = MAILBOX_OK
+            self.figures[name] = {k: v for k, v in fields.items() if isinstance(v, int)}
+            event = events.RasEvent(HEALTH_INFO, now, name, "health", health=fields)
+            self.states[name], t = health.observe(self.states.get(name) or MemdevHealth(name), event, now, policy)
+            if t is not None:
+                self.record(t)
 
     def request(self, action: str, node: int) -> None:
         """An operator's `drain NODE` or `undrain NODE` (any thread); carried out at the next tick."""
@@ -344,8 +386,7 @@ class Failover:
                 if node in nodes_of and name in self.states:
                     self.states[name], t = health.reset(self.states[name], now)
                     if t is not None:
-                        log.warning("RAS: %s", t)
-                        self.transitions.append(f"{t.time:.0f} {t}")
+                        self.record(t)
             log.warning("RAS: operator: node %d undrained (offlined memory blocks stay offline)", node)
 
     def poll_poison(self, now: float, policy: RasPolicy) -> None:
@@ -447,6 +488,7 @@ class Failover:
             avoid=tuple(sorted(set(self.drains) | {n for n, s in self.node_state.items() if s != HEALTHY})),
             offlined=tuple(sorted(self.offlined)),
             soft_offlined=len(self.soft_offlined),
+            mailbox=dict(self.mailbox),
             parse_errors=self.parse_errors,
             transitions=tuple(self.transitions),
         )

@@ -11,10 +11,13 @@ tests' fake DAMON).
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
 from cxltierd.errors import HostFSError, RootError
 
@@ -230,6 +233,26 @@ class HostFS:
             return
         except OSError as e:
             raise HostFSError(str(self.path(kpath)), f"rmdir failed ({e.strerror or e})", e.errno) from None
+
+    def ioctl(self, kpath: str, request: int, arg: bytearray | memoryview | Any) -> None:
+        """Send `request` to the character device at `kpath` (a CXL memdev's /dev/cxl/memN) by ioctl, `arg` a
+        writable buffer (a ctypes structure) the kernel reads and fills. Raises HostFSError naming the device, with the
+        errno (ENOENT: no such device, EACCES/EPERM, ENOTTY, EBUSY, ...)."""
+        p = self.path(kpath)
+        try:
+            fd = os.open(self._prefix + "/" + kpath.lstrip("/"), os.O_RDWR | _OPEN_FLAGS)
+        except OSError as e:
+            raise HostFSError(str(p), f"cannot open ({e.strerror or e})", e.errno) from None
+        try:
+            if not stat.S_ISCHR(os.fstat(fd).st_mode):
+                raise HostFSError(str(p), "not a character device", errno.ENODEV)
+            if self._confined and not self._beneath(fd):
+                raise HostFSError(str(p), "resolves outside the root (a symlink out of the tree)", errno.EXDEV)
+            fcntl.ioctl(fd, request, arg, True)
+        except OSError as e:
+            raise HostFSError(str(p), f"ioctl {request:#x} failed ({e.strerror or e})", e.errno) from None
+        finally:
+            os.close(fd)
 
     def write(self, kpath: str, value: str) -> None:
         """Write a sysfs/procfs attribute. Raises HostFSError naming the file."""

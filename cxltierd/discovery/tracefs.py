@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from cxltierd.discovery import mailbox
 from cxltierd.errors import HostFSError
 from cxltierd.hostfs import HostFS
+from cxltierd.ras.mailbox import describe
 
 TRACING_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 INSTANCE = "cxltierd"
@@ -155,6 +157,7 @@ class RasProbe:
     memdevs: tuple[str, ...]
     poison_lists: tuple[str, ...]  # memdevs with trigger_poison_list
     instance: bool  # cxltierd's tracefs instance exists (a daemon runs, or one did not stop cleanly)
+    mailbox: tuple[tuple[str, bool, str], ...] = ()  # memdev, Get Health Info read, what it said or why not
 
 
 def probe(fs: HostFS) -> RasProbe:
@@ -167,4 +170,13 @@ def probe(fs: HostFS) -> RasProbe:
         memdevs=memdevs,
         poison_lists=tuple(m for m in memdevs if fs.exists(f"{CXL_DEVICES}/{m}/trigger_poison_list")),
         instance=tracing is not None and fs.is_dir(f"{tracing}/instances/{INSTANCE}"),
+        mailbox=tuple(_mailbox(fs, m) for m in memdevs),
     )
+
+
+def _mailbox(fs: HostFS, memdev: str) -> tuple[str, bool, str]:
+    """A memdev's Get Health Info in one line, or why it cannot be read."""
+    try:
+        return memdev, True, describe(mailbox.read_health(fs, memdev))
+    except mailbox.MailboxRefused as e:
+        return memdev, False, str(e)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cxltierd.emulate import Scenario, SimulatedMemory, baselines, host_topology, read_scenario
+from cxltierd.emulate.simras import RasSummary, SimulatedRas
 from cxltierd.engines.base import Engines
 from cxltierd.loop import Decide, Loop
 from cxltierd.policy.decide import decide as cxltierd_decide
@@ -47,6 +48,7 @@ class RunResult:
     heat: list[tuple[float, dict[tuple[int, int], float]]] = field(default_factory=list)
     processes: dict[int, str] = field(default_factory=dict)
     region_size: int = 0
+    ras: RasSummary | None = None  # cxltierd's run of a scenario with ras_events: health, drains
 
     @property
     def migrated_bytes(self) -> int:
@@ -87,27 +89,15 @@ def run(
             "oracle": lambda: baselines.oracle(sim.mean_rates),
             "oracle-latency": lambda: baselines.latency_oracle(sim.mean_rates),
         }[placer]()
-    loop = Loop(sim.topology, Engines("simulated", sim, sim), pol, decide=decide)
+    ras = SimulatedRas(sc, sim) if placer == "cxltierd" and sc.ras_events else None
+    loop = Loop(sim.topology, Engines("simulated", sim, sim), pol, ras.facts if ras else None, decide=decide)
     end = duration if duration is not None else sc.duration
     result = RunResult(placer=placer, share=0.0, processes={p.pid: p.name for p in sc.processes})
     result.region_size = sc.region_size
-    t = 0.0
-    moved = 0
-    lat_sum, accesses = 0.0, 0.0
-    while t + dt <= end + 1e-9:
-        t += dt
-        report = loop.tick(t)
-        if report.fast_share is not None:
-            result.series.append((t, report.fast_share))
-        now = sim.stats()
-        total = sum(now.migrated_bytes.values())
-        result.moved.append((t, total - moved))
-        moved = total
-        if now.total_accesses > accesses:
-            result.latency.append((t, (now.latency - lat_sum) / (now.total_accesses - accesses)))
-        lat_sum, accesses = now.latency, now.total_accesses
-        if heat:
-            result.heat.append((t, sim.true_rates()))
+    try:
+        _ticks(loop, sim, result, ras, dt, end, heat)
+    finally:
+        result.ras = ras.close() if ras is not None else None
     stats = sim.stats()
     rank = {n: tier.rank for tier in sim.topology.tiers for n in tier.nodes}
     for (src, dst), b in stats.migrated_bytes.items():
@@ -121,3 +111,30 @@ def run(
     result.failed_pages = sum(stats.failed_pages.values())
     result.ticks = loop.totals.ticks
     return result
+
+
+def _ticks(
+    loop: Loop, sim: SimulatedMemory, result: RunResult, ras: SimulatedRas | None, dt: float, end: float, heat: bool
+) -> None:
+    """Tick the loop (RAS first, as the daemon does) until `end`, recording each interval into `result`."""
+    t = 0.0
+    moved = 0
+    lat_sum, accesses = 0.0, 0.0
+    while t + dt <= end + 1e-9:
+        t += dt
+        if ras is not None:
+            ras.tick(t, loop)
+        report = loop.tick(t)
+        if ras is not None:
+            ras.after(report, loop)
+        if report.fast_share is not None:
+            result.series.append((t, report.fast_share))
+        now = sim.stats()
+        total = sum(now.migrated_bytes.values())
+        result.moved.append((t, total - moved))
+        moved = total
+        if now.total_accesses > accesses:
+            result.latency.append((t, (now.latency - lat_sum) / (now.total_accesses - accesses)))
+        lat_sum, accesses = now.latency, now.total_accesses
+        if heat:
+            result.heat.append((t, sim.true_rates()))

@@ -8,6 +8,7 @@ ras:
   poison_records: {degraded: 1, failing: 16}         # poisoned DPAs listed for one memdev
   device_health: true           # memory-module health_status / media_status / alerts move the state
   poison_poll: 60s              # how often the poison list is read
+  health_poll: 60s              # how often each memdev's Get Health Info is read through the CXL mailbox
   soft_offline_poison: false    # soft-offline the pages holding listed poison (by HPA) while the node is online
   drain:
     rate: 256MiB                # bytes per second moved off a failing node
@@ -34,6 +35,7 @@ TOP_KEYS = (
     "poison_records",
     "device_health",
     "poison_poll",
+    "health_poll",
     "soft_offline_poison",
     "drain",
 )
@@ -53,6 +55,7 @@ class RasPolicy:
     poison_failing: int = 16
     device_health: bool = True
     poison_poll: float = 60.0  # seconds
+    health_poll: float = 60.0  # seconds
     soft_offline_poison: bool = False
     drain_rate: int = 256 * MiB  # bytes per second
     reserve_bytes: int = 256 * MiB
@@ -82,6 +85,7 @@ class RasPolicy:
             poison_failing=c.integer(pm, "failing", poison, p.poison_failing, lo=1),
             device_health=c.boolean(d, "device_health", path, p.device_health),
             poison_poll=c.seconds(d, "poison_poll", path, p.poison_poll, lo=1, hi=86400),
+            health_poll=c.seconds(d, "health_poll", path, p.health_poll, lo=1, hi=86400),
             soft_offline_poison=c.boolean(d, "soft_offline_poison", path, p.soft_offline_poison),
             drain_rate=c.size(dm, "rate", dpath, p.drain_rate, lo=1),
             reserve_bytes=c.size(dm, "reserve", dpath, p.reserve_bytes),

@@ -22,6 +22,12 @@ def ras_lines(doc: dict[str, Any] | None) -> list[str]:
     for name, m in doc["memdevs"].items():
         extra = f", {m['poison_records']} poison records" if m["poison_records"] else ""
         lines.append(f"  {name}: {m['state']}{extra}" + (f" ({m['cause']})" if m["cause"] else ""))
+    read = [m for m, why in doc.get("mailbox", {}).items() if why == "ok"]
+    if read:
+        lines.append(f"  device health through the mailbox (Get Health Info): {', '.join(read)}")
+    for why in doc.get("mailbox", {}).values():
+        if why != "ok":
+            lines.append(f"  device health NOT read through the mailbox: {why}")
     for node, state in doc["nodes"].items():
         lines.append(
             f"  node {node}: {state}" + (" (no placement into it)" if int(node) in doc["avoided_nodes"] else "")
@@ -59,10 +65,24 @@ def ras_checks(p: RasProbe) -> list[Check]:
             f"{len(p.events)} cxl trace events in {p.tracing} ({', '.join(p.events)}); poison lists: {poison}"
             + (running if p.instance else ""),
         ),
-        Check(
-            "ras-health",
-            "ok",
-            "device health comes from cxl_memory_module events; the mailbox Get Health Info (what `cxl list -H` "
-            "reads) is not read by cxltierd",
-        ),
+        *mailbox_checks(p),
     ]
+
+
+def mailbox_checks(p: RasProbe) -> list[Check]:
+    """Whether each memdev's Get Health Info can be read through its char device, with what it says."""
+    read = [f"{m}: {text}" for m, ok, text in p.mailbox if ok]
+    refused = [text for _, ok, text in p.mailbox if not ok]
+    out = []
+    if read:
+        out.append(Check("ras-health", "ok", "device health through the mailbox (Get Health Info): " + "; ".join(read)))
+    if refused:
+        out.append(
+            Check(
+                "ras-health",
+                "warn",
+                "device health NOT read through the mailbox (health comes from cxl_memory_module events only): "
+                + "; ".join(refused),
+            )
+        )
+    return out

@@ -74,6 +74,14 @@ def ras_metrics(s: Snapshot) -> Iterator[Metric]:
             if k in figures:
                 fig.add_metric([name, k], figures[k])
     yield fig
+    mailbox = GaugeMetricFamily(
+        "cxltierd_ras_mailbox_health_read",
+        "1 when the memdev's Get Health Info was read through the CXL mailbox, 0 when it is refused.",
+        labels=["memdev"],
+    )
+    for name, why in sorted(r.mailbox.items()):
+        mailbox.add_metric([name], int(why == "ok"))
+    yield mailbox
     yield CounterMetricFamily(
         "cxltierd_ras_soft_offlined_pages", "Poisoned pages soft-offlined.", value=r.soft_offlined
     )
@@ -106,6 +114,7 @@ def ras_json(r: RasView | None) -> dict[str, Any] | None:
         "events": [
             {"memdev": m, "event": e, "severity": sev, "count": n} for (m, e, sev), n in sorted(r.events.items())
         ],
+        "mailbox": dict(sorted(r.mailbox.items())),
         "soft_offlined_pages": r.soft_offlined,
         "parse_errors": r.parse_errors,
         "transitions": list(r.transitions),

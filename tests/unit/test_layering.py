@@ -39,6 +39,7 @@ MAY_IMPORT: dict[str, tuple[str, ...] | None] = {
     ),
     "cxltierd.discovery": (
         "cxltierd.discovery",
+        "cxltierd.ras.mailbox",  # the mailbox's layouts and parsers: pure, importing nothing of cxltierd
         "cxltierd.hostfs",
         "cxltierd.facts",
         "cxltierd.model",

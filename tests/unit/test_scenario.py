@@ -20,6 +20,7 @@ PLACEMENT = ["bursty-tenants", "hotset-shift", "kv-cache-growth", "moe-experts",
 TENANTS = ["tenants-growth-cap", "tenants-latency-batch", "tenants-weighted"]  # run by benchmarks/tenants.py
 SHIPPED = sorted(PLACEMENT + TENANTS)
 CONTENTION = ["bandwidth-scan", "three-tier"]  # bandwidth and three tiers (issue 13), not capacity
+RAS = ["cxl-expander-failure"]  # a CXL node degrading then failing (tests/integration/test_ras_simulate.py)
 
 BASE: dict[str, Any] = {
     "name": "t",
@@ -63,7 +64,7 @@ def error(data: object) -> str:
 
 
 def test_shipped_names():
-    assert scenario_names() == sorted(SHIPPED + CONTENTION)
+    assert scenario_names() == sorted(SHIPPED + CONTENTION + RAS)
 
 
 @pytest.mark.parametrize("name", PLACEMENT)
@@ -92,7 +93,7 @@ def test_unknown_scenario_name_lists_shipped():
     msg = str(e.value)
     assert msg.startswith("zipf-statc: ")
     assert "did you mean 'zipf-static'?" in msg
-    assert "shipped: " + ", ".join(sorted(SHIPPED + CONTENTION)) in msg
+    assert "shipped: " + ", ".join(sorted(SHIPPED + CONTENTION + RAS)) in msg
 
 
 def test_load_from_file_names_file(tmp_path):
