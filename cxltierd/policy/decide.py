@@ -19,7 +19,7 @@ state (unplugged) is neither a source nor a target.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cxltierd.model import Move, Plan, Process, RegionHeat
@@ -110,6 +110,30 @@ class Planner:
         self.moved.add(r.key)
         return True
 
+    def shed(
+        self,
+        pick: Callable[[int], RegionHeat | None],
+        reason: Callable[[RegionHeat, str], str],
+        shed_one: Callable[[RegionHeat], None] = lambda r: None,
+    ) -> None:
+        """Fast nodes below their min_free mark demote the regions `pick(node)` names, down to max_used. `reason`
+        gets the region and why its node sheds; `shed_one` is told of each planned demotion."""
+        for node in self.roles.fast:
+            if not self.pressure(node):
+                continue
+            why = f"{self.name(node)} has {100 * (self.total[node] - self.used[node]) / max(1, self.total[node]):.1f}% free"
+            while self.used[node] > self.limit(node):
+                r = pick(node)
+                if r is None:
+                    break
+                dst = self.room(self.roles.slow, r.size)
+                if dst is None:
+                    self.notes.append("slow tiers full: cannot demote")
+                    return
+                if not self.add(r, dst, reason(r, why)):
+                    return
+                shed_one(r)
+
     def name(self, node: int) -> str:
         """A node as move reasons name it: "<kind> node <n>"."""
         return f"{self.roles.kind.get(node, 'unknown')} node {node}"
@@ -163,7 +187,7 @@ def decide(topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state
         return Plan(moves=tuple(pl.moves), notes=tuple(pl.notes))
     fast_set = set(rl.fast)
     victims = sorted((r for r in movable if r.node in fast_set), key=lambda r: r.accesses)
-    _pressure(pl, victims)
+    pl.shed(coldest_first(pl, victims), lambda r, why: f"demote: {why}, {_rate(r.accesses)} is among its coldest")
     candidates = sorted(
         (r for r in movable if r.node not in fast_set and r.accesses >= pl.floor),
         key=lambda r: -r.accesses,
@@ -185,24 +209,14 @@ def _pins(pl: Planner, pinned: list[tuple[RegionHeat, str]], procs: Mapping[int,
         pl.add(r, dst, f"pin: pid {r.pid} ({p.name if p else '?'}) is pinned to {tier}, moving from {pl.name(r.node)}")
 
 
-def _pressure(pl: Planner, victims: list[RegionHeat]) -> None:
-    """Demote the coldest regions of fast nodes below their min_free mark, down to max_used."""
-    for node in pl.roles.fast:
-        if not pl.pressure(node):
-            continue
-        free_pct = 100 * (pl.total[node] - pl.used[node]) / max(1, pl.total[node])
-        for r in victims:
-            if pl.used[node] <= pl.limit(node):
-                break
-            if r.node != node or r.key in pl.moved:
-                continue
-            dst = pl.room(pl.roles.slow, r.size)
-            if dst is None:
-                pl.notes.append("slow tiers full: cannot demote")
-                return
-            reason = f"demote: {pl.name(node)} has {free_pct:.1f}% free, {_rate(r.accesses)} is among its coldest"
-            if not pl.add(r, dst, reason):
-                return
+def coldest_first(pl: Planner, victims: list[RegionHeat]) -> Callable[[int], RegionHeat | None]:
+    """A `Planner.shed` picker: the next region of `victims` (in their order) on the node, not moved yet."""
+    queues = {n: iter([r for r in victims if r.node == n]) for n in pl.roles.fast}
+
+    def pick(node: int) -> RegionHeat | None:
+        return next((r for r in queues.get(node, iter(())) if r.key not in pl.moved), None)
+
+    return pick
 
 
 def _promote(pl: Planner, candidates: list[RegionHeat], victims: list[RegionHeat]) -> None:

@@ -6,8 +6,9 @@ Each tick, after pins, with the tenants of policy.tenants (and the implicit `oth
    demand), then the rest of the fast tier is split in proportion to weight x heat (the tenant's summed accesses/s),
    water-filled so nobody gets more than its demand.
 2. caps: a tenant above fast_max demotes its coldest fast regions until it is back under the cap.
-3. pressure: a fast node below min_free sheds cold regions (below the promotion floor) first, batch tenants'
-   before latency tenants', coldest first; then hot ones in the same order; a tenant's guaranteed bytes go last.
+3. pressure: a fast node below min_free sheds cold regions (below the promotion floor) first, then hot ones of
+   tenants that stay at or above their target, then the rest; within each, batch tenants' before latency tenants',
+   coldest first; a tenant's guaranteed bytes go last.
 4. guarantees: a tenant below min(fast_min, demand) promotes its hottest slow regions, into free fast room or by
    displacing regions of tenants above their own guarantee (batch before latency, coldest first).
 5. fair share: a tenant below its target promotes likewise, displacing regions of tenants above their target by
@@ -139,34 +140,36 @@ def _caps(pl: Planner, book: Book, fast: list[RegionHeat], who: Callable[[int], 
 def _pressure(
     pl: Planner, book: Book, fast: list[RegionHeat], who: Callable[[int], str], demand: Mapping[str, int]
 ) -> None:
-    """Fast nodes below min_free shed batch tenants' coldest regions first; guaranteed bytes last."""
+    """Fast nodes below min_free shed cold regions first, then hot ones of tenants above their target (so the
+    fair-share step has nothing to take back), batch before latency, coldest first; guaranteed bytes last."""
+    queues = {n: _by_tenant([r for r in fast if r.node == n], who) for n in pl.roles.fast}
 
-    def order(r: RegionHeat) -> tuple[bool, bool, bool, float]:
-        t = who(r.pid)
+    def order(t: str, r: RegionHeat) -> tuple[bool, bool, bool, bool, float]:
+        """Sort key of a tenant's coldest region: guaranteed bytes last, cold before hot, then a tenant that stays
+        at or above its target before one that would drop below it, batch before latency, coldest first."""
         protected = book.use[t] <= book.guarantee(t, demand.get(t, 0))
-        return (protected, r.accesses >= pl.floor, book.budget[t].klass == "latency", r.accesses)
+        owed = book.use[t] - r.size < book.target.get(t, 0)
+        return (protected, r.accesses >= pl.floor, owed, book.budget[t].klass == "latency", r.accesses)
 
-    victims = sorted(fast, key=order)
-    for node in pl.roles.fast:
-        if not pl.pressure(node):
-            continue
-        free_pct = 100 * (pl.total[node] - pl.used[node]) / max(1, pl.total[node])
-        for r in victims:
-            if pl.used[node] <= pl.limit(node):
-                break
-            if r.node != node or r.key in pl.moved:
-                continue
-            dst = pl.room(pl.roles.slow, r.size)
-            if dst is None:
-                pl.notes.append("slow tiers full: cannot demote")
-                return
-            t = who(r.pid)
-            reason = (
-                f"demote: {pl.name(node)} has {free_pct:.1f}% free, tenant {t} ({book.budget[t].klass}) gives first"
-            )
-            if not pl.add(r, dst, reason):
-                return
-            book.use[t] -= r.size
+    def pick(node: int) -> RegionHeat | None:
+        heads = []
+        for t, q in queues[node].items():
+            while q and q[0].key in pl.moved:
+                q.popleft()
+            if q:
+                heads.append((order(t, q[0]), t))
+        if not heads:
+            return None
+        return queues[node][min(heads)[1]].popleft()
+
+    def reason(r: RegionHeat, why: str) -> str:
+        t = who(r.pid)
+        return f"demote: {why}, tenant {t} ({book.budget[t].klass}) gives first"
+
+    def shed_one(r: RegionHeat) -> None:
+        book.use[who(r.pid)] -= r.size
+
+    pl.shed(pick, reason, shed_one)
 
 
 def _fill(

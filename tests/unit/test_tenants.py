@@ -221,14 +221,30 @@ def test_cap_sheds_coldest_fast_regions():
     assert not [m for m in plan.moves if m.dst == 0 and m.pid == 20]  # and does not promote past it
 
 
-def test_pressure_takes_batch_before_latency():
-    lat = [region(i, 0, 1.5, 10) for i in range(40)]  # colder than the batch regions
-    batch = [region(100 + i, 0, 30.0, 20) for i in range(40)]
+def test_pressure_takes_batch_cold_memory_before_latency_cold_memory():
+    lat = [region(i, 0, 0.2, 10) for i in range(40)]  # colder than the batch regions, both below the floor
+    batch = [region(100 + i, 0, 0.5, 20) for i in range(40)]
     # 97 of 100 used: below 5% free, demote down to 90 used (7 regions) - all from the batch tenant
     plan = decide(TOPO, lat + batch, policy(), state(lat + batch, extra_used=17), now=10)
     demoted = [m for m in plan.moves if m.dst == 2]
     assert len(demoted) == 7 and all(m.pid == 20 for m in demoted)
     assert "tenant batch (batch) gives first" in demoted[0].reason
+
+
+def test_pressure_takes_hot_memory_from_a_tenant_above_its_fair_share_first():
+    # Found by the ping-pong property: pressure shed hot regions of a tenant below its fair share (batch before
+    # latency), and the fair-share step took them back three ticks later by displacing the tenant above its share.
+    # Here inference (latency) holds 40 hot regions, more than its share of weight x heat; batch (hotter) fewer.
+    lat = [region(i, 0, 1.5, 10) for i in range(40)]
+    batch = [region(100 + i, 0, 30.0, 20) for i in range(40)]
+    plan = decide(TOPO, lat + batch, policy(), state(lat + batch, extra_used=17), now=10)
+    demoted = [m for m in plan.moves if m.dst == 2]
+    assert len(demoted) == 7 and all(m.pid == 10 for m in demoted)
+    _, moves = run(policy(), lat + batch, ticks=20, extra_used=17)
+    left: dict = {}
+    for _, m in moves:
+        assert left.get(m.key) != m.dst, f"{m.key} moved back: {m.reason}"
+        left[m.key] = m.src
 
 
 def test_pressure_takes_cold_memory_before_hot_batch_memory():
