@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 
-from cxltierd.discovery.cgroups import cgroups_under
+from cxltierd.discovery.cgroups import CGROUP_ROOT, cgroups_under
 from cxltierd.discovery.live import node_memory, node_ranges
 from cxltierd.engines.damon import (
     MIN_REGIONS,
@@ -128,7 +128,13 @@ class DamosEngine:
         manage_all = not selectors
         if manage_all:
             selectors = [t.match.cgroup for t in policy.tenants if t.match.cgroup]
-        found = [c for sel in selectors for c in cgroups_under(self.fs, sel)]
+        # Only cgroups with the memory controller are memcgs (a memcg filter naming another makes the kernel refuse).
+        found = [
+            c
+            for sel in selectors
+            for c in cgroups_under(self.fs, sel)
+            if c == "/" or self.fs.exists(f"{CGROUP_ROOT}{c}/memory.current")
+        ]
         fast = self.fast[0] if self.fast else None
         total = node_memory(self.fs, list(self.fast)).total if self.fast else {}
         cov = coverage(
