@@ -330,7 +330,11 @@ class DamosEngine:
         if now - self.scanned < RESCAN_S:
             return
         self.scanned = now
-        cov = self.scan(self.policy)
+        try:
+            cov = self.scan(self.policy)
+        except CxltierdError as e:
+            self.notes.append(f"damos engine: enumerating the cgroups failed: {e}")
+            return
         if cov == self.coverage:
             return
         self._harvest()
