@@ -33,8 +33,9 @@ Outcomes are the schemes' sz_applied deltas (bytes the kernel migrated: it count
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from cxltierd.discovery.cgroups import CGROUP_ROOT, cgroups_under
+from cxltierd.discovery.cgroups import CGROUP_ROOT, MAX_CGROUPS, cgroups_under
 from cxltierd.discovery.live import node_memory, node_ranges
 from cxltierd.engines.damon import (
     MIN_REGIONS,
@@ -115,7 +116,7 @@ class DamosEngine:
         self.started = False
         self.applied: dict[tuple[int, int], int] = {}  # (kdamond, scheme) -> sz_applied seen last
         self.pending: list[Transfer] = []  # moved before a re-programming, not reported yet
-        self.coverage = Coverage(groups=(Group(None),))  # the cgroups the migrate schemes cover
+        self.coverage = Coverage(groups=(Group(),))  # the cgroups the migrate schemes cover
         self.layout: list[tuple[int, int, int, int]] = []  # (kdamond, scheme, src, dst) of every migrate scheme
         self.scanned: float | None = None  # when the cgroups were last enumerated (None: at the next sample)
         self.notes: list[str] = []  # log lines for the next apply()
@@ -128,13 +129,12 @@ class DamosEngine:
         manage_all = not selectors
         if manage_all:
             selectors = [t.match.cgroup for t in policy.tenants if t.match.cgroup]
-        # Only cgroups with the memory controller are memcgs (a memcg filter naming another makes the kernel refuse).
-        found = [
-            c
-            for sel in selectors
-            for c in cgroups_under(self.fs, sel)
-            if c == "/" or self.fs.exists(f"{CGROUP_ROOT}{c}/memory.current")
-        ]
+        found = [c for sel in selectors for c in self._memcgs(sel)]
+        every: list[str] | None = None
+        if len(set(found)) > 1:  # several cgroups are covered by excluding every other memcg of the host
+            listed = cgroups_under(self.fs, "/")
+            # at the bound there may be more than listed: they could not all be excluded
+            every = None if len(listed) >= MAX_CGROUPS else [c for c in listed if self._is_memcg(c)]
         fast = self.fast[0] if self.fast else None
         total = node_memory(self.fs, list(self.fast)).total if self.fast else {}
         cov = coverage(
@@ -144,11 +144,20 @@ class DamosEngine:
             self.features.goal_metrics,
             total.get(fast, 0) if fast is not None else 0,
             sum(total.values()),
+            every,
         )
         note = cov.note()
         if note and cov.dropped != self.coverage.dropped:
             self.notes.append(note)
         return cov
+
+    def _memcgs(self, prefix: str) -> list[str]:
+        """`prefix` and the cgroups below it that have the memory controller (only those are memcgs: a memcg filter
+        naming another makes the kernel refuse the commit)."""
+        return [c for c in cgroups_under(self.fs, prefix) if self._is_memcg(c)]
+
+    def _is_memcg(self, cgroup: str) -> bool:
+        return cgroup == "/" or self.fs.exists(f"{CGROUP_ROOT}{cgroup}/memory.current")
 
     def live_uses(self) -> tuple[str, ...]:
         """Words added to `status` kernel_features_used as things are now: "memcg_schemes:covered/found"."""
@@ -189,86 +198,87 @@ class DamosEngine:
         cov = self.coverage
         layout: list[tuple[int, int, int, int]] = []  # (kdamond, scheme, src, dst); scheme 0 is `stat`
 
-        def hot_scheme(n: int, memcg: str | None, on: bool, q: int, **more: object) -> Scheme:
+        def filters(g: Group | None) -> dict[str, Any]:
+            return {"memcg": g.memcg, "not_memcgs": g.exclude} if g is not None else {}
+
+        def hot_scheme(n: int, g: Group, on: bool, q: int, first: bool, goals: tuple[Goal, ...] = ()) -> Scheme:
             return Scheme(
                 action="migrate_hot" if on else "stat",
                 target_nid=fast,
                 sz=(PAGE_SIZE, trusted),
                 nr_accesses=(hot_min(p), U32_MAX),
-                age=(1, U32_MAX),
+                # Only the first scheme over a region can ask for age >= 1: applying it resets the age.
+                age=(1 if first else 0, U32_MAX),
                 quota_bytes=max(PAGE_SIZE, q),
                 reset_interval_ms=1000,
                 weights=(0, 1000, 500),
-                memcg=memcg,
                 young=True,
                 exclude=tuple(r for m in self.sources if m != n for r in self.ranges[m]),
-                **more,  # type: ignore[arg-type]
+                goals=goals,
+                **filters(g),
             )
 
         hot: list[Scheme] = []
-        for g in cov.groups:
+        for k, g in enumerate(cov.groups):
             for n in self.sources:
-                hot.append(hot_scheme(n, g.memcg, promote, int(per_source * g.share), not_memcgs=g.exclude))
+                hot.append(hot_scheme(n, g, promote, int(per_source * g.share), first=k == 0))
                 layout.append((HOT, len(hot), n, fast))
         # A tenant's guarantee: the kernel tunes these schemes' quotas until the tenant holds used_bp of the fast
-        # node. They run whatever the promotion gate says (the guarantee holds on a full fast node too).
+        # node (about nothing once it does). They run whatever the promotion gate says.
         for tg in cov.goals:
             if tg.used_bp <= 0:
                 continue
             goal = Goal(GOAL_USED, tg.used_bp, nid=fast, path=tg.path)
-            for m in tg.memcgs:
-                for n in self.sources:
-                    hot.append(hot_scheme(n, m, not p.dry_run, per_source, goals=(goal,)))
-                    layout.append((HOT, len(hot), n, fast))
+            for n in self.sources:
+                hot.append(hot_scheme(n, tg.group, not p.dry_run, per_source, first=False, goals=(goal,)))
+                layout.append((HOT, len(hot), n, fast))
 
         demote = self.gates.demote and not p.dry_run
         cold_age = (max(1, int(p.cooldown / aggr_s)), U32_MAX)
         cold: list[Scheme] = []
-        for g in cov.groups:
+        # A tenant's cap: demotes the tenant's cold memory, its quota tuned by the kernel until the tenant is under
+        # the cap (about nothing while it is, so the general scheme after it still sees the regions' age).
+        for tg in cov.goals if cov.union is not None else ():
+            if tg.free_bp is None:
+                continue
+            cold.append(
+                Scheme(
+                    action="stat" if p.dry_run else "migrate_cold",
+                    target_nid=self.slow[0],
+                    nr_accesses=(0, 0),
+                    age=cold_age,
+                    quota_bytes=max(PAGE_SIZE, quota),
+                    reset_interval_ms=1000,
+                    weights=(0, 1000, 500),
+                    young=False,
+                    goals=(Goal(GOAL_FREE, tg.free_bp, nid=fast, path=tg.path),),
+                    **filters(tg.group),
+                )
+            )
+            layout.append((COLD, len(cold), fast, self.slow[0]))
+        if cov.union is not None:
             cold.append(
                 Scheme(
                     action="migrate_cold" if demote else "stat",
                     target_nid=self.slow[0],
                     nr_accesses=(0, 0),
                     age=cold_age,
-                    quota_bytes=max(PAGE_SIZE, quota // max(1, len(cov.groups))),
+                    quota_bytes=quota,
                     reset_interval_ms=1000,
                     weights=(0, 1000, 500),
-                    memcg=g.memcg,
-                    not_memcgs=g.exclude,
                     young=False,
                     goals=self.goals(),
+                    **filters(cov.union),
                 )
             )
             layout.append((COLD, len(cold), fast, self.slow[0]))
-        # A tenant's cap: the kernel tunes these quotas until the tenant's memory on the fast node is under the cap.
-        for tg in cov.goals:
-            if tg.free_bp is None:
-                continue
-            for m in tg.memcgs:
-                cold.append(
-                    Scheme(
-                        action="stat" if p.dry_run else "migrate_cold",
-                        target_nid=self.slow[0],
-                        nr_accesses=(0, 0),
-                        age=(1, U32_MAX),
-                        quota_bytes=max(PAGE_SIZE, quota),
-                        reset_interval_ms=1000,
-                        weights=(0, 1000, 500),
-                        memcg=m,
-                        young=False,
-                        goals=(Goal(GOAL_FREE, tg.free_bp, nid=fast, path=tg.path),),
-                    )
-                )
-                layout.append((COLD, len(cold), fast, self.slow[0]))
 
-        memcgs = [g.memcg for g in cov.groups]
         prime = Scheme(
             action="lru_deprio",  # never applied: every page is filtered out after the young check
             nr_accesses=(1, U32_MAX),
-            memcg=memcgs[0] if len(memcgs) == 1 else None,  # several cgroups: every page (filters all apply)
             young=False,  # young pages are excluded (and aged); the two anon filters exclude the rest
             anon_both=True,
+            **filters(cov.union),
         )
         self.layout = layout
 
@@ -343,7 +353,7 @@ class DamosEngine:
         try:
             self._recommit(kept)
         except CxltierdError as e:
-            self.coverage = Coverage(groups=())  # unknown: the next enumeration commits whatever it finds
+            self.coverage = Coverage(groups=(), union=None)  # unknown: the next enumeration commits what it finds
             self.notes.append(f"damos engine: re-programming the schemes for the cgroups found failed: {e}")
 
     def _commit(self) -> None:

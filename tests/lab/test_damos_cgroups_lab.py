@@ -11,7 +11,7 @@ DAMON's sysfs files: the memcg paths of the schemes, the quotas, the tenant's go
 Tenant `lat` (cgroup <test>/a, fast_min 16 MiB, weight 3): where the kernel accepts the node_memcg_used_bp goal
 (7.3), promotion schemes restricted to <test>/a carry that goal (nid 0, path <test>/a, 16 MiB in basis points of
 node 0) and the kernel keeps running with it; elsewhere (6.12) the promotion quota of <test>/a's schemes is 3 times
-that of each other cgroup's, and `status` names the mechanism.
+that of the other cgroups' group, and `status` names the mechanism.
 """
 
 from __future__ import annotations
@@ -84,13 +84,19 @@ def schemes(kdamond: int) -> list[Path]:
     return sorted(base.glob("[0-9]*"), key=lambda p: int(p.name))
 
 
-def memcg_of(scheme: Path) -> str | None:
-    """The memcg path of a scheme's "only this cgroup" filter (memcg, matching N), or None."""
+def memcg_filters(scheme: Path, matching: str) -> list[str]:
+    """The memcg paths of a scheme's memcg filters: matching N "only this cgroup", Y "not this cgroup"."""
     f = scheme / "filters"
-    for i in range(int(read(f / "nr_filters"))):
-        if read(f / f"{i}/type") == "memcg" and read(f / f"{i}/matching") == "N":
-            return read(f / f"{i}/memcg_path")
-    return None
+    return [
+        read(f / f"{i}/memcg_path")
+        for i in range(int(read(f / "nr_filters")))
+        if read(f / f"{i}/type") == "memcg" and read(f / f"{i}/matching") == matching
+    ]
+
+
+def memcg_of(scheme: Path) -> str | None:
+    only = memcg_filters(scheme, "N")
+    return only[0] if only else None
 
 
 def wait_promoted(
@@ -139,17 +145,19 @@ def test_damos_covers_descendant_cgroups_found_while_running(
 
     hot = schemes(0)
     migrate = [s for s in hot if read(s / "action") == "migrate_hot"]
-    covered = {memcg_of(s) for s in migrate}
-    assert {a, c, f"{test_cgroup}/b", test_cgroup} <= covered, covered
+    # lat's group: <test>/a alone; other's (<test>, <test>/b, <test>/b/c): every other memcg excluded
+    assert [memcg_of(s) for s in migrate[:2]] == [a, a] and memcg_filters(migrate[0], "Y") == []
+    for s in migrate[2:4]:
+        assert memcg_of(s) is None and {"/", a} <= set(memcg_filters(s, "Y")), memcg_filters(s, "Y")
+        assert not {test_cgroup, f"{test_cgroup}/b", c} & set(memcg_filters(s, "Y"))
     st = d.status()
     used = set(st["kernel_features_used"])
     assert "memcg_schemes:4/4" in used, used
-    plain = [s for s in migrate if read(s / "quotas/goals/nr_goals") == "0"]
-    quota = {memcg_of(s): int(read(s / "quotas/bytes")) for s in plain}
+    quota = {memcg_of(s): int(read(s / "quotas/bytes")) for s in migrate[:4]}
     if "goal:node_memcg_used_bp" in accepts:
         assert "tenants:node_memcg_used_bp" in used
-        goal = [s for s in migrate if read(s / "quotas/goals/nr_goals") == "1"]
-        assert goal and all(memcg_of(s) == a for s in goal), [memcg_of(s) for s in goal]
+        goal = [s for s in hot if read(s / "quotas/goals/nr_goals") == "1"]
+        assert len(goal) == 2 and all(memcg_of(s) == a for s in goal), [memcg_of(s) for s in goal]
         g = goal[0] / "quotas/goals/0"
         total = int(re.search(r"MemTotal:\s+(\d+) kB", read("/sys/devices/system/node/node0/meminfo")).group(1)) << 10  # type: ignore[union-attr]
         assert read(g / "target_metric") == "node_memcg_used_bp" and read(g / "nid") == "0"
@@ -158,9 +166,8 @@ def test_damos_covers_descendant_cgroups_found_while_running(
         print(f"damos cgroups: tenant goal {read(g / 'target_value')} bp of node 0 for {a}, accepted")
     else:
         assert "tenants:weighted_quota" in used
-        # weights: lat 3, other 1; other's three cgroups split its part, the two slow nodes each scheme's
-        others = [v for k, v in quota.items() if k != a]
-        assert others and all(abs(quota[a] - 9 * v) <= 9 * 4096 for v in others), quota
+        # weights: lat 3, other 1 (other's three cgroups in one group)
+        assert abs(quota[a] - 3 * quota[None]) <= 3 * 4096, quota
         print(f"damos cgroups: weighted promotion quotas {quota}")
     assert all(read(KDAMONDS / f"{i}/state") == "on" for i in (0, 1))  # the kernel took every commit
     assert d.stop() == 0, d.tail()
