@@ -24,9 +24,10 @@ and young pages are never demoted. DAMON needs at least MIN_REGIONS regions to t
 The tier marks gate the schemes per node, which DAMOS watermarks (system-wide free memory) cannot do: promotion
 runs while the fast node is below max_used_percent; demotion runs only while it has less than 100 -
 max_used_percent free. A scheme is switched by committing it as `stat`. `processes.manage` cgroup selectors
-restrict the schemes to those cgroups and their descendants: a migrate scheme per covered cgroup (a memcg filter
-matches one cgroup exactly), with tenants' weights, guarantees and caps applied as damos_groups.py says. The
-cgroups are enumerated again every RESCAN_S seconds, and the schemes re-committed when the set changed.
+restrict the schemes to those cgroups and their descendants, tenants split the promotion quota and add goal-tuned
+schemes, all as damos_groups.py says (memcg filters: one cgroup exactly, or every other memcg excluded). Applying a
+non-stat scheme resets a region's age, so of the migrate schemes over a region only the first asks for age >= 1.
+The cgroups are enumerated again every RESCAN_S seconds, and the schemes re-committed when that changes them.
 Outcomes are the schemes' sz_applied deltas (bytes the kernel migrated: it counts only successful migrations).
 """
 
