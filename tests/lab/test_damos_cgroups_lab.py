@@ -11,7 +11,8 @@ DAMON's sysfs files: the memcg paths of the schemes, the quotas, the tenant's go
 Tenant `lat` (cgroup <test>/a, fast_min 16 MiB, weight 3): where the kernel accepts the node_memcg_used_bp goal
 (7.3), promotion schemes restricted to <test>/a carry that goal (nid 0, path <test>/a, 16 MiB in basis points of
 node 0) and the kernel keeps running with it; elsewhere (6.12) the promotion quota of <test>/a's schemes is 3 times
-that of the other cgroups' group, and `status` names the mechanism.
+that of the other cgroups' group, and `status` names the mechanism. Its cap (fast_max 512 MiB) becomes, on 7.3, a
+demotion scheme for <test>/a with a node_memcg_free_bp goal (10000 minus the cap in basis points of node 0).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ MIB, HOT_MIB = 32, 8
 DDR = (0, 1)
 KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
 NB = "/proc/sys/kernel/numa_balancing"
-GUARANTEE_MIB = 16
+GUARANTEE_MIB, CAP_MIB = 16, 512
 TIMEOUT_S = 180.0
 
 
@@ -125,7 +126,7 @@ def test_damos_covers_descendant_cgroups_found_while_running(
 ) -> None:
     knob(NB, "0")
     knob("/proc/sys/vm/compaction_proactiveness", "0")
-    accepts = accepted_by_hand({"goal": ("node_memcg_used_bp",)})
+    accepts = accepted_by_hand({"goal": ("node_memcg_used_bp", "node_memcg_free_bp")})
     a = sub_cgroups("a")
     wa = workload(cxl_node, MIB, HOT_MIB, cgroup=a, cpu=0, companion=True)
     doc: dict[str, Any] = {
@@ -133,7 +134,15 @@ def test_damos_covers_descendant_cgroups_found_while_running(
         "interval": "1s",
         "cooldown": "30s",
         "processes": {"manage": [{"cgroup": test_cgroup}], "min_rss": "1MiB"},
-        "tenants": [{"name": "lat", "match": {"cgroup": a}, "fast_min": f"{GUARANTEE_MIB}MiB", "weight": 3}],
+        "tenants": [
+            {
+                "name": "lat",
+                "match": {"cgroup": a},
+                "fast_min": f"{GUARANTEE_MIB}MiB",
+                "fast_max": f"{CAP_MIB}MiB",
+                "weight": 3,
+            }
+        ],
     }
     d = lab_daemon(doc)
     wait_promoted(d, {"a": wa}, pages_on_nodes)
@@ -164,6 +173,13 @@ def test_damos_covers_descendant_cgroups_found_while_running(
         assert read(g / "path") == a
         assert int(read(g / "target_value")) == (GUARANTEE_MIB << 20) * 10000 // total
         print(f"damos cgroups: tenant goal {read(g / 'target_value')} bp of node 0 for {a}, accepted")
+        # the cap: a demotion scheme for <test>/a before the general one, tuned on node_memcg_free_bp
+        cap = KDAMONDS / "1/contexts/0/schemes/1"
+        cg = cap / "quotas/goals/0"
+        assert read(cap / "action") == "migrate_cold" and memcg_of(cap) == a
+        assert "goal:node_memcg_free_bp" in accepts  # 7.3 has both
+        assert read(cg / "target_metric") == "node_memcg_free_bp" and read(cg / "path") == a
+        assert int(read(cg / "target_value")) == 10000 - (CAP_MIB << 20) * 10000 // total
     else:
         assert "tenants:weighted_quota" in used
         # weights: lat 3, other 1 (other's three cgroups in one group)
