@@ -214,7 +214,12 @@ class Loop:
             migrator.gate(gates)
             plan = Plan(notes=(f"the kernel moves memory ({migrator.name} engine)",))
             if self.policy.tenants:
-                plan = Plan(notes=(*plan.notes, "tenants: budgets apply only where cxltierd moves memory (move_pages)"))
+                why = (
+                    "tenants: weights and goals in the DAMOS schemes (status: kernel_features_used)"
+                    if migrator.name == "damos"
+                    else "tenants: budgets apply only where cxltierd moves memory (move_pages)"
+                )
+                plan = Plan(notes=(*plan.notes, why))
             outcome = migrator.apply(plan, now)
         elif first:
             plan, outcome = Plan(notes=("first sample: collecting heat before moving anything",)), Outcome()

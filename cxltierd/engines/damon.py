@@ -17,7 +17,8 @@ What the kernel (6.12 and later) does that the writes must respect:
   writes only the values that changed when the structure (counts) is the same, and never rewrites nr_contexts.
 - A new scheme's access pattern matches nothing until all six bounds are written; quota weights default to 0
   (no prioritisation within a quota), so they are written too.
-- Filters (6.12): memcg (exact cgroup, not its descendants), young (the page's accessed bit, which the filter
+- Filters (6.12): memcg (exact cgroup, not its descendants; several filters of one scheme all apply, so two
+  memcg filters with matching=N exclude everything: a scheme covers one cgroup), young (the page's accessed bit, which the filter
   clears; a page never checked counts as young), addr (physical range for paddr). A filter excludes the pages it
   matches (matching=Y) or the pages it does not match (matching=N); filters only ever exclude.
 """
@@ -62,6 +63,7 @@ class Goal:
     target: int
     current: int = 0
     nid: int | None = None
+    path: str | None = None  # node_memcg_used_bp / node_memcg_free_bp (6.19): the cgroup, from the cgroup2 mount
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Scheme:
     reset_interval_ms: int = 1000
     weights: tuple[int, int, int] = (0, 1000, 0)  # quota priority per mille: size, nr_accesses, age
     memcg: str | None = None  # apply only to memory of this cgroup (a memcg filter, matching=N)
+    not_memcgs: tuple[str, ...] = ()  # never to memory of these cgroups (a memcg filter each, matching=Y)
     young: bool | None = None  # True: only pages accessed since last checked; False: only pages that were not
     exclude: tuple[tuple[int, int], ...] = ()  # address ranges [start, end) the scheme must not touch
     anon_both: bool = False  # exclude anon and non-anon pages: the action applies to nothing (after the filters ran)
@@ -163,10 +166,14 @@ def context_writes(kdamond: int, ctx: Context) -> list[tuple[str, str]]:
                 w += [(f"{gp}/target_metric", g.metric), (f"{gp}/target_value", str(g.target))]
                 if g.nid is not None:
                     w.append((f"{gp}/nid", str(g.nid)))
+                if g.path is not None:
+                    w.append((f"{gp}/path", g.path))
                 w.append((f"{gp}/current_value", str(g.current)))
         filters: list[list[tuple[str, str]]] = []
         if s.memcg:  # filter OUT memory that is not in this cgroup
             filters.append([("type", "memcg"), ("memcg_path", s.memcg), ("matching", "N")])
+        for cg in s.not_memcgs:  # filter OUT memory in this cgroup (several: each excludes its own)
+            filters.append([("type", "memcg"), ("memcg_path", cg), ("matching", "Y")])
         if s.young is not None:  # young=True filters OUT pages that are not young (matching=N), False the young ones
             filters.append([("type", "young"), ("matching", "N" if s.young else "Y")])
         for start, end in s.exclude:

@@ -23,15 +23,20 @@ and young pages are never demoted. DAMON needs at least MIN_REGIONS regions to t
 
 The tier marks gate the schemes per node, which DAMOS watermarks (system-wide free memory) cannot do: promotion
 runs while the fast node is below max_used_percent; demotion runs only while it has less than 100 -
-max_used_percent free. A scheme is switched by committing it as `stat`. A `processes.manage` cgroup selector
-becomes a memcg filter, so only that cgroup's memory moves (that exact cgroup: DAMON matches no descendants).
+max_used_percent free. A scheme is switched by committing it as `stat`. `processes.manage` cgroup selectors
+restrict the schemes to those cgroups and their descendants, tenants split the promotion quota and add goal-tuned
+schemes, all as damos_groups.py says (memcg filters: one cgroup exactly, or every other memcg excluded). Applying a
+non-stat scheme resets a region's age, so of the migrate schemes over a region only the first asks for age >= 1.
+The cgroups are enumerated again every RESCAN_S seconds, and the schemes re-committed when that changes them.
 Outcomes are the schemes' sz_applied deltas (bytes the kernel migrated: it counts only successful migrations).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+from cxltierd.discovery.cgroups import CGROUP_ROOT, MAX_CGROUPS, cgroups_under
 from cxltierd.discovery.live import node_memory, node_ranges
 from cxltierd.engines.damon import (
     MIN_REGIONS,
@@ -45,6 +50,7 @@ from cxltierd.engines.damon import (
     scheme_stats,
 )
 from cxltierd.engines.damon_probe import DamonFeatures
+from cxltierd.engines.damos_groups import GOAL_FREE, GOAL_USED, Coverage, Group, coverage
 from cxltierd.errors import CxltierdError, HostFSError
 from cxltierd.hostfs import HostFS
 from cxltierd.model import PAGE_SIZE, Gates, Outcome, Plan, RegionHeat, Sample, Transfer
@@ -55,6 +61,7 @@ from cxltierd.topology import Topology
 HOT, COLD = 0, 1  # kdamond indexes
 REFRESH_MS = 1000  # where the kernel has refresh_ms: it refreshes the schemes' stats this often
 MAX_REGIONS = 1000
+RESCAN_S = 5.0  # the covered cgroups are enumerated again this often
 
 
 def hot_min(policy: Policy) -> int:
@@ -77,8 +84,10 @@ def goal_metric(features: DamonFeatures) -> str | None:
 def uses(features: DamonFeatures, policy: Policy) -> tuple[str, ...]:
     """The kernel features the DAMOS engine drives with these features and this policy (for `status`)."""
     out = ["damon:paddr", "migrate_hot", "migrate_cold", "filter:young", "filter:addr", "filter:anon"]
-    if any(s.cgroup for s in policy.processes.manage):
+    if any(s.cgroup for s in policy.processes.manage) or any(t.match.cgroup for t in policy.tenants):
         out.append("filter:memcg")
+    if policy.tenants:
+        out.append("tenants:" + (GOAL_USED if GOAL_USED in features.goal_metrics else "weighted_quota"))
     metric = goal_metric(features)
     if metric == "node_mem":
         out.append("goal:node_mem_free_bp")
@@ -108,12 +117,52 @@ class DamosEngine:
         self.started = False
         self.applied: dict[tuple[int, int], int] = {}  # (kdamond, scheme) -> sz_applied seen last
         self.pending: list[Transfer] = []  # moved before a re-programming, not reported yet
+        self.coverage = Coverage(groups=(Group(),))  # the cgroups the migrate schemes cover
+        self.layout: list[tuple[int, int, int, int]] = []  # (kdamond, scheme, src, dst) of every migrate scheme
+        self.scanned: float | None = None  # when the cgroups were last enumerated (None: at the next sample)
+        self.notes: list[str] = []  # log lines for the next apply()
 
     # ---- programming -----------------------------------------------------------------------------------------
-    def memcg(self, policy: Policy) -> str | None:
-        """The first processes.manage cgroup selector (a memcg filter matches exactly one cgroup), or None."""
-        cgroups = [s.cgroup for s in policy.processes.manage if s.cgroup]
-        return cgroups[0] if cgroups else None
+    def scan(self, policy: Policy) -> Coverage:
+        """The cgroups to cover now: every processes.manage cgroup selector and the cgroups below it (without one:
+        all memory, the tenants' cgroups apart), with the tenants' shares and goals (damos_groups.py)."""
+        selectors = [s.cgroup for s in policy.processes.manage if s.cgroup]
+        manage_all = not selectors
+        if manage_all:
+            selectors = [t.match.cgroup for t in policy.tenants if t.match.cgroup]
+        found = [c for sel in selectors for c in self._memcgs(sel)]
+        every: list[str] | None = None
+        if len(set(found)) > 1:  # several cgroups are covered by excluding every other memcg of the host
+            listed = cgroups_under(self.fs, "/")
+            # at the bound there may be more than listed: they could not all be excluded
+            every = None if len(listed) >= MAX_CGROUPS else [c for c in listed if self._is_memcg(c)]
+        fast = self.fast[0] if self.fast else None
+        total = node_memory(self.fs, list(self.fast)).total if self.fast else {}
+        cov = coverage(
+            found,
+            manage_all,
+            policy.tenants,
+            self.features.goal_metrics,
+            total.get(fast, 0) if fast is not None else 0,
+            sum(total.values()),
+            every,
+        )
+        note = cov.note()
+        if note and cov.dropped != self.coverage.dropped:
+            self.notes.append(note)
+        return cov
+
+    def _memcgs(self, prefix: str) -> list[str]:
+        """`prefix` and the cgroups below it that have the memory controller (only those are memcgs: a memcg filter
+        naming another makes the kernel refuse the commit)."""
+        return [c for c in cgroups_under(self.fs, prefix) if self._is_memcg(c)]
+
+    def _is_memcg(self, cgroup: str) -> bool:
+        return cgroup == "/" or self.fs.exists(f"{CGROUP_ROOT}{cgroup}/memory.current")
+
+    def live_uses(self) -> tuple[str, ...]:
+        """Words added to `status` kernel_features_used as things are now: "memcg_schemes:covered/found"."""
+        return self.coverage.status()
 
     def goal_metric(self) -> str | None:
         """The quota-goal metric family the schemes use, from the probed features."""
@@ -135,7 +184,8 @@ class DamosEngine:
         return (Goal("user_input", max(1, free_bp), current=self.usage_bp[1]),)
 
     def contexts(self) -> list[Context]:
-        """The hot kdamond's and the cold kdamond's contexts for the current policy, ranges and gates."""
+        """The hot kdamond's and the cold kdamond's contexts for the current policy, ranges, coverage and gates
+        (and self.layout: which scheme moves memory from where to where)."""
         p = self.policy
         assert p is not None
         d = p.damon
@@ -144,44 +194,94 @@ class DamosEngine:
         watched = sum(hi - lo for n in self.sources for lo, hi in self.ranges[n])
         trusted = max(1 << 20, watched // min_regions)  # DAMON's merge limit: bigger regions are still initial ones
         quota = int(p.rate_limit.mb_per_s * (1 << 20) / 2)
-        memcg = self.memcg(p)
         promote = self.gates.promote and not p.dry_run
-        hot = tuple(
-            Scheme(
-                action="migrate_hot" if promote else "stat",
-                target_nid=self.fast[0],
+        fast, per_source = self.fast[0], quota // len(self.sources)
+        cov = self.coverage
+        layout: list[tuple[int, int, int, int]] = []  # (kdamond, scheme, src, dst); scheme 0 is `stat`
+
+        def filters(g: Group | None) -> dict[str, Any]:
+            return {"memcg": g.memcg, "not_memcgs": g.exclude} if g is not None else {}
+
+        def hot_scheme(n: int, g: Group, on: bool, q: int, first: bool, goals: tuple[Goal, ...] = ()) -> Scheme:
+            return Scheme(
+                action="migrate_hot" if on else "stat",
+                target_nid=fast,
                 sz=(PAGE_SIZE, trusted),
                 nr_accesses=(hot_min(p), U32_MAX),
-                age=(1, U32_MAX),
-                quota_bytes=max(PAGE_SIZE, quota // len(self.sources)),
+                # Only the first scheme over a region can ask for age >= 1: applying it resets the age.
+                age=(1 if first else 0, U32_MAX),
+                quota_bytes=max(PAGE_SIZE, q),
                 reset_interval_ms=1000,
                 weights=(0, 1000, 500),
-                memcg=memcg,
                 young=True,
                 exclude=tuple(r for m in self.sources if m != n for r in self.ranges[m]),
+                goals=goals,
+                **filters(g),
             )
-            for n in self.sources
-        )
-        cold = Scheme(
-            action="migrate_cold" if self.gates.demote and not p.dry_run else "stat",
-            target_nid=self.slow[0],
-            nr_accesses=(0, 0),
-            age=(max(1, int(p.cooldown / aggr_s)), U32_MAX),
-            quota_bytes=quota,
-            reset_interval_ms=1000,
-            weights=(0, 1000, 500),
-            memcg=memcg,
-            young=False,
-            goals=self.goals(),
-        )
+
+        hot: list[Scheme] = []
+        for k, g in enumerate(cov.groups):
+            for n in self.sources:
+                hot.append(hot_scheme(n, g, promote, int(per_source * g.share), first=k == 0))
+                layout.append((HOT, len(hot), n, fast))
+        # A tenant's guarantee: the kernel tunes these schemes' quotas until the tenant holds used_bp of the fast
+        # node (about nothing once it does). They run whatever the promotion gate says.
+        for tg in cov.goals:
+            if tg.used_bp <= 0:
+                continue
+            goal = Goal(GOAL_USED, tg.used_bp, nid=fast, path=tg.path)
+            for n in self.sources:
+                hot.append(hot_scheme(n, tg.group, not p.dry_run, per_source, first=False, goals=(goal,)))
+                layout.append((HOT, len(hot), n, fast))
+
+        demote = self.gates.demote and not p.dry_run
+        cold_age = (max(1, int(p.cooldown / aggr_s)), U32_MAX)
+        cold: list[Scheme] = []
+        # A tenant's cap: demotes the tenant's cold memory, its quota tuned by the kernel until the tenant is under
+        # the cap (about nothing while it is, so the general scheme after it still sees the regions' age).
+        for tg in cov.goals if cov.union is not None else ():
+            if tg.free_bp is None:
+                continue
+            cold.append(
+                Scheme(
+                    action="stat" if p.dry_run else "migrate_cold",
+                    target_nid=self.slow[0],
+                    nr_accesses=(0, 0),
+                    age=cold_age,
+                    quota_bytes=max(PAGE_SIZE, quota),
+                    reset_interval_ms=1000,
+                    weights=(0, 1000, 500),
+                    young=False,
+                    goals=(Goal(GOAL_FREE, tg.free_bp, nid=fast, path=tg.path),),
+                    **filters(tg.group),
+                )
+            )
+            layout.append((COLD, len(cold), fast, self.slow[0]))
+        if cov.union is not None:
+            cold.append(
+                Scheme(
+                    action="migrate_cold" if demote else "stat",
+                    target_nid=self.slow[0],
+                    nr_accesses=(0, 0),
+                    age=cold_age,
+                    quota_bytes=quota,
+                    reset_interval_ms=1000,
+                    weights=(0, 1000, 500),
+                    young=False,
+                    goals=self.goals(),
+                    **filters(cov.union),
+                )
+            )
+            layout.append((COLD, len(cold), fast, self.slow[0]))
 
         prime = Scheme(
             action="lru_deprio",  # never applied: every page is filtered out after the young check
             nr_accesses=(1, U32_MAX),
-            memcg=memcg,
             young=False,  # young pages are excluded (and aged); the two anon filters exclude the rest
             anon_both=True,
+            **filters(cov.union),
         )
+        self.layout = layout
 
         def ctx(nodes: tuple[int, ...], schemes: tuple[Scheme, ...]) -> Context:
             # By address, not by tier order: 7.3 refuses a target whose regions are out of order (EINVAL on `on`).
@@ -198,7 +298,7 @@ class DamosEngine:
                 refresh_ms=REFRESH_MS if self.features.refresh_ms else 0,
             )
 
-        return [ctx(self.sources, (*hot, prime)), ctx(self.fast, (cold,))]
+        return [ctx(self.sources, (*hot, prime)), ctx(self.fast, tuple(cold))]
 
     def configure(self, topology: Topology, policy: Policy) -> None:
         """Program (or reprogram, counting what moved so far) the kdamonds for this topology and policy."""
@@ -214,16 +314,48 @@ class DamosEngine:
             self._harvest()  # what the old schemes moved, before their indexes may change meaning
         kept = set(self._keys()) if self.started else set()
         self.fast, self.slow, self.kind, self.ranges, self.sources = r.fast, r.slow, dict(r.kind), ranges, sources
+        self.coverage = self.scan(policy)
+        self.scanned = None
         if not self.started:
             self.kdamonds.start(self.contexts())
             self.started = True
             self.applied = {}  # fresh schemes: everything they apply is new
             return
+        self._recommit(kept)
+
+    def _recommit(self, kept: set[tuple[int, int]]) -> None:
+        """Commit the current contexts after a change of structure; `kept`: the scheme keys programmed before."""
         self._commit()
         # A commit keeps the stats of the schemes it updates in place (same index) and creates the others anew:
         # count the kept ones from where they were, the others from what they hold now.
         fresh = self._read_applied()
         self.applied = {k: self.applied.get(k, v) if k in kept else v for k, v in fresh.items()}
+
+    def rescan(self, now: float) -> None:
+        """Enumerate the covered cgroups again (every RESCAN_S) and re-commit the schemes when they changed.
+        A cgroup gone between the enumeration and the commit makes the kernel refuse it: said in the log, and
+        tried again at the next enumeration."""
+        assert self.policy is not None
+        if self.scanned is None:
+            self.scanned = now
+        if now - self.scanned < RESCAN_S:
+            return
+        self.scanned = now
+        try:
+            cov = self.scan(self.policy)
+        except CxltierdError as e:
+            self.notes.append(f"damos engine: enumerating the cgroups failed: {e}")
+            return
+        if cov == self.coverage:
+            return
+        self._harvest()
+        kept = set(self._keys())
+        self.coverage = cov
+        try:
+            self._recommit(kept)
+        except CxltierdError as e:
+            self.coverage = Coverage(groups=(), union=None)  # unknown: the next enumeration commits what it finds
+            self.notes.append(f"damos engine: re-programming the schemes for the cgroups found failed: {e}")
 
     def _commit(self) -> None:
         """Program the current contexts into the running kdamonds. The kernel updates each scheme in place
@@ -242,6 +374,7 @@ class DamosEngine:
     def sample(self, now: float) -> Sample:
         """Node memory now, and the stat scheme's regions of both kdamonds as heat (accesses/s)."""
         assert self.policy is not None
+        self.rescan(now)
         mem = node_memory(self.fs, [*self.fast, *self.slow])
         self._feed_goals(mem.free, mem.total)  # MemFree, as the kernel's own node_mem_free_bp reads it
         regions: list[RegionHeat] = []
@@ -278,8 +411,7 @@ class DamosEngine:
 
     def _schemes(self) -> list[tuple[int, int, int, int]]:
         """(kdamond, scheme, src, dst) of every migrate scheme, as programmed now."""
-        out = [(HOT, 1 + j, n, self.fast[0]) for j, n in enumerate(self.sources)]
-        return [*out, (COLD, 1, self.fast[0], self.slow[0])]
+        return list(self.layout)
 
     def _keys(self) -> list[tuple[int, int]]:
         return [(i, j) for i, j, _, _ in self._schemes()]
@@ -321,7 +453,9 @@ class DamosEngine:
         for t in self.pending:
             moved[(t.src, t.dst)] = moved.get((t.src, t.dst), 0) + t.bytes
         self.pending = []
-        return Outcome(transfers=tuple(Transfer(s, d, b, b // PAGE_SIZE) for (s, d), b in sorted(moved.items())))
+        notes, self.notes = tuple(self.notes), []
+        transfers = tuple(Transfer(s, d, b, b // PAGE_SIZE) for (s, d), b in sorted(moved.items()))
+        return Outcome(transfers=transfers, errors=notes)
 
     def stop(self) -> None:
         """Turn off and remove the kdamonds."""

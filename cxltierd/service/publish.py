@@ -94,7 +94,7 @@ def snapshot(
         backend=svc.backend,
         engine=e.name,
         engine_reason=e.reason,
-        engine_uses=e.uses,
+        engine_uses=e.uses + tuple(getattr(e.migrator, "live_uses", tuple)()),  # damos: cgroups covered now
         conflicts=e.conflicts,
         interval=pol.interval,
         policy_source=pol.source,

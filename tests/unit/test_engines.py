@@ -210,6 +210,8 @@ def test_damos_programs_two_paddr_kdamonds_and_gates_by_marks(tmp_path):
             f"Node {node} MemTotal: {total // 1024} kB\nNode {node} MemFree: {free // 1024} kB\n"
         )
     assert node_ranges(fs, 0) == [(0, 3 * bs)] and node_ranges(fs, 4) == [(110 * bs, 112 * bs)]
+    fs.path("/sys/fs/cgroup/ai").mkdir(parents=True)
+    fs.path("/sys/fs/cgroup/ai/memory.current").write_text("0\n")
     e = DamosEngine(fs, Kdamonds(fs, tmp_path / "run/k.json"))
     pol = build_policy({"processes": {"manage": [{"cgroup": "/ai"}]}, "rate_limit": {"mb_per_s": 100}})
     e.configure(TOPO, pol)
