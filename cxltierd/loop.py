@@ -5,7 +5,8 @@ The loop is the one owner of live state: the policy, the topology (and the facts
 and when that fails nothing changes. `tick(now)` is the whole cycle, time passed in: the daemon calls it every
 policy interval with the real clock, `simulate` and the tests with simulated time. Heat is smoothed per region with
 an exponential decay of `hotness.half_life`; regions that moved are remembered for the cooldown and for counting
-ping-pong (a region sent back to the node it left less than two cooldowns earlier).
+ping-pong (a region sent back to the node it left less than two cooldowns earlier). A region whose move failed is
+held back from planning for a while (cxltierd.policy.backoff: doubling per consecutive failure, capped).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from cxltierd.engines.base import Engines
 from cxltierd.facts import HostFacts
 from cxltierd.model import Gates, Move, Outcome, Plan, RegionHeat, Sample, Transfer
+from cxltierd.policy import backoff
 from cxltierd.policy.avoid import gate_off, keep_off
 from cxltierd.policy.decide import Key, PlacementState, decide
 from cxltierd.policy.gates import kernel_gates
@@ -114,6 +116,8 @@ class Loop:
         self.started = False
         self.avoid: frozenset[int] = frozenset()  # nodes nothing may be moved into (RAS: unhealthy)
         self.regions: list[RegionHeat] = []  # the last tick's smoothed regions
+        self.strikes: dict[Key, backoff.Strike] = {}  # regions whose last moves failed (held back for a while)
+        self.attempted: list[Key] = []  # keys of the moves handed to the migrator this tick
 
     def start(self) -> None:
         """Configure the engines for the current state (kdamonds started, knobs set). The first tick calls it if
@@ -202,6 +206,7 @@ class Loop:
             last_moved={k: m[0] for k, m in self.moved_at.items()},
             resolution=sample.resolution,
             available_bytes=sample.available_bytes,
+            held_until=backoff.held(self.strikes, now),
         )
         dry = self.policy.dry_run
         gates = None
@@ -227,7 +232,15 @@ class Loop:
             plan = self.decide(self.topology, smoothed, self.policy, state, now)
             if self.avoid:
                 plan = keep_off(plan, self.avoid)
+            if state.held_until:
+                wait = max(state.held_until.values()) - now
+                note = f"backoff: {len(state.held_until)} regions held after failed moves (for up to {wait:.0f}s)"
+                plan = Plan(moves=plan.moves, notes=(note, *plan.notes))
+            self.attempted = []
             outcome = Outcome() if dry or not plan.moves else self._apply(plan, now, stop)
+            done = set(outcome.moved)
+            failed = [k for k in self.attempted if k not in done]
+            self.strikes = backoff.update(self.strikes, failed, done, self.heat, now, self.policy.interval)
         self._record(plan, outcome, now)
         done = set(outcome.moved)
         tenants = tenant_usage(
@@ -266,6 +279,7 @@ class Loop:
                     outcomes.append(Outcome(errors=(f"stopping: abandoned {skipped} planned moves",)))
                     break
                 outcomes.append(self.engines.migrator.apply(Plan(moves=tuple(batch)), now))
+                self.attempted.extend(m.key for m in batch)
                 batch, size = [], 0
         return merge(outcomes)
 

@@ -18,7 +18,7 @@ FAILURE_REASONS: tuple[str, ...] = (
     "target_full",  # -ENOMEM: no room on the target node
     "process_gone",  # ESRCH: the process exited
     "permission",  # EPERM / EACCES: not allowed (or a shared page without MPOL_MF_MOVE_ALL)
-    "busy",  # -EBUSY: page pinned or under I/O
+    "busy",  # -EBUSY: page pinned or under I/O, or left behind by a move call that could not migrate it
     "not_present",  # -ENOENT / -EFAULT: page not mapped or not present
     "node_gone",  # ENODEV / -EINVAL for the node: the target node went away
     "io_error",  # -EIO

@@ -4,6 +4,11 @@
 MPOL_MF_MOVE; `query(pid, addrs)` asks where the pages are (nodes=NULL). Both return the per-page status array:
 a node id, or a negative errno. A call-level failure raises PagesError carrying the errno (ESRCH when the process
 is gone, EPERM, ...). Status values map onto the failure reasons of cxltierd_migration_failures_total via `reason()`.
+
+A move call that returns a positive count (pages the kernel could not migrate, e.g. still referenced after its
+retries) leaves the status of its failed batch and of every later page unwritten, and stops there. So each run of
+pages bound for one node is its own call (a failure costs that run only), and after such a return the pages left
+unwritten are queried: those on their target arrived, the others get -EBUSY (not migrated).
 """
 
 from __future__ import annotations
@@ -70,9 +75,39 @@ def _number() -> int:
     return SYS_MOVE_PAGES[machine]
 
 
+UNSET = -(1 << 20)  # a status the kernel never writes (node ids are >= 0, errnos above -4096)
+
+
+def _runs(nodes: array | None, total: int) -> list[tuple[int, int]]:
+    """(offset, count) slices of at most BATCH_PAGES pages, cut where the target node changes (query: no cut)."""
+    out = []
+    off = 0
+    while off < total:
+        end = min(off + BATCH_PAGES, total)
+        if nodes is not None:
+            end = _run_end(nodes, off, end)
+        out.append((off, end - off))
+        off = end
+    return out
+
+
+def _run_end(nodes: array, off: int, end: int) -> int:
+    """The end of the run of nodes[off]'s value starting at `off`, at most `end` (C-level counts, no page loop)."""
+    v = nodes[off]
+    lo, hi = off + 1, end  # nodes[off:lo] is one run; the run ends at or before hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if nodes[off:mid].count(v) == mid - off:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _call(pid: int, addrs: array, nodes: array | None, flags: int) -> array:
-    """One or more move_pages calls over `addrs` in BATCH_PAGES slices; returns the status of every page."""
-    status = array("i", bytes(4 * len(addrs)))
+    """move_pages calls over `addrs`, one per BATCH_PAGES slice (for a move: per run of one target node); returns
+    the status of every page (see the module docstring for a call that could not migrate every page)."""
+    status = array("i", [UNSET]) * len(addrs) if nodes is not None else array("i", bytes(4 * len(addrs)))
     if not addrs:
         return status
     nr = _number()
@@ -83,8 +118,7 @@ def _call(pid: int, addrs: array, nodes: array | None, flags: int) -> array:
     base_pages = ctypes.addressof(pages_buf)
     base_status = ctypes.addressof(status_buf)
     base_nodes = ctypes.addressof(nodes_buf) if nodes_buf is not None else 0
-    for off in range(0, len(addrs), BATCH_PAGES):
-        count = min(BATCH_PAGES, len(addrs) - off)
+    for off, count in _runs(nodes, len(addrs)):
         rc = fn(
             ctypes.c_long(nr),
             ctypes.c_long(pid),
@@ -97,7 +131,20 @@ def _call(pid: int, addrs: array, nodes: array | None, flags: int) -> array:
         if rc < 0:
             err = ctypes.get_errno()
             raise PagesError(pid, err, "query" if nodes is None else "move")
+        if rc > 0 and nodes is not None:
+            _fill_unwritten(pid, addrs, nodes, status, off, count)
     return status
+
+
+def _fill_unwritten(pid: int, addrs: array, nodes: array, status: array, off: int, count: int) -> None:
+    """After a move call that left statuses unwritten: query those pages; on their target they arrived, the others
+    were not migrated (-EBUSY)."""
+    idx = [i for i in range(off, off + count) if status[i] == UNSET]
+    if not idx:
+        return
+    where = _call(pid, array("Q", (addrs[i] for i in idx)), None, 0)
+    for i, node in zip(idx, where, strict=True):
+        status[i] = node if node == nodes[i] else -errno.EBUSY
 
 
 def page_addresses(start: int, size: int, page_size: int = PAGE_SIZE) -> array:

@@ -42,6 +42,7 @@ class PlacementState:
     last_moved: Mapping[Key, float] = field(default_factory=dict)
     resolution: float = 0.0  # accesses/s one sampled access stands for (the tracker's Sample.resolution)
     available_bytes: Mapping[int, int] = field(default_factory=dict)  # room per node (Sample.available_bytes)
+    held_until: Mapping[Key, float] = field(default_factory=dict)  # failed moves' backoff (policy/backoff.py)
 
 
 def _rate(heat: float) -> str:
@@ -178,6 +179,8 @@ def decide(topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state
         placed.append(r)
         last = state.last_moved.get((r.pid, r.start))
         if last is not None and now - last < policy.cooldown:
+            continue
+        if state.held_until.get(r.key, now) > now:
             continue
         movable.append(r)
 

@@ -123,6 +123,6 @@ def plan(
 
 
 def _cool(r: RegionHeat, state: PlacementState, policy: Policy, now: float) -> bool:
-    """Not moved within the cooldown."""
+    """Not moved within the cooldown, and not held back after a failed move."""
     last = state.last_moved.get(r.key)
-    return last is None or now - last >= policy.cooldown
+    return (last is None or now - last >= policy.cooldown) and state.held_until.get(r.key, now) <= now

@@ -254,6 +254,8 @@ def _rest(pl: Planner, book: Book, slow: list[RegionHeat], fast: list[RegionHeat
         if not pl.beats(c.accesses, v.accesses):
             settled.add(t)  # the candidates come hottest first: no colder one of t will beat it either
             continue
+        if pl.used[v.node] - v.size + c.size > pl.limit(v.node):
+            continue  # the node stays above its limit without v: the exchange would only demote
         if v.size + c.size > pl.budget:
             pl.notes.append("rate limit reached")
             return

@@ -2,11 +2,13 @@
 
 The fast tier is DDR node 1 alone (`tiers: {fast: [1], slow: [2]}`: node 2 is plain RAM, fast to migrate to and
 from, unlike the emulated CXL node). An unmanaged filler process takes node 1 down to ROOM_MIB of room below its
-max_used mark. Two cgroups below the test cgroup: `hog` (batch) with a 64 MiB buffer kept hot, started first, so it
-fills the room; then `lat` (latency, fast_min 32 MiB) with a 24 MiB hot set (its own heap and stack on node 1 count
-toward the guarantee too). Both buffers start on node 2. The daemon (move_pages engine) must bring lat's hot set onto
-node 1 by displacing the hog, and keep it there: checked through move_pages(2) queries, /proc/PID/numa_maps and the
-lat cgroup's memory.numa_stat, and in the daemon's own tenants table (status) and metrics.
+max_used mark, room as the daemon counts it (MemFree less the zones' reserve: on the lab's node 1 the high watermark
+alone is 55 MiB on 6.12, so a filler sized from MemFree left the daemon no room). Two cgroups below the test cgroup:
+`hog` (batch) with a 64 MiB buffer kept hot, started first, so it fills the room; then `lat` (latency, fast_min
+32 MiB) with a 24 MiB hot set (its own heap and stack on node 1 count toward the guarantee too). Both buffers start
+on node 2. The daemon (move_pages engine) must bring lat's hot set onto node 1 by displacing the hog, and keep it
+there: checked through move_pages(2) queries, /proc/PID/numa_maps and the lat cgroup's memory.numa_stat, and in the
+daemon's own tenants table (status) and metrics.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import contextlib
 import os
 import re
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from labkit import CGROUP_ROOT, DaemonFactory, LabDaemon, Workload, read
+from labkit import CGROUP_ROOT, DaemonFactory, LabDaemon, Workload
+
+from cxltierd.discovery.live import node_memory
+from cxltierd.hostfs import HostFS
 
 FAST, SLOW = 1, 2
 ROOM_MIB = 48  # room on node 1 below max_used (90%) once the filler sits there
@@ -31,12 +35,15 @@ HOLD_TICKS = 10
 NB = "/proc/sys/kernel/numa_balancing"
 MiB = 1 << 20
 
-# Not part of the CI lab run until it passes: on 2026-12-01 it failed on both kernels (the hog never filled node 1's
-# room: the move_pages engine planned the same exchanges every tick and every demotion off node 1 failed; cause not
-# found, see issue 12). It runs when named: bash tests/lab/run.sh tests/lab/test_tenants_lab.py -q
+# Runs on 6.12 only. On 7.3 it did not pass in three runs (2026-12-01): with 48 MiB of room the daemon's room grew
+# after the filler was sized (page cache of the processes started since counts as room), the hog and lat both fit and
+# nothing was contested; with a 128 MiB hog, or 24 MiB of room, lat's hot set stopped at 16-20 of its 24 MiB on DDR:
+# lat's own interpreter and library pages on node 1 (in 2 MiB regions, the shared ones not movable) count toward its
+# 32 MiB guarantee, whose goal is capped at lat's hot bytes. (The 24 MiB run also showed a same-tenant exchange
+# demoting lat's hot regions with no room to promote: fixed in policy/shares.py since, not re-run on 7.3.)
 pytestmark = pytest.mark.skipif(
-    not any("test_tenants_lab" in a for a in sys.argv),
-    reason="known failure, see issue 12 (runs when named: bash tests/lab/run.sh tests/lab/test_tenants_lab.py)",
+    os.environ.get("CXLTIERD_LAB_KERNEL") == "newest",
+    reason="fails on 7.3: room drifts, or lat's own non-buffer pages on node 1 use up its guarantee (issue 12)",
 )
 
 
@@ -105,6 +112,19 @@ def on(w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]], l
     return pages_on_nodes(w.pid, w.addr, length).get(node, 0)
 
 
+def settled(d: LabDaemon, count: Callable[[], int], ticks: int = 3, timeout: float = 90.0) -> int:
+    """count()'s value once it stayed the same for `ticks` daemon ticks (the moves in flight are done)."""
+    deadline = time.monotonic() + timeout
+    last, since = count(), d.ticks()
+    while d.ticks() < since + ticks:
+        assert time.monotonic() < deadline, f"still changing after {timeout:g}s (last {last}):\n{d.tail()}"
+        time.sleep(0.5)
+        now = count()
+        if now != last:
+            last, since = now, d.ticks()
+    return last
+
+
 def metric(d: LabDaemon, name: str, **labels: str) -> float:
     for lab, v in d.metrics().get(name, []):
         if all(lab.get(k) == x for k, x in labels.items()):
@@ -126,18 +146,18 @@ def test_guaranteed_tenant_keeps_its_hot_set_on_ddr_next_to_a_hog(
     d = lab_daemon(policy(test_cgroup, lat_cg, hog_cg))
     d.wait_ticks(1)
     Path("/proc/sys/vm/drop_caches").write_text("3")  # page cache counts as room for the daemon, not for move_pages
-    meminfo = read(f"/sys/devices/system/node/node{FAST}/meminfo")
-    total = int(re.search(r"MemTotal:\s+(\d+) kB", meminfo).group(1))
-    # free pages, not the daemon's available bytes: move_pages(2) onto a node gets ENOMEM before page cache there
-    # is reclaimed (seen on 7.3: every promotion failed while the daemon counted the node's page cache as room)
-    avail = int(re.search(r"MemFree:\s+(\d+) kB", meminfo).group(1)) * 1024
-    filler_mib = int((avail - 0.10 * total * 1024) / MiB) - ROOM_MIB
-    assert filler_mib > 0, (avail, total)
+    # The room as the daemon counts it (its own function): MemFree less the zones' reserve (high watermark + lowmem
+    # protection, as MemAvailable), plus some page cache. Never more than the free pages: move_pages(2) onto a node
+    # gets ENOMEM before page cache there is reclaimed (seen on 7.3 while the daemon counted page cache as room).
+    mem = node_memory(HostFS("/"), [FAST])
+    avail, total = min(mem.available[FAST], mem.free[FAST]), mem.total[FAST]
+    filler_mib = int((avail - 0.10 * total) / MiB) - ROOM_MIB
+    assert filler_mib > 0, (mem, total)
     workload(FAST, filler_mib)  # unmanaged (outside the test cgroup), cold
     hog = workload(SLOW, HOG_MIB, HOG_MIB, sleep_ms=1.0, cpu=0, cgroup=hog_cg, companion=True)
     # the hog fills the room first (most of ROOM_MIB of its buffer on node 1)
     d.wait_for(lambda: on(hog, pages_on_nodes, hog.length, FAST) * hog.page_size >= (ROOM_MIB - 16) * MiB, 150, "hog")
-    hog_before = on(hog, pages_on_nodes, hog.length, FAST) * hog.page_size
+    hog_before = settled(d, lambda: on(hog, pages_on_nodes, hog.length, FAST)) * hog.page_size
     lat = workload(SLOW, LAT_MIB, LAT_HOT_MIB, sleep_ms=2.0, cpu=1, cgroup=lat_cg, companion=True)
     hot_pages = lat.hot_length // lat.page_size
     launched = time.monotonic()
@@ -150,8 +170,9 @@ def test_guaranteed_tenant_keeps_its_hot_set_on_ddr_next_to_a_hog(
         time.sleep(0.5)
     hog_after = on(hog, pages_on_nodes, hog.length, FAST) * hog.page_size
     print(
-        f"tenants: lat's hot set 90% on DDR {seconds:.1f}s after it started; lowest share over {HOLD_TICKS} ticks "
-        f"{100 * worst:.1f}%; hog on DDR {hog_before >> 20} MiB before, {hog_after >> 20} MiB after"
+        f"tenants: node {FAST} MemFree - available {(mem.free[FAST] - mem.available[FAST]) >> 20} MiB, filler "
+        f"{filler_mib} MiB; lat's hot set 90% on DDR {seconds:.1f}s after it started; lowest share over {HOLD_TICKS} "
+        f"ticks {100 * worst:.1f}%; hog on DDR {hog_before >> 20} MiB before, {hog_after >> 20} MiB after"
     )
     assert worst >= 0.9, f"lat's hot set fell to {100 * worst:.1f}% on DDR:\n{d.tail()}"
     assert hog_after < hog_before, "the guarantee was met without displacing the hog: the room was not contested"

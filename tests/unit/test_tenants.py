@@ -258,6 +258,20 @@ def test_pressure_takes_cold_memory_before_hot_batch_memory():
     assert final[0].node == 0
 
 
+def test_no_exchange_within_a_tenant_on_a_node_above_its_limit():
+    # Seen on 7.3 in the lab: the fast node above max_used (memory cxltierd does not manage), a tenant at its
+    # guarantee exchanged its coldest fast region for a hotter slow one; the demotion went through, the promotion
+    # found no room, and the tenant lost a hot region every tick.
+    fast = [region(i, 0, 100.0, 10) for i in range(10)]
+    slow = [region(200 + i, 2, 200.0, 10) for i in range(5)]
+    doc = "tenants: [{name: lat, match: {pid: 10}, fast_min: 20MiB, class: latency}]"
+    plan = decide(TOPO, fast + slow, policy(doc), state(fast + slow, extra_used=85), now=10)
+    assert plan.moves == ()
+    # with room for the promotion once the cold one leaves, the exchange happens
+    plan = decide(TOPO, fast + slow, policy(doc), state(fast + slow, extra_used=80), now=10)
+    assert {m.dst for m in plan.moves} == {0, 2} and all(m.pid == 10 for m in plan.moves)
+
+
 def test_weighted_fair_share_splits_a_full_fast_tier():
     # Two tenants, same heat per region, weights 3:1, both wanting more than the fast tier; start all on CXL.
     doc = "tenants: [{name: a, match: {pid: 10}, weight: 3}, {name: b, match: {pid: 20}, weight: 1}]"
