@@ -113,6 +113,7 @@ class Loop:
         self.started = False
         self.avoid: frozenset[int] = frozenset()  # nodes nothing may be moved into (RAS: unhealthy)
         self.regions: list[RegionHeat] = []  # the last tick's smoothed regions
+        self.bandwidth: Callable[[float], dict[int, float]] | None = None  # measured bytes/s per node (PMU)
 
     def start(self) -> None:
         """Configure the engines for the current state (kdamonds started, knobs set). The first tick calls it if
@@ -201,6 +202,7 @@ class Loop:
             last_moved={k: m[0] for k, m in self.moved_at.items()},
             resolution=sample.resolution,
             available_bytes=sample.available_bytes,
+            measured_bandwidth=self.bandwidth(now) if self.bandwidth else {},
         )
         dry = self.policy.dry_run
         gates = None

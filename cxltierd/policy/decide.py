@@ -42,6 +42,7 @@ class PlacementState:
     last_moved: Mapping[Key, float] = field(default_factory=dict)
     resolution: float = 0.0  # accesses/s one sampled access stands for (the tracker's Sample.resolution)
     available_bytes: Mapping[int, int] = field(default_factory=dict)  # room per node (Sample.available_bytes)
+    measured_bandwidth: Mapping[int, float] = field(default_factory=dict)  # bytes/s per node (PMU counters)
 
 
 def _rate(heat: float) -> str:
