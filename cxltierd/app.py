@@ -232,7 +232,26 @@ def _host(settings: Settings, policy: Policy, path: str | None) -> tuple[Runtime
     )
     facts = rt.discover()
     topology = rt.classify(facts, policy)
-    return rt, Loop(topology, rt.engines_for(facts, topology, policy), policy, facts)
+    loop = Loop(topology, rt.engines_for(facts, topology, policy), policy, facts)
+    if fs.root == Path("/"):
+        loop.bandwidth = _bandwidth_meter(fs, facts)
+    return rt, loop
+
+
+def _bandwidth_meter(fs: HostFS, facts: HostFacts) -> Callable[[float], dict[int, float]] | None:
+    """The PMU bandwidth meter's sample function when the host has memory-bandwidth counters (logged either way:
+    which source the perf model uses and why), else None. Its counters stay open for the daemon's life."""
+    from cxltierd.discovery.pmu import find
+    from cxltierd.engines.perfevent import BandwidthMeter
+
+    telemetry = find(fs, facts)
+    log.info("bandwidth: %s", telemetry.reason)
+    if not telemetry.counters:
+        return None
+    meter = BandwidthMeter(telemetry.counters)
+    for error in meter.open():
+        log.warning("bandwidth counter left out: %s", error)
+    return meter.sample if meter.nodes() else None
 
 
 def _emulated_ras(fs: HostFS, sim: SimulatedMemory, scenario: Scenario, facts: HostFacts) -> Failover:

@@ -213,13 +213,15 @@ def doctor_cmd(root: str, as_json: bool) -> None:
     except (HostFSError, ValueError):
         cap_eff = None
     from cxltierd.app import STATE_DIR
-    from cxltierd.discovery import tracefs
+    from cxltierd.discovery import pmu, tracefs
     from cxltierd.engines.registry import probe_env, probes
+    from cxltierd.report.bandwidth import bandwidth_checks
     from cxltierd.report.ras import ras_checks
 
     env = probe_env(HostFS(root), facts, Path(STATE_DIR))
     checks = doctor.run_checks(facts, topo, cap_eff, probes(env), env.damon)
     checks += ras_checks(tracefs.probe(HostFS(root)))
+    checks += bandwidth_checks(pmu.find(HostFS(root), facts))
     if as_json:
         click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
     else:

@@ -118,6 +118,7 @@ class Loop:
         self.regions: list[RegionHeat] = []  # the last tick's smoothed regions
         self.strikes: dict[Key, backoff.Strike] = {}  # regions whose last moves failed (held back for a while)
         self.attempted: list[Key] = []  # keys of the moves handed to the migrator this tick
+        self.bandwidth: Callable[[float], dict[int, float]] | None = None  # measured bytes/s per node (PMU)
 
     def start(self) -> None:
         """Configure the engines for the current state (kdamonds started, knobs set). The first tick calls it if
@@ -207,6 +208,7 @@ class Loop:
             resolution=sample.resolution,
             available_bytes=sample.available_bytes,
             held_until=backoff.held(self.strikes, now),
+            measured_bandwidth=self.bandwidth(now) if self.bandwidth else {},
         )
         dry = self.policy.dry_run
         gates = None

@@ -7,7 +7,8 @@ tier at a time. The pairs run slowest first (a full middle tier sheds into the s
 into it), then again from the second pair down (the room the fastest pair's promotions left in the middle tier is
 filled from below in the same tick). The evidence is strong enough to skip a tier when a region further down is
 at least STRONG times hotter than the hottest region of the tier in between (and above the promotion floor): it
-joins the upper pair's candidates and goes straight up. Each pair sees the node usage, the rate-limit budget and
+joins the upper pair's candidates and goes straight up; when that pair has no room for it, its own pair sees it on
+the way back up, so it still climbs one tier. Each pair sees the node usage, the rate-limit budget and
 the cooldowns that the pairs before it planned, so a region moves at most once per tick. On the way up a middle
 tier counts what the tier above must shed as already there (its own pressure demotion makes the room), and an upper
 pair may fill the tier below it up to its min_free mark rather than its max_used mark (an exchange is a swap, but
@@ -110,12 +111,12 @@ def cascade(
         if budget <= 0:
             break
 
-        def seen(r: RegionHeat, i: int = i) -> bool:
+        def seen(r: RegionHeat, i: int = i, late: bool = step >= n_pairs) -> bool:
             k = rank.get(r.node)
             if k is None or r.key in moved:
                 return False
-            if r.key in strong:
-                return strong[r.key] == i
+            if r.key in strong:  # its skip pair first; unmoved there (no room), its own pair on the way back up
+                return strong[r.key] == i or (late and i == k - 1)
             return k in (i, i + 1) or r.pid in pinned
 
         # On the way up, a middle tier makes room for what the tier above must shed: it sees that memory as if it

@@ -43,6 +43,7 @@ class PlacementState:
     resolution: float = 0.0  # accesses/s one sampled access stands for (the tracker's Sample.resolution)
     available_bytes: Mapping[int, int] = field(default_factory=dict)  # room per node (Sample.available_bytes)
     held_until: Mapping[Key, float] = field(default_factory=dict)  # failed moves' backoff (policy/backoff.py)
+    measured_bandwidth: Mapping[int, float] = field(default_factory=dict)  # bytes/s per node (PMU counters)
 
 
 def _rate(heat: float) -> str:

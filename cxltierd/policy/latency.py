@@ -8,7 +8,9 @@ region gains, and is dropped. Then, for each node of a faster tier whose load ma
 the next tier down, its hottest regions move down one tier while each move lowers the cost (the Colloid principle:
 balance the tiers' loaded latencies; balancing the marginal cost is its exact form for the mean). A move must gain
 at least MARGIN of the region's accesses x the target's idle latency, so the balance point has a dead band and
-memory does not thrash across it; cooldowns apply as to every move.
+memory does not thrash across it; cooldowns apply as to every move. Where PMU counters measure a node's bandwidth
+(PlacementState.measured_bandwidth, bytes/s), that node's demand is the measurement (every process's traffic, in
+64-byte lines) instead of the sum of the sampled region rates; the regions' rates still say what a move shifts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from cxltierd.model import Move, Plan, RegionHeat
-from cxltierd.policy.perf import NodePerf, node_perf
+from cxltierd.policy.perf import LINE, NodePerf, node_perf
 from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
 
@@ -54,6 +56,8 @@ def plan(
     demand: dict[int, float] = {}
     for r in heat:
         demand[r.node] = demand.get(r.node, 0.0) + r.accesses
+    for n, measured in state.measured_bandwidth.items():  # PMU counters: the node's whole load, not only the sampled
+        demand[n] = measured / LINE
     total = {n: state.total_bytes.get(n) or x.total_bytes for x in topology.nodes for n in [x.node]}
     used = {n: total.get(n, 0) - state.available_bytes.get(n, f) for n, f in state.free_bytes.items()}
     budget = policy.budget_bytes()

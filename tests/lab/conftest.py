@@ -73,14 +73,15 @@ def cxl_node() -> int:
 
 @pytest.fixture
 def workload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkloadFactory]:
-    """Factory: workload(node, mib, hot_mib=0, *, sleep_ms=1.0, cpu=None, cgroup=None, unbind=False, shift_mib=0)
-    -> Workload.
+    """Factory: workload(node, mib, hot_mib=0, *, sleep_ms=1.0, cpu=None, cgroup=None, unbind=False, shift_mib=0,
+    warm_mib=0, warm_every=4) -> Workload.
 
     Starts tests/lab/workload.py with LD_BIND_NOW=1, waits until the whole buffer is touched, SIGKILLs it at teardown.
     cgroup: join that cgroup (a path below /sys/fs/cgroup, see the `test_cgroup` fixture) before allocating; unbind:
     drop the buffer's MPOL_BIND after touching it, so NUMA balancing may move it. companion (needs cpu): also start a
     process that wakes every 0.5 ms on the same CPU (in the caller's cgroup, so a cgroup selector leaves it out).
     shift_mib: each SIGUSR1 to the workload moves its hot range that many MiB on (tests/lab/workload.py).
+    warm_mib: the range after the hot one that is touched on every warm_every-th pass only (Workload.warm_length).
 
     Why the companion: x86 clears a PTE's accessed bit without a TLB flush (DAMON's mkold, the DAMOS young filter),
     and QEMU's TCG keeps the translation cached until the guest switches address space. A workload that only
@@ -103,6 +104,8 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkloadFacto
         companion: bool = False,
         timeout: float = 300.0,
         shift_mib: int = 0,
+        warm_mib: int = 0,
+        warm_every: int = 4,
     ) -> Workload:
         if companion:
             assert cpu is not None, "a companion shares the workload's CPU: give cpu="
@@ -117,6 +120,8 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkloadFacto
             cmd += ["--unbind"]
         if shift_mib:
             cmd += ["--shift-mib", str(shift_mib)]
+        if warm_mib:
+            cmd += ["--warm-mib", str(warm_mib), "--warm-every", str(warm_every)]
         err_path = logs / f"workload-{len(started)}.stderr"
         with err_path.open("w") as err:
             proc = subprocess.Popen(

@@ -172,7 +172,8 @@ def dax_target_nodes() -> dict[str, int]:
 
 @dataclass
 class Workload:
-    """A running tests/lab/workload.py: its buffer is [addr, addr + length), the first hot_length bytes are hot."""
+    """A running tests/lab/workload.py: its buffer is [addr, addr + length), the first hot_length bytes are hot, the
+    warm_length bytes after them warm."""
 
     proc: subprocess.Popen[str]
     pid: int
@@ -181,6 +182,7 @@ class Workload:
     page_size: int
     node: int
     hot_length: int
+    warm_length: int = 0  # the range after the hot one, touched less often (workload.py --warm-mib)
 
     @property
     def pages(self) -> int:

@@ -92,3 +92,11 @@ def test_an_unknown_tier_keeps_the_two_roles_unless_the_order_names_it():
     assert cascade_tiers(topo, build_policy({}), {0, 2, 4}) == []
     ordered = parse_policy("tiers: {order: [ddr, unknown, cxl]}")
     assert cascade_tiers(topo, ordered, {0, 2, 4}) == [(0,), (2,), (4,)]
+
+
+def test_strong_region_the_fastest_tier_has_no_room_for_climbs_one_tier():
+    # The middle tier holds nothing tracked, so both far regions count as strong evidence; the fastest tier has room
+    # for one region: the hotter skips to it, the other still climbs into the middle tier (it is not stuck below).
+    heat = [region(0, 2, 500.0), region(1, 2, 100.0), region(2, 2, 0.0)]
+    plan = decide(TOPO, heat, policy(), state({0: 89, 1: 50, 2: 50}), now=0)
+    assert {(m.start, m.src, m.dst) for m in plan.moves} == {(heat[0].start, 2, 0), (heat[1].start, 2, 1)}
