@@ -11,9 +11,9 @@ placement, and measures (from SETTLE seconds after the last tenant started, when
 - jain: Jain's fairness index of weighted fast-tier shares, (sum x)^2 / (n sum x^2) over the tenants with a fair
   share, where x is a tenant's fast-tier bytes over its weighted max-min fair share (policy/shares.targets on the
   true hot bytes and heat: what an exact allocator would give) - 1.0 when every tenant holds its fair share;
-- below: seconds a tenant spent more than two regions below its guarantee (min(fast_min, its hot bytes): regions at
-  the policy's promotion floor, hot_threshold or min_samples sampled accesses, or above), and above:
-  seconds more than two regions above its cap, plus what it allocates by first touch in one interval (targets: 0);
+- below: seconds a tenant's hot bytes on the fast tier spent more than two regions below its guarantee
+  (min(fast_min, its hot bytes): regions at the policy's promotion floor, hot_threshold or min_samples sampled
+  accesses, or above), and above: seconds more than two regions above its cap, plus what it allocates by first touch in one interval (targets: 0);
   a region being copied counts on its target node;
 - ping-pong: regions the loop sent back to the node they left within two cooldowns (the loop's own count);
 - total: the share of all accesses served by the fast tier; its cost is the points lost against cxltierd without
@@ -125,6 +125,7 @@ def run_one(job: tuple[str, str, int, float | None]) -> Result:
         where.update({k: c[1] for k, c in sim.in_flight().items() if k in where})  # a planned copy: its target
         fast_b: dict[str, int] = dict.fromkeys(bud, 0)
         demand: dict[str, int] = dict.fromkeys(bud, 0)
+        hot_fast: dict[str, int] = dict.fromkeys(bud, 0)
         heat: dict[str, float] = dict.fromkeys(bud, 0.0)
         for key, node in where.items():
             name, rate, size = who.get(key[0], "other"), rates.get(key, 0.0), sizes[key]
@@ -138,12 +139,13 @@ def run_one(job: tuple[str, str, int, float | None]) -> Result:
             if rate >= threshold:
                 demand[name] += size
                 heat[name] += rate
+                hot_fast[name] += size if on_fast else 0
         fair = targets(bud, demand, heat, int(usable))
         xs = [fast_b[n] / fair[n] for n in bud if fair[n] > 0]
         if xs:
             jains.append(sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs)))
         slack = 2 * sc.region_size
-        if any(fast_b[n] + slack < min(bud[n].fast_min, demand[n]) for n in bud):
+        if any(hot_fast[n] + slack < min(bud[n].fast_min, demand[n]) for n in bud):
             below += dt
         if any(fast_b[n] > bud[n].fast_max + slack + grown[n] for n in bud):
             above += dt

@@ -9,8 +9,10 @@ Each tick, after pins, with the tenants of policy.tenants (and the implicit `oth
 3. pressure: a fast node below min_free sheds cold regions (below the promotion floor) first, then hot ones of
    tenants that stay at or above their target, then the rest; within each, batch tenants' before latency tenants',
    coldest first; a tenant's guaranteed bytes go last.
-4. guarantees: a tenant below min(fast_min, demand) promotes its hottest slow regions, into free fast room or by
-   displacing regions of tenants above their own guarantee (batch before latency, coldest first).
+4. guarantees: a tenant whose hot fast-tier bytes are below min(fast_min, demand) promotes its hottest slow regions,
+   into free fast room or by displacing cold regions, or hot ones of tenants above their own guarantee (batch before
+   latency, coldest first). A guarantee covers hot memory only: a tenant's cold pages on the fast tier (startup
+   code, shared libraries it cannot move) neither count toward it nor are protected by it.
 5. fair share: a tenant below its target promotes likewise, displacing regions of tenants above their target by
    more than a dead band (SLACK of the fast tier, or four regions), so noise in heat moves nothing back and forth.
 6. the rest: a hot slow region takes free fast room not owed to a tenant below its target (within its cap), or
@@ -65,12 +67,25 @@ def targets(
 
 @dataclass
 class Book:
-    """Per-tenant fast-tier bytes as planned moves apply, with each tenant's bounds and target."""
+    """Per-tenant fast-tier bytes as planned moves apply (all, and those of hot regions), with each tenant's bounds
+    and target."""
 
     budget: dict[str, Budget]
     use: Counter[str]
+    hot: Counter[str]
     target: dict[str, int]
     slack: int
+    floor: float
+
+    def move(self, t: str, r: RegionHeat, sign: int) -> None:
+        """Account region r of tenant t entering (+1) or leaving (-1) the fast tier."""
+        self.use[t] += sign * r.size
+        if r.accesses >= self.floor:
+            self.hot[t] += sign * r.size
+
+    def protected(self, t: str, r: RegionHeat, demand: int) -> bool:
+        """Is fast region r part of what tenant t's guarantee protects: hot, with t at or below its guarantee."""
+        return r.accesses >= self.floor and self.hot[t] <= self.guarantee(t, demand)
 
     def guarantee(self, t: str, demand: int) -> int:
         """The bytes a tenant's guarantee protects now: its fast_min, or its demand when that is smaller."""
@@ -97,27 +112,29 @@ def place(
 
     bud = budgets(tenants, capacity)
     use: Counter[str] = Counter()
+    hot: Counter[str] = Counter()
     demand: Counter[str] = Counter()
     heat: dict[str, float] = {}
     for r in placed:
         t = who(r.pid)
         if r.node in fast:
             use[t] += r.size
+            hot[t] += r.size if r.accesses >= pl.floor else 0
         if r.accesses >= pl.floor:
             demand[t] += r.size
             heat[t] = heat.get(t, 0.0) + r.accesses
     foreign = sum(pl.used[n] for n in fast) - sum(use.values())  # kernel, page cache, unmanaged processes
     usable = sum(pl.limit(n) for n in fast) - max(0, foreign)
     biggest = max((r.size for r in placed), default=0)
-    book = Book(bud, use, targets(bud, demand, heat, usable), max(4 * biggest, int(usable * SLACK)))
+    book = Book(bud, use, hot, targets(bud, demand, heat, usable), max(4 * biggest, int(usable * SLACK)), pl.floor)
 
     mov_fast = sorted((r for r in movable if r.node in fast), key=lambda r: r.accesses)
     mov_slow = sorted((r for r in movable if r.node not in fast and r.accesses >= pl.floor), key=lambda r: -r.accesses)
     _caps(pl, book, mov_fast, who)
     _pressure(pl, book, mov_fast, who, demand)
     guar = {t: book.guarantee(t, demand[t]) for t in bud}
-    _fill(pl, book, mov_slow, mov_fast, who, goal=guar, slack=0, why="guarantee")
-    _fill(pl, book, mov_slow, mov_fast, who, goal=book.target, slack=book.slack, why="fair share")
+    _fill(pl, book, mov_slow, mov_fast, who, goal=guar, slack=0, why="guarantee", hot_only=True)
+    _fill(pl, book, mov_slow, mov_fast, who, goal=book.target, slack=book.slack, why="fair share", hot_only=False)
     _rest(pl, book, mov_slow, mov_fast, who)
 
 
@@ -134,7 +151,7 @@ def _caps(pl: Planner, book: Book, fast: list[RegionHeat], who: Callable[[int], 
         reason = f"cap: tenant {t} holds {book.use[t] >> 20} MiB of the fast tier, above its fast_max {cap >> 20} MiB"
         if not pl.add(r, dst, reason):
             return
-        book.use[t] -= r.size
+        book.move(t, r, -1)
 
 
 def _pressure(
@@ -147,7 +164,7 @@ def _pressure(
     def order(t: str, r: RegionHeat) -> tuple[bool, bool, bool, bool, float]:
         """Sort key of a tenant's coldest region: guaranteed bytes last, cold before hot, then a tenant that stays
         at or above its target before one that would drop below it, batch before latency, coldest first."""
-        protected = book.use[t] <= book.guarantee(t, demand.get(t, 0))
+        protected = book.protected(t, r, demand.get(t, 0))
         owed = book.use[t] - r.size < book.target.get(t, 0)
         return (protected, r.accesses >= pl.floor, owed, book.budget[t].klass == "latency", r.accesses)
 
@@ -167,7 +184,7 @@ def _pressure(
         return f"demote: {why}, tenant {t} ({book.budget[t].klass}) gives first"
 
     def shed_one(r: RegionHeat) -> None:
-        book.use[who(r.pid)] -= r.size
+        book.move(who(r.pid), r, -1)
 
     pl.shed(pick, reason, shed_one)
 
@@ -182,9 +199,13 @@ def _fill(
     goal: Mapping[str, int],
     slack: int,
     why: str,
+    hot_only: bool,
 ) -> None:
-    """Promote hot slow regions of tenants below `goal`, into free room or by displacing regions of tenants above
-    their own `goal` + `slack` (batch before latency, coldest first)."""
+    """Promote hot slow regions of tenants whose fast-tier bytes (with `hot_only`, those of hot regions) are below
+    `goal`, into free room or by displacing regions of tenants that stay at or above their own `goal` + `slack`
+    without them (with `hot_only` a cold region counts toward nothing, so it can always go), batch before latency,
+    coldest first."""
+    have = book.hot if hot_only else book.use
     queues = _by_tenant(fast, who)
 
     def victim(t: str) -> RegionHeat | None:
@@ -193,7 +214,10 @@ def _fill(
         for vt, q in queues.items():
             while q and q[0].key in pl.moved:
                 q.popleft()
-            if vt == t or not q or book.use[vt] - q[0].size < goal[vt] + slack:
+            if vt == t or not q:
+                continue
+            counted = not hot_only or q[0].accesses >= book.floor
+            if have[vt] - (q[0].size if counted else 0) < goal[vt] + slack:
                 continue
             key = (book.budget[vt].klass == "latency", q[0].accesses)
             if best is None or key < best[0]:
@@ -202,7 +226,7 @@ def _fill(
 
     for c in slow:
         t = who(c.pid)
-        if c.key in pl.moved or book.use[t] + c.size > goal[t] or book.use[t] + c.size > book.budget[t].fast_max:
+        if c.key in pl.moved or have[t] + c.size > goal[t] or book.use[t] + c.size > book.budget[t].fast_max:
             continue
         dst = pl.room(pl.roles.fast, c.size, most_free=True)
         if dst is None:
@@ -218,13 +242,13 @@ def _fill(
                 return
             vt = who(v.pid)
             pl.add(v, slow_dst, f"demote: tenant {vt} is above its {why}, tenant {t} below")
-            book.use[vt] -= v.size
+            book.move(vt, v, -1)
             if pl.used[v.node] + c.size > pl.limit(v.node):
                 continue
             dst = v.node
         if not pl.add(c, dst, f"promote: tenant {t} below its {why} ({c.accesses:.3g} acc/s on {pl.name(c.node)})"):
             return
-        book.use[t] += c.size
+        book.move(t, c, +1)
 
 
 def _rest(pl: Planner, book: Book, slow: list[RegionHeat], fast: list[RegionHeat], who: Callable[[int], str]) -> None:
@@ -243,7 +267,7 @@ def _rest(pl: Planner, book: Book, slow: list[RegionHeat], fast: list[RegionHeat
         if dst is not None:
             if not pl.add(c, dst, f"promote: {c.accesses:.3g} acc/s on {pl.name(c.node)}, room on {pl.name(dst)}"):
                 return
-            book.use[t] += c.size
+            book.move(t, c, +1)
             continue
         q = own.get(t)
         while q and q[0].key in pl.moved:
@@ -264,10 +288,10 @@ def _rest(pl: Planner, book: Book, slow: list[RegionHeat], fast: list[RegionHeat
             continue
         pl.add(v, slow_dst, f"demote: {v.accesses:.3g} acc/s makes room for {c.accesses:.3g} acc/s of tenant {t}")
         q.popleft()
-        book.use[t] -= v.size
+        book.move(t, v, -1)
         reason = f"promote: {c.accesses:.3g} acc/s > coldest fast region of tenant {t}"
         if pl.used[v.node] + c.size <= pl.limit(v.node) and pl.add(c, v.node, reason):
-            book.use[t] += c.size
+            book.move(t, c, +1)
 
 
 def _by_tenant(fast: list[RegionHeat], who: Callable[[int], str]) -> dict[str, deque[RegionHeat]]:

@@ -1,7 +1,8 @@
 """Per-tenant accounting of one tick (pure): managed bytes and hot bytes per tier, guarantee, cap and shortfall.
 
 Bounded by the policy: one row per configured tenant plus `other`, never one per process. The shortfall is what a
-tenant's guarantee still misses on the fast tier: min(fast_min, its hot bytes) minus its bytes on the fast tier.
+tenant's guarantee still misses on the fast tier: min(fast_min, its hot bytes) minus its hot bytes on the fast tier
+(a guarantee covers hot memory: cold pages on the fast tier do not count toward it).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def tenant_usage(
     hot: dict[str, Counter[str]] = {}
     fast_bytes: Counter[str] = Counter()
     hot_total: Counter[str] = Counter()
+    hot_fast: Counter[str] = Counter()
     threshold = policy.hotness.hot_threshold
     for r in regions:
         t, where = who(r.pid), tier.get(r.node, "unknown")
@@ -65,6 +67,7 @@ def tenant_usage(
         if r.accesses >= threshold:
             hot.setdefault(t, Counter())[where] += r.size
             hot_total[t] += r.size
+            hot_fast[t] += r.size if r.node in fast else 0
     moved = Counter(who(m.pid) for m in moves)
     out = {}
     for name, b in budgets(policy.tenants, fast_capacity(topology, policy)).items():
@@ -77,7 +80,7 @@ def tenant_usage(
             bytes=dict(size.get(name, {})),
             hot=dict(hot.get(name, {})),
             fast_bytes=fast_bytes[name],
-            shortfall=max(0, min(b.fast_min, hot_total[name]) - fast_bytes[name]),
+            shortfall=max(0, min(b.fast_min, hot_total[name]) - hot_fast[name]),
             moves=moved[name],
         )
     return {k: out[k] for k in (*(t.name for t in policy.tenants), OTHER)}

@@ -11,6 +11,7 @@ from cxltierd.model import Process, RegionHeat
 from cxltierd.policy.decide import PlacementState, decide
 from cxltierd.policy.schema import build_policy, parse_policy
 from cxltierd.policy.shares import targets
+from cxltierd.policy.tenant_usage import tenant_usage
 from cxltierd.policy.tenants import Budget, budgets, check_fit, explain, overcommitted, tenant_of
 from cxltierd.topology import Node, Tier, Topology
 
@@ -203,6 +204,23 @@ def test_guarantee_displaces_batch_even_when_batch_is_hotter():
     assert len(demoted) == 20 and all(m.pid == 20 for m in demoted)
     assert sorted(m.start for m in demoted) == sorted(r.start for r in batch[:20])  # its coldest
     assert any("tenant inference below its guarantee" in m.reason for m in plan.moves)
+
+
+def test_cold_fast_pages_do_not_count_toward_a_guarantee():
+    # The latency tenant already has 10 cold regions on the fast tier (its startup code and libraries, 0.1 acc/s,
+    # below the floor) and its 20 hot regions on CXL; the batch job fills the rest. The guarantee (20 regions)
+    # covers hot memory, so all 20 hot regions come up, displacing batch regions, not only 10.
+    batch = [region(i, 0, 50.0 + i, 20) for i in range(80)]
+    cold = [region(100 + i, 0, 0.1, 10) for i in range(10)]
+    lat = [region(200 + i, 2, 5.0, 10) for i in range(20)]
+    regions = batch + cold + lat
+    plan = decide(TOPO, regions, policy(UNCAPPED), state(regions), now=10)
+    assert by_tenant(plan.moves, 0) == {"inference": 20}
+    demoted = [m for m in plan.moves if m.dst == 2]
+    assert {m.pid for m in demoted} <= {10, 20} and len(demoted) >= 20
+    assert not [m for m in plan.moves if m.dst == 0 and m.pid != 10]
+    usage = tenant_usage(TOPO, policy(UNCAPPED), regions, PROCS)
+    assert usage["inference"].shortfall == 20 * R  # its 10 cold fast regions do not make up for hot ones
 
 
 def test_without_tenants_the_hotter_batch_keeps_the_fast_tier():
