@@ -19,7 +19,7 @@ state (unplugged) is neither a source nor a target.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cxltierd.model import Move, Plan, Process, RegionHeat
@@ -214,11 +214,14 @@ def _pins(pl: Planner, pinned: list[tuple[RegionHeat, str]], procs: Mapping[int,
 
 
 def coldest_first(pl: Planner, victims: list[RegionHeat]) -> Callable[[int], RegionHeat | None]:
-    """A `Planner.shed` picker: the next region of `victims` (in their order) on the node, not moved yet."""
-    queues = {n: iter([r for r in victims if r.node == n]) for n in pl.roles.fast}
+    """A `Planner.shed` picker: the next region of `victims` (in their order) on the node, not moved yet. A node's
+    queue is built when the node is first asked for (most ticks no node is under pressure)."""
+    queues: dict[int, Iterator[RegionHeat]] = {}
 
     def pick(node: int) -> RegionHeat | None:
-        return next((r for r in queues.get(node, iter(())) if r.key not in pl.moved), None)
+        if node not in queues:
+            queues[node] = iter([r for r in victims if r.node == node])
+        return next((r for r in queues[node] if r.key not in pl.moved), None)
 
     return pick
 

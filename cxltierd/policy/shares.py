@@ -159,7 +159,7 @@ def _pressure(
 ) -> None:
     """Fast nodes below min_free shed cold regions first, then hot ones of tenants above their target (so the
     fair-share step has nothing to take back), batch before latency, coldest first; guaranteed bytes last."""
-    queues = {n: _by_tenant([r for r in fast if r.node == n], who) for n in pl.roles.fast}
+    queues: dict[int, dict[str, deque[RegionHeat]]] = {}  # built when a node is first asked for
 
     def order(t: str, r: RegionHeat) -> tuple[bool, bool, bool, bool, float]:
         """Sort key of a tenant's coldest region: guaranteed bytes last, cold before hot, then a tenant that stays
@@ -169,6 +169,8 @@ def _pressure(
         return (protected, r.accesses >= pl.floor, owed, book.budget[t].klass == "latency", r.accesses)
 
     def pick(node: int) -> RegionHeat | None:
+        if node not in queues:
+            queues[node] = _by_tenant([r for r in fast if r.node == node], who)
         heads = []
         for t, q in queues[node].items():
             while q and q[0].key in pl.moved:
