@@ -71,7 +71,7 @@ ROWS = (
     "kernel DAMON mtier",
 )
 MTIER = "kernel DAMON mtier"
-BEST = ("kernel NB tiering, lab, 4000 ms", "cxltierd numa_balancing", "cxltierd damos", MTIER)
+BEST = ("kernel NB tiering, lab, 4000 ms", "cxltierd numa_balancing", MTIER)
 
 
 @dataclass
@@ -334,7 +334,7 @@ def test_lab_promotion() -> None:
 
 
 def test_lab_promotion_best() -> None:
-    """The shorter run: the two fastest cxltierd engines of earlier runs and the kernel's tuned peers only."""
+    """The shorter run: the fastest cxltierd engine of earlier runs (numa_balancing) and the kernel's tuned peers."""
     in_guest("lab_promotion.py", lambda argv: main(["--only", *BEST]))
 
 
