@@ -294,7 +294,7 @@ def summary(rows: list[Row], cap: float) -> list[str]:
     return [first.name, t90, spread(start) if start else "", spread(after) if after else "", hot, cold]
 
 
-def against_mtier(rows: list[Row], cap: float) -> str:
+def against_mtier(rows: list[Row], cap: float = 120.0) -> str:
     """The best cxltierd row against the kernel's self-tuned DAMON tiering of the same run, as a sentence."""
     peer = next((r for r in rows if r.name == MTIER and not r.note), None)
     ours = [r for r in rows if r.name.startswith("cxltierd") and r.t90 is not None]
