@@ -169,8 +169,22 @@ def measure(n: int, ticks: int, seconds: float, work: Path) -> Row:
         assert running == n, f"{running} kdamonds on for {n} workloads:\n{daemon.tail()}"
         return Row(n, len(seen), tick() - first, t1 - t0, d1 - d0, kcpu, rss, migrated)
     finally:
-        daemon.stop(timeout=120)
+        stop(daemon)
         daemon.keep_log(f"overhead-{n}")
+
+
+def stop(daemon: labkit.LabDaemon, timeout: float = 30.0) -> None:
+    """SIGTERM; a daemon starved in the middle of a tick gets SIGKILL after `timeout` s, and its kdamonds go."""
+    if daemon.proc.poll() is not None:
+        return
+    daemon.proc.terminate()
+    try:
+        daemon.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        print(f"the daemon did not stop within {timeout:g} s of SIGTERM (in a tick): killed", flush=True)
+        daemon.proc.kill()
+        daemon.proc.wait()
+        labkit.remove_kdamonds()
 
 
 def run(sizes: list[int], ticks: int, seconds: float, mib: int) -> str:
