@@ -217,6 +217,42 @@ def test_lab_promotion_compares_the_best_cxltierd_row_with_the_mtier_peer() -> N
     assert absent.cells(120)[1] == "not run: the kernel has no node_mem_used_bp quota goal"
 
 
+def test_lab_promotion_runs_give_median_range_and_a_verdict_per_run() -> None:
+    bench = load("lab_promotion")
+    row = bench.Row
+    ours = [row("cxltierd damos", 20.0, 15.0, 1.0, 0.0), row("cxltierd damos", 26.0, 18.0, 1.0, 0.01)]
+    ours.append(row("cxltierd damos", None, 16.0, 0.8, 0.0))
+    peer = [row("kernel DAMON mtier", None, None, h, 0.0) for h in (0.6, 0.7)]
+    peer.append(row("kernel DAMON mtier", 30.0, None, 0.95, 0.0))
+    assert bench.summary(ours, 120) == [
+        "cxltierd damos",
+        "23.0 (20.0-26.0), reached in 2 of 3",
+        "16.0 (15.0-18.0)",
+        "6.5 (5.0-8.0)",
+        "100% (80%-100%)",
+        "0.0% (0.0%-1.0%)",
+    ]
+    assert bench.summary(peer[:2], 120)[1] == "not reached in 2 runs (65% (60%-70%) after 120 s)"
+    first = bench.against_mtier([ours[0], peer[0]], 120)
+    assert "did not within the cap (60% of the hot set on DDR): ratio < 0.17" in first
+    assert bench.against_mtier([ours[2], peer[2]], 120).endswith("reached it in 30.0 s: target MISSED")
+
+
+def test_lab_overhead_row_gives_ratios_and_per_process_cost(tmp_path: Path) -> None:
+    bench = load("lab_overhead")
+    cells = bench.Row(8, 8, 6, 30.0, 1.5, 6.0, 50 << 20, 0).cells()
+    assert cells == ["8", "8", "6 (30 s)", "5.0 s", "250 ms", "5.0%", "20.0%", "4.0", "31.2 ms", "2.50%", "50 MiB", "0"]
+    stalled = bench.Row(64, 64, 0, 45.0, 1.5, 86.0, 50 << 20, 0).cells()
+    assert stalled[3:5] == ["none finished", "n/a"] and stalled[8] == "n/a"
+    log = tmp_path / "daemon.log"
+    log.write_text("start\ntick 1: nothing\ntick 2: no")
+    ticks = bench.TickReader(log)
+    assert ticks() == 1  # a line not yet ended is not counted
+    with log.open("a") as f:
+        f.write("thing moved\ntick 3: x\n")
+    assert ticks() == 3
+
+
 def test_tenants_benchmark_guarantee_holds_and_the_table_has_every_placer() -> None:
     """A short run of the latency-next-to-batch scenario (issue 12): with budgets the latency tenant's hot set is
     served from the fast tier and never below its guarantee once settled; without, the batch job keeps DDR."""
