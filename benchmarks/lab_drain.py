@@ -16,8 +16,9 @@ table to $CXLTIERD_LAB_SHARE/benchmarks/lab_drain.md.
 Reaction (`--reaction`, pytest's test_lab_drain_reaction): time from an injected uncorrectable media error to the
 first action, with the daemon (`cxltierd run --backend host`, 1 s tick) running on the real kernel and a 16 MiB
 workload on the CXL node. Each round injects `cxl-inject-general-media-event` (log failure) through the QMP relay,
-then polls, every 20 ms, the daemon's control socket (`status`: the node reported failing) and move_pages(2) queries
-of the workload's buffer (the first page off the node); then waits for the drain to finish and ends it with
+then polls, every 20 ms, the daemon's log (its "RAS: node N is failing" line), its control socket (`status`, whose
+snapshot, like /metrics', is taken at the end of a tick: the node reported failing) and move_pages(2) queries of the
+workload's buffer (the first page off the node); then waits for the drain to finish and ends it with
 `undrain` for the next round, all in one boot. Times count from QEMU's QMP reply (the event record is queued and
 the device's interrupt raised); the relay's round trip is shown apart. Medians and min..max over the rounds, and
 each median over the measured tick period. Writes $CXLTIERD_LAB_SHARE/benchmarks/lab_drain_reaction.md.
@@ -168,8 +169,9 @@ def wait(what: str, d: LabDaemon, predicate: Any, timeout: float = 120.0, poll: 
     return time.perf_counter()
 
 
-def reaction_round(d: LabDaemon, node: int, mib: int) -> tuple[float, float, float]:
-    """One injection: (relay round trip, reply -> node reported failing, reply -> first page off the node), s."""
+def reaction_round(d: LabDaemon, node: int, mib: int) -> tuple[float, float, float, float]:
+    """One injection: (relay round trip, reply -> the daemon logs the node failing, -> status reports it failing,
+    -> first page off the node), seconds."""
     proc, w = start_workload(["--node", str(node), "--mib", str(mib), "--unbind"])
     try:
         pages = w["length"] // w["page_size"]
@@ -181,15 +183,23 @@ def reaction_round(d: LabDaemon, node: int, mib: int) -> tuple[float, float, flo
         def moved() -> bool:
             return pages_on_nodes(w["pid"], w["addr"], w["length"]).get(node, 0) < pages
 
+        said = f"RAS: node {node} is failing"
+        before = d.log().count(said)
+
+        def logged() -> bool:
+            return d.log().count(said) > before
+
         sent = time.perf_counter()
         reply = qmp("cxl-inject-general-media-event", path=CXL_DEVICE, **MEDIA_ERROR)
         t0 = time.perf_counter()
         assert reply == {"return": {}}, reply
-        t_fail = t_move = 0.0
+        t_log = t_fail = t_move = 0.0
         deadline = t0 + 120
-        while not (t_fail and t_move):  # both polled in one loop, so neither waits for the other
+        while not (t_log and t_fail and t_move):  # all polled in one loop, so none waits for another
             d.alive()
             assert time.perf_counter() < deadline, f"no reaction within 120 s:\n{d.tail()}"
+            if not t_log and logged():
+                t_log = time.perf_counter()
             if not t_fail and failing():
                 t_fail = time.perf_counter()
             if not t_move and moved():
@@ -203,7 +213,7 @@ def reaction_round(d: LabDaemon, node: int, mib: int) -> tuple[float, float, flo
         proc.wait()
     assert request(str(d.socket), "undrain", node=node).get("ok")
     wait("the node healthy again", d, lambda: node_state(d, node) == "healthy", poll=0.2)
-    return t0 - sent, t_fail - t0, t_move - t0
+    return t0 - sent, t_log - t0, t_fail - t0, t_move - t0
 
 
 def reaction(rounds: int, mib: int = 16) -> str:
@@ -216,7 +226,7 @@ def reaction(rounds: int, mib: int = 16) -> str:
     saved = {p: Path(p).read_text().strip() for p in NB_KNOBS if Path(p).exists()}
     work = Path(tempfile.mkdtemp(prefix="lab-drain-reaction-"))
     d = LabDaemon(work, REACTION_POLICY)
-    rows: list[tuple[float, float, float]] = []
+    rows: list[tuple[float, float, float, float]] = []
     try:
         d.wait_log(r"RAS: reading cxl trace events from /sys/kernel/tracing/instances/cxltierd")
         t_start, tick_start = time.perf_counter(), d.ticks()
@@ -231,13 +241,15 @@ def reaction(rounds: int, mib: int = 16) -> str:
         for p, v in saved.items():
             if Path(p).read_text().strip() != v:
                 Path(p).write_text(v)
-    relay, fail, move = (sorted(r[i] for r in rows) for i in range(3))
+    relay, said, fail, move = (sorted(r[i] for r in rows) for i in range(4))
     lines = [
         f"Reaction to an injected uncorrectable media error on mem0 (CXL node {node}, {mib} MiB workload), "
         f"{rounds} rounds in one boot; the daemon's tick is {TICK:g} s (measured period {period:.2f} s)",
         "",
         "| from QEMU's reply to | median s | spread (min..max s) | median / tick |",
         "|---|---|---|---|",
+        f"| the daemon logs node {node} failing | {statistics.median(said):.2f} | {said[0]:.2f}..{said[-1]:.2f} | "
+        f"{statistics.median(said) / TICK:.2f} |",
         f"| node {node} reported failing (status) | {statistics.median(fail):.2f} | {fail[0]:.2f}..{fail[-1]:.2f} | "
         f"{statistics.median(fail) / TICK:.2f} |",
         f"| first page off node {node} (move_pages) | {statistics.median(move):.2f} | {move[0]:.2f}..{move[-1]:.2f} | "
