@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cxltierd")
 
-DEFAULT_SCENARIO = "hotset-shift"
+DEFAULT_SCENARIO = "hotset-failover"
 STATE_DIR = "/run/cxltierd"
 
 

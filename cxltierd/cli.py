@@ -294,7 +294,7 @@ def policy_explain(file: str, pids: tuple[int, ...], root: str) -> None:
 @main.command()
 @click.option("--backend", type=click.Choice(["auto", "host", "emulated"]), default="auto", show_default=True)
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help="Policy file [/etc/cxltierd/policy.yaml]")
-@click.option("--scenario", default=None, help="Emulated backend: a scenario name or YAML file [hotset-shift].")
+@click.option("--scenario", default=None, help="Emulated backend: a scenario name or YAML file [hotset-failover].")
 @click.option("--root", default=None, type=click.Path(), help="Host root (host backend) or host tree (emulated).")
 @click.option("--seed", type=int, default=None, help="Emulated backend: random seed.")
 @click.option(

@@ -20,7 +20,7 @@ PLACEMENT = ["bursty-tenants", "hotset-shift", "kv-cache-growth", "moe-experts",
 TENANTS = ["tenants-growth-cap", "tenants-latency-batch", "tenants-weighted"]  # run by benchmarks/tenants.py
 SHIPPED = sorted(PLACEMENT + TENANTS)
 CONTENTION = ["bandwidth-scan", "three-tier"]  # bandwidth and three tiers (issue 13), not capacity
-RAS = ["cxl-expander-failure"]  # a CXL node degrading then failing (tests/integration/test_ras_simulate.py)
+RAS = ["cxl-expander-failure", "hotset-failover"]  # a CXL node degrading then failing (tests/integration/test_ras_*.py)
 
 BASE: dict[str, Any] = {
     "name": "t",
