@@ -231,10 +231,15 @@ def _fill(
         if c.key in pl.moved or have[t] + c.size > goal[t] or book.use[t] + c.size > book.budget[t].fast_max:
             continue
         dst = pl.room(pl.roles.fast, c.size, most_free=True)
-        if dst is None:
+        # No room: displace victims until a fast node has room for c. A node above its limit (memory cxltierd does
+        # not manage grew) takes several, up to the most any fast node lacks; a victim is never demoted for nothing
+        # beyond that.
+        lack = 0 if dst is not None else max(pl.used[n] + c.size - pl.limit(n) for n in pl.roles.fast)
+        freed = 0
+        while dst is None and freed < lack:
             v = victim(t)
             if v is None:
-                continue
+                break
             if v.size + c.size > pl.budget:
                 pl.notes.append("rate limit reached")
                 return
@@ -245,9 +250,11 @@ def _fill(
             vt = who(v.pid)
             pl.add(v, slow_dst, f"demote: tenant {vt} is above its {why}, tenant {t} below")
             book.move(vt, v, -1)
-            if pl.used[v.node] + c.size > pl.limit(v.node):
-                continue
-            dst = v.node
+            freed += v.size
+            if pl.used[v.node] + c.size <= pl.limit(v.node):
+                dst = v.node
+        if dst is None:
+            continue
         if not pl.add(c, dst, f"promote: tenant {t} below its {why} ({c.accesses:.3g} acc/s on {pl.name(c.node)})"):
             return
         book.move(t, c, +1)

@@ -223,6 +223,17 @@ def test_cold_fast_pages_do_not_count_toward_a_guarantee():
     assert usage["inference"].shortfall == 20 * R  # its 10 cold fast regions do not make up for hot ones
 
 
+def test_guarantee_makes_room_on_a_node_above_its_limit_in_one_tick():
+    # Memory cxltierd does not manage grew: node 0 holds 93 regions against a limit of 90. The latency tenant's two
+    # hot regions on CXL are below its guarantee: batch regions go until each fits (3 over + 2), both come up now,
+    # not one victim per candidate per tick with no promotion until the node is back under its limit.
+    batch = [region(i, 0, 50.0 + i, 20) for i in range(90)]
+    lat = [region(200 + i, 2, 5.0, 10) for i in range(2)]
+    plan = decide(TOPO, batch + lat, policy(UNCAPPED), state(batch + lat, extra_used=3), now=10)
+    assert by_tenant(plan.moves, 0) == {"inference": 2}
+    assert by_tenant(plan.moves, 2) == {"batch": 5}
+
+
 def test_without_tenants_the_hotter_batch_keeps_the_fast_tier():
     batch = [region(i, 0, 50.0 + i, 20) for i in range(90)]
     lat = [region(200 + i, 2, 5.0, 10) for i in range(20)]
