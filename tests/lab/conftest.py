@@ -24,7 +24,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from labkit import (
     loopback_up,
     move_pages,
     pages_on_nodes,
+    remove_cgroup,
     remove_kdamonds,
     vmstat,
 )
@@ -178,6 +178,14 @@ def knob() -> Iterator[Callable[[str, str], None]]:
 
 
 @pytest.fixture
+def no_kernel_migration(knob: Callable[[str, str], None]) -> None:
+    """NUMA balancing and proactive compaction off for the test (restored at teardown): neither migrates pages behind
+    the placement under test, nor adds to pgmigrate_success."""
+    knob("/proc/sys/kernel/numa_balancing", "0")
+    knob("/proc/sys/vm/compaction_proactiveness", "0")
+
+
+@pytest.fixture
 def test_cgroup() -> Iterator[str]:
     """The cgroup v2 group /cxltierd-test with the memory controller on (its path, relative to /sys/fs/cgroup).
 
@@ -188,21 +196,7 @@ def test_cgroup() -> Iterator[str]:
     group = CGROUP_ROOT / TEST_CGROUP.strip("/")
     group.mkdir(exist_ok=True)
     yield TEST_CGROUP
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pids = [int(x) for x in (group / "cgroup.procs").read_text().split()]
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
-    for _ in range(50):
-        try:
-            group.rmdir()
-            break
-        except OSError:  # EBUSY while the last charges drain
-            time.sleep(0.1)
+    remove_cgroup(group)
 
 
 @pytest.fixture

@@ -195,6 +195,26 @@ class Workload:
 WorkloadFactory = Callable[..., Workload]
 
 
+def remove_cgroup(group: Path) -> None:
+    """SIGKILL every process left in a cgroup v2 group (for up to 30 s), then remove it (retried while the last
+    charges drain: EBUSY)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = [int(x) for x in (group / "cgroup.procs").read_text().split()]
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    for _ in range(50):
+        try:
+            group.rmdir()
+            break
+        except OSError:
+            time.sleep(0.1)
+
+
 def read_kdamonds() -> list[tuple[str, str]]:
     """(state, pid) of every kdamond in DAMON sysfs."""
     nr = int(damon_io(KDAMONDS / "nr_kdamonds"))

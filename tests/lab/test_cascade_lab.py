@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from labkit import DaemonFactory, LabDaemon, Workload
 
@@ -39,7 +40,6 @@ TOP, MIDDLE = (2,), (0, 1)
 TOP_SLACK = 1 << 20  # room on the top node beyond the hot part: less than a 2 MiB region
 EDGE_MIB = 4  # DAMON's precision at a part's edge: memory this close to it may move along
 SHARE = 0.75  # of a part's pages on its tier (the top tier's room is exact to a region or two)
-NB = "/proc/sys/kernel/numa_balancing"
 PAIRS = {"cxl->ddr", "ddr->hbm", "cxl->hbm", "hbm->ddr"}
 
 
@@ -102,16 +102,14 @@ def metric_pairs(d: LabDaemon) -> dict[str, int]:
     }
 
 
+@pytest.mark.usefixtures("no_kernel_migration")
 def test_three_tiers_cascade_hot_warm_cold(
     cxl_node: int,
     workload: Callable[..., Workload],
     test_cgroup: str,
     lab_daemon: DaemonFactory,
     pages_on_nodes: Callable[[int, int, int], dict[int, int]],
-    knob: Callable[[str, str], None],
 ) -> None:
-    knob(NB, "0")
-    knob("/proc/sys/vm/compaction_proactiveness", "0")
     mib = 1 << 20
     hot, warm = HOT_MIB * mib, WARM_MIB * mib
     w = workload(cxl_node, MIB, HOT_MIB, warm_mib=WARM_MIB, warm_every=WARM_EVERY, shift_mib=HOT_MIB,

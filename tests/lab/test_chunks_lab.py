@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from labkit import DaemonFactory, Workload
 
 MiB = 1 << 20
 MIB, HOT_MIB, MAX_CHUNKS = 64, 16, 16
 DDR = (0, 1)
 MAX_TICKS = 30
-NB = "/proc/sys/kernel/numa_balancing"
 
 
 def rss(pid: int) -> int:
@@ -36,16 +36,14 @@ def on_ddr(w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]
     return sum(placed.get(n, 0) for n in DDR)
 
 
+@pytest.mark.usefixtures("no_kernel_migration")
 def test_chunks_grow_past_max_chunks_and_the_hot_set_still_reaches_ddr(
     cxl_node: int,
     workload: Callable[..., Workload],
     test_cgroup: str,
     lab_daemon: DaemonFactory,
     pages_on_nodes: Callable[[int, int, int], dict[int, int]],
-    knob: Callable[[str, str], None],
 ) -> None:
-    knob(NB, "0")
-    knob("/proc/sys/vm/compaction_proactiveness", "0")
     w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, companion=True)
     d = lab_daemon(
         {

@@ -17,22 +17,18 @@ demotion scheme for <test>/a with a node_memcg_free_bp goal (10000 minus the cap
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from labkit import CGROUP_ROOT, DaemonFactory, LabDaemon, Workload, accepted_by_hand, read
+from labkit import CGROUP_ROOT, DaemonFactory, LabDaemon, Workload, accepted_by_hand, read, remove_cgroup
 
 MIB, HOT_MIB = 32, 8
 DDR = (0, 1)
 KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
-NB = "/proc/sys/kernel/numa_balancing"
 GUARANTEE_MIB, CAP_MIB = 16, 512
 TIMEOUT_S = 180.0
 
@@ -58,21 +54,7 @@ def sub_cgroups(test_cgroup: str) -> Iterator[Callable[[str], str]]:
 
     yield make
     for c in reversed(made):
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            pids = [int(x) for x in (c / "cgroup.procs").read_text().split()]
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-        for _ in range(50):
-            try:
-                c.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        remove_cgroup(c)
 
 
 def hot_on_ddr(w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]]) -> float:
@@ -115,6 +97,7 @@ def wait_promoted(
         time.sleep(1.0)
 
 
+@pytest.mark.usefixtures("no_kernel_migration")
 def test_damos_covers_descendant_cgroups_found_while_running(
     cxl_node: int,
     workload: Callable[..., Workload],
@@ -122,10 +105,7 @@ def test_damos_covers_descendant_cgroups_found_while_running(
     sub_cgroups: Callable[[str], str],
     lab_daemon: DaemonFactory,
     pages_on_nodes: Callable[[int, int, int], dict[int, int]],
-    knob: Callable[[str, str], None],
 ) -> None:
-    knob(NB, "0")
-    knob("/proc/sys/vm/compaction_proactiveness", "0")
     accepts = accepted_by_hand({"goal": ("node_memcg_used_bp", "node_memcg_free_bp")})
     a = sub_cgroups("a")
     wa = workload(cxl_node, MIB, HOT_MIB, cgroup=a, cpu=0, companion=True)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from labkit import (
     AGREE_PAGES,
     DaemonFactory,
@@ -244,6 +245,7 @@ def assert_promoted(
     return st
 
 
+@pytest.mark.usefixtures("no_kernel_migration")
 def test_move_pages_engine_promotes_the_hot_set(
     cxl_node: int,
     workload: Callable[..., Workload],
@@ -251,7 +253,6 @@ def test_move_pages_engine_promotes_the_hot_set(
     lab_daemon: DaemonFactory,
     pages_on_nodes: Callable[[int, int, int], dict[int, int]],
     vmstat: Callable[[], dict[str, int]],
-    knob: Callable[[str, str], None],
 ) -> None:
     """DAMON vaddr tracking + batched move_pages(2) by cxltierd.
 
@@ -261,8 +262,6 @@ def test_move_pages_engine_promotes_the_hot_set(
     managed process; after SIGTERM none is left. The workload's companion (conftest) makes accesses visible to
     DAMON under TCG.
     """
-    knob(NB, "0")
-    knob("/proc/sys/vm/compaction_proactiveness", "0")
     w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, companion=True)
     assert w.placement() == {cxl_node: w.pages}
     v0 = vmstat()
@@ -280,6 +279,7 @@ def test_move_pages_engine_promotes_the_hot_set(
     stop_and_check_clean(d)
 
 
+@pytest.mark.usefixtures("no_kernel_migration")
 def test_damos_engine_promotes_the_hot_set(
     cxl_node: int,
     workload: Callable[..., Workload],
@@ -287,7 +287,6 @@ def test_damos_engine_promotes_the_hot_set(
     lab_daemon: DaemonFactory,
     pages_on_nodes: Callable[[int, int, int], dict[int, int]],
     vmstat: Callable[[], dict[str, int]],
-    knob: Callable[[str, str], None],
 ) -> None:
     """DAMOS migrate_hot on paddr, programmed by cxltierd; the kernel moves the pages.
 
@@ -298,8 +297,6 @@ def test_damos_engine_promotes_the_hot_set(
     Without the young filter, its `prime` pass and the region-size guard, the same run promoted 20-25% of the cold
     pages along with the hot ones (DAMON's regions at the hot/cold boundary mix both).
     """
-    knob(NB, "0")
-    knob("/proc/sys/vm/compaction_proactiveness", "0")
     w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, companion=True)
     start_ddr = shares(w, pages_on_nodes)[2]  # normally 0; counted, so only what moved since is compared
     start_cold = tuple(cold_on_ddr(w, pages_on_nodes))
@@ -345,6 +342,7 @@ def assert_damos_uses_what_the_kernel_has(status: dict[str, Any], accepts: set[s
         assert read(KDAMONDS / "0/refresh_ms") == "1000" and read(KDAMONDS / "1/refresh_ms") == "1000"
 
 
+@pytest.mark.usefixtures("no_kernel_migration")
 def test_numa_balancing_engine_promotes_the_hot_set(
     cxl_node: int,
     workload: Callable[..., Workload],
@@ -369,8 +367,6 @@ def test_numa_balancing_engine_promotes_the_hot_set(
     1000 ms under TCG, so most pages would miss the default threshold (measured: about 1000 pages per scan). The
     workload drops its MPOL_BIND once its buffer is on node 4: NUMA balancing never scans a VMA with a strict bind.
     """
-    knob(NB, "0")
-    knob("/proc/sys/vm/compaction_proactiveness", "0")
     knob(f"{DEBUGFS_NB}/scan_delay_ms", "100")
     knob(f"{DEBUGFS_NB}/scan_period_min_ms", "100")
     knob(f"{DEBUGFS_NB}/scan_period_max_ms", "2000")

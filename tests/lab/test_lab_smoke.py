@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from labkit import Workload, assert_agrees
 
 CXL = Path("/sys/bus/cxl/devices")
@@ -76,16 +77,13 @@ def test_cli_topology_classifies_the_cxl_node(cxl_node: int) -> None:
     assert tiers[0] == "ddr" and tiers[1] == "ddr", tiers
 
 
+@pytest.mark.usefixtures("no_kernel_migration")
 def test_workload_lands_on_the_cxl_node_and_moves_to_node0(
     cxl_node: int,
     workload: Callable[..., Workload],
     move_pages: Callable[[int, int, int, int], dict[int, int]],
     vmstat: Callable[[], dict[str, int]],
-    knob: Callable[[str, str], None],
 ) -> None:
-    # NUMA balancing and proactive compaction would add their own migrations to pgmigrate_success.
-    knob("/proc/sys/kernel/numa_balancing", "0")
-    knob("/proc/sys/vm/compaction_proactiveness", "0")
     w = workload(node=cxl_node, mib=8)
     assert w.placement() == {cxl_node: w.pages}
 

@@ -30,7 +30,6 @@ EDGE_MIB = 4
 SHIFT_TICKS = 15  # ticks from the shift until 90% of the new hot range is on DDR
 FIRST_TIMEOUT = 150.0  # seconds from launch until the first hot range is on DDR (start-up under TCG included)
 SHIFT_TIMEOUT = 90.0  # seconds from the shift before the daemon counts as never reacting
-NB = "/proc/sys/kernel/numa_balancing"
 
 
 def on_ddr(w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]], start_mib: int, mib: int) -> float:
@@ -74,6 +73,7 @@ def moved_cold_chunks(w: Workload, pages_on_nodes: Callable[[int, int, int], dic
 
 
 @pytest.mark.parametrize("engine", ["move_pages", "damos"])
+@pytest.mark.usefixtures("no_kernel_migration")
 def test_the_daemon_follows_a_hot_set_that_moves(
     engine: str,
     cxl_node: int,
@@ -81,11 +81,8 @@ def test_the_daemon_follows_a_hot_set_that_moves(
     test_cgroup: str,
     lab_daemon: DaemonFactory,
     pages_on_nodes: Callable[[int, int, int], dict[int, int]],
-    knob: Callable[[str, str], None],
 ) -> None:
     """The hot range moves to fresh CXL pages: the new one reaches DDR within SHIFT_TICKS ticks, the old one stays."""
-    knob(NB, "0")
-    knob("/proc/sys/vm/compaction_proactiveness", "0")
     w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, companion=True, shift_mib=SHIFT_MIB)
     assert w.placement() == {cxl_node: w.pages}
     policy: dict[str, Any] = {
