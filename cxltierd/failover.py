@@ -285,8 +285,9 @@ class Failover:
             log.error("RAS: cannot save %s: %s", self.state_file, e.strerror or e)
 
     # ---- the tick ----------------------------------------------------------------------------------------------
-    def tick(self, now: float, loop: Loop) -> None:
-        """Read the new events, update health, set loop.avoid, and take one drain step per failing node."""
+    def tick(self, now: float, loop: Loop, health_known: Callable[[], None] = lambda: None) -> None:
+        """Read the new events, update health, set loop.avoid, call `health_known` (the daemon publishes the new
+        states there, before a drain step that may take seconds), and take one drain step per failing node."""
         policy = loop.policy.ras
         if policy.enabled and not self.open and self.problem is None:
             self.start(policy)
@@ -299,6 +300,7 @@ class Failover:
         self.operator(now, loop)
         self.poll_poison(now, policy)
         self.update_nodes(now, loop)
+        health_known()
         for node in sorted(self.drains):
             self.drain_step(node, now, loop)
         self.save()

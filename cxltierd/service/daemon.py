@@ -276,10 +276,16 @@ class Daemon:
             return
         try:
             # wall time at start plus the clock's progress: real time on a host, simulated time under FakeClock
-            self.rt.ras.tick(self.svc.started + self.clock.now() - self.t0, self.loop)
+            self.rt.ras.tick(self.svc.started + self.clock.now() - self.t0, self.loop, self._publish_health)
         except Exception as e:
             log.exception("RAS tick failed")
             self.svc.last_error = f"RAS: {type(e).__name__}: {e}"
+
+    def _publish_health(self) -> None:
+        """The RAS part of status and metrics, now: a node found failing shows before its drain step, not after
+        the whole tick."""
+        if self.snapshot is not None and self.rt.ras is not None:
+            self.snapshot = replace(self.snapshot, ras=self.rt.ras.view())
 
     def _publish(self) -> None:
         try:

@@ -106,6 +106,21 @@ def test_injected_errors_degrade_then_drain_node_4(
     )
     d.wait_log(r"RAS: cxl_memory_module on mem0 \(Warning\)")
 
+    # a corrected DRAM event (no UNCORRECTABLE_EVENT in its descriptor): counted, no change of state
+    inject(
+        "cxl-inject-dram-event",
+        log="informational",
+        flags=1,
+        dpa=0x2000,
+        descriptor=0,
+        type=3,
+        channel=1,
+        rank=0,
+        **{"transaction-type": 192},
+    )
+    d.wait_log(r"RAS: cxl_dram on mem0 \(Informational\)")
+    assert "mem0: degraded -> failing" not in d.log()
+
     # an uncorrectable media event -> failing within two ticks -> node 4 drained
     ticks = d.ticks()
     inject(
@@ -127,6 +142,7 @@ def test_injected_errors_degrade_then_drain_node_4(
     m = d.metrics()
     assert sample(m, "cxltierd_ras_events_total", memdev="mem0", event="cxl_general_media", severity="Failure") == 1
     assert sample(m, "cxltierd_ras_events_total", memdev="mem0", event="cxl_poison", severity="none")
+    assert sample(m, "cxltierd_ras_events_total", memdev="mem0", event="cxl_dram", severity="Informational") == 1
     assert sample(m, "cxltierd_ras_poison_records", memdev="mem0") == 1
     assert sample(m, "cxltierd_ras_node_state", node="4", state="failing") == 1
     assert sample(m, "cxltierd_ras_drain_done", node="4") == 1

@@ -199,6 +199,17 @@ def test_uncorrectable_event_fails_node_4_and_drain_keeps_the_reserve(tmp_path: 
     assert saved["memdevs"]["mem0"]["state"] == "failing" and saved["drains"]["4"]["status"] == "stalled"
 
 
+def test_new_health_is_published_before_the_drain_step(tmp_path: Path) -> None:
+    policy = parse_policy("ras: {poison_poll: 1h}\n")
+    loop = fake_loop(policy)
+    mover = Mover({"100": 300 * MiB})
+    f = Failover(Lines(trace_lines("6.12")), mover, HostFS(tmp_path), None)
+    seen: list[tuple[dict[int, str], int]] = []
+    f.tick(1000.0, loop, lambda: seen.append((dict(f.view().nodes), len(mover.moved))))
+    assert seen == [({4: "failing"}, 0)]  # failing shown, nothing moved yet
+    assert mover.moved  # then the drain step ran
+
+
 def test_restart_resumes_the_drain_and_the_latched_state(tmp_path: Path) -> None:
     policy = parse_policy("ras: {poison_poll: 1h, drain: {rate: 1MiB, reserve: 0, reserve_percent: 0}}\n")
     loop = fake_loop(policy)
