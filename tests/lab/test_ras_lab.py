@@ -170,8 +170,10 @@ def test_operator_drain_resumes_after_a_restart_and_offlines_the_node(
 ) -> None:
     """`cxltierd drain 4` at a rate that takes several ticks, a restart mid-drain, and ras.drain.offline."""
     node = cxl_hotplug.node
-    a = workload(node, 16, 0, unbind=True)
-    b = workload(node, 16, 0, unbind=True)
+    # A process moves whole (one migrate_pages call), so four of 8 MiB at 8 MiB a step leave three steps between the
+    # first one and the stop. (With two of 16 MiB the second step sometimes ran before the stop took effect: a tick
+    # that overran its interval is followed at once by the next.)
+    procs = [workload(node, 8, 0, unbind=True) for _ in range(4)]
     policy = {
         **POLICY,
         "interval": "3s",  # room to stop the daemon between two drain steps
@@ -187,13 +189,13 @@ def test_operator_drain_resumes_after_a_restart_and_offlines_the_node(
     d.wait_log(rf"RAS: operator: draining node {node}")
     d.wait_log(rf"RAS: drain of node {node}: \d+ bytes moved this step, [1-9]\d* left \(rate limit\)")
     assert d.stop() == 0
-    on_node = [w.placement().get(node, 0) for w in (a, b)]
+    on_node = [w.placement().get(node, 0) for w in procs]
     assert max(on_node) > 0, f"not mid-drain: {on_node}"
 
     again = lab_daemon(policy, state_dir=state)
     again.wait_log(r"RAS: resumed \d+ memdev states and 1 drains")
     again.wait_log(rf"RAS: drain of node {node}: \d+ bytes moved this step, 0 left \(done\)", timeout=120)
-    assert [w.placement().get(node, 0) for w in (a, b)] == [0, 0]
+    assert [w.placement().get(node, 0) for w in procs] == [0] * len(procs)
     again.wait_log(rf"RAS: node {node} drained, its \d+ memory blocks offline", timeout=120)
     states = {blk: Path(f"/sys/devices/system/memory/{blk}/state").read_text().strip() for blk in cxl_hotplug.blocks}
     assert set(states.values()) == {"offline"}, states
