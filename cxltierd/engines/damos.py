@@ -28,7 +28,10 @@ restrict the schemes to those cgroups and their descendants, tenants split the p
 schemes, all as damos_groups.py says (memcg filters: one cgroup exactly, or every other memcg excluded). Applying a
 non-stat scheme resets a region's age, so of the migrate schemes over a region only the first asks for age >= 1.
 The cgroups are enumerated again every RESCAN_S seconds, and the schemes re-committed when that changes them.
-Outcomes are the schemes' sz_applied deltas (bytes the kernel migrated: it counts only successful migrations).
+Outcomes are the schemes' sz_applied deltas (bytes the kernel migrated: it counts only successful migrations),
+read after an update_schemes_stats command every tick. Where the kernel has refresh_ms it is set too, so the stats
+files stay fresh for other readers (damo, an operator), but they are not exact: the kernel skips a refresh while
+DAMON's sysfs lock is taken (cxltierd takes it every tick for the tried regions), so they can lag the migrations.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from cxltierd.policy.schema import Policy
 from cxltierd.topology import Topology
 
 HOT, COLD = 0, 1  # kdamond indexes
-REFRESH_MS = 1000  # where the kernel has refresh_ms: it refreshes the schemes' stats this often
+REFRESH_MS = 1000  # where the kernel has refresh_ms: it refreshes the stats files this often, for other readers
 MAX_REGIONS = 1000
 RESCAN_S = 5.0  # the covered cgroups are enumerated again this often
 
@@ -416,15 +419,12 @@ class DamosEngine:
     def _keys(self) -> list[tuple[int, int]]:
         return [(i, j) for i, j, _, _ in self._schemes()]
 
-    def _read_applied(self, exact: bool = True) -> dict[tuple[int, int], int]:
-        """sz_applied of every migrate scheme. Where the kernel refreshes the stats itself (refresh_ms) and `exact`
-        is false, the files are read as they are (at most REFRESH_MS old), without the update command."""
+    def _read_applied(self) -> dict[tuple[int, int], int]:
+        """sz_applied of every migrate scheme, exact: after an update_schemes_stats command on each kdamond."""
         out: dict[tuple[int, int], int] = {}
-        refreshed = self.features.refresh_ms and not exact
         for i in (HOT, COLD):
             try:
-                if not refreshed:
-                    self.kdamonds.update(i, "update_schemes_stats")
+                self.kdamonds.update(i, "update_schemes_stats")
             except HostFSError:
                 continue
             for k, j, _, _ in self._schemes():
@@ -434,9 +434,9 @@ class DamosEngine:
                         out[(i, j)] = applied
         return out
 
-    def _harvest(self, exact: bool = True) -> None:
+    def _harvest(self) -> None:
         """Bank what every migrate scheme moved since the last look (into pending transfers)."""
-        now = self._read_applied(exact)
+        now = self._read_applied()
         for i, j, src, dst in self._schemes():
             if (i, j) not in now:
                 continue
@@ -448,7 +448,7 @@ class DamosEngine:
 
     def apply(self, plan: Plan, now: float) -> Outcome:
         """What the migrate schemes moved since the last call (their sz_applied deltas)."""
-        self._harvest(exact=False)
+        self._harvest()
         moved: dict[tuple[int, int], int] = {}
         for t in self.pending:
             moved[(t.src, t.dst)] = moved.get((t.src, t.dst), 0) + t.bytes

@@ -608,30 +608,23 @@ def test_status_says_which_kernel_features_the_damos_engine_drives():
     assert not any(u.startswith("goal:") for u in uses(DamonFeatures(), build_policy({})))
 
 
-def test_damos_lets_the_kernel_refresh_stats_where_it_can(tmp_path):
-    """refresh_ms (6.17): written on each kdamond; per-tick outcomes read the stats files without the
-    update_schemes_stats command (which takes DAMON's sysfs mutex); a reprogramming still asks for exact stats."""
+def test_damos_counts_from_exact_stats_even_where_the_kernel_refreshes_them(tmp_path):
+    """refresh_ms (6.17) is written on each kdamond (the stats files stay fresh for other readers), but every tick's
+    outcome is read after the update_schemes_stats command: a refreshed file can lag, since the kernel skips a
+    refresh while DAMON's sysfs lock is busy (on 7.3 the daemon once counted 4071 of 4095 migrated pages that way)."""
     from cxltierd.engines.damon_probe import DamonFeatures
 
-    fs = damos_host(tmp_path)
-    e = DamosEngine(fs, Kdamonds(fs, tmp_path / "k.json"), DamonFeatures(True, refresh_ms=True))
-    pol = build_policy({})
-    e.configure(TOPO3, pol)
-    assert (f"{KDAMONDS}/0/refresh_ms", "1000") in fs.writes and (f"{KDAMONDS}/1/refresh_ms", "1000") in fs.writes
-    fs.writes.clear()
-    e.apply(Plan(), 1.0)
-    assert not any(v == "update_schemes_stats" for _, v in fs.writes)
-    e.configure(TOPO3, build_policy({"rate_limit": {"mb_per_s": 10}}))
-    assert any(v == "update_schemes_stats" for _, v in fs.writes)
-    e.stop()
-    plain = damos_host(tmp_path / "plain")
-    e = DamosEngine(plain, Kdamonds(plain, tmp_path / "p.json"), DamonFeatures(True))
-    e.configure(TOPO3, pol)
-    assert not any(p.endswith("/refresh_ms") for p, _ in plain.writes)
-    plain.writes.clear()
-    e.apply(Plan(), 1.0)
-    assert any(v == "update_schemes_stats" for _, v in plain.writes)
-    e.stop()
+    for refresh in (True, False):
+        fs = damos_host(tmp_path / str(refresh))
+        e = DamosEngine(fs, Kdamonds(fs, tmp_path / f"k{refresh}.json"), DamonFeatures(True, refresh_ms=refresh))
+        e.configure(TOPO3, build_policy({}))
+        written = {p for p, _ in fs.writes if p.endswith("/refresh_ms")}
+        assert written == ({f"{KDAMONDS}/0/refresh_ms", f"{KDAMONDS}/1/refresh_ms"} if refresh else set())
+        fs.writes.clear()
+        e.apply(Plan(), 1.0)
+        asked = [p for p, v in fs.writes if v == "update_schemes_stats"]
+        assert asked == [f"{KDAMONDS}/0/state", f"{KDAMONDS}/1/state"], asked
+        e.stop()
 
 
 class OrderedDamon(FakeDamon):
