@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from cxltierd.loop import Decide
 from cxltierd.model import Plan, RegionHeat
+from cxltierd.policy.cascade import applies, cascade
 from cxltierd.policy.decide import Key, PlacementState, Planner
 from cxltierd.policy.decide import decide as cxltierd_decide
 from cxltierd.policy.roles import roles
@@ -132,15 +133,17 @@ def age(idle: float = 30.0, active: int = 2) -> Decide:
 
 
 def oracle(future: Callable[[float, float], Mapping[Key, float]]) -> Decide:
-    """`future(t0, t1)`: every region's mean access rate over [t0, t1) (the simulator's mean_rates)."""
+    """`future(t0, t1)`: every region's mean access rate over [t0, t1) (the simulator's mean_rates). On a host
+    with three or more tiers it cascades as cxltierd does (cxltierd.policy.cascade: tier pair by tier pair, a
+    strong region skipping a tier), each pair filled hottest first by next interval's true rates."""
 
-    def decide(
+    def two_roles(
         topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state: PlacementState, now: float
     ) -> Plan:
         pl = _setup(topology, policy, state)
         if pl is None:
             return Plan()
-        rate = future(now, now + policy.interval)
+        rate = {r.key: r.accesses for r in heat}
         fast = set(pl.roles.fast)
         room = sum(pl.limit(n) for n in pl.roles.fast) - sum(pl.used[n] for n in pl.roles.fast)
         room += sum(r.size for r in heat if r.node in fast)  # capacity the managed regions may fill
@@ -169,6 +172,16 @@ def oracle(future: Callable[[float, float], Mapping[Key, float]]) -> Decide:
             if dst is None or not pl.add(r, dst, "promote: hot next interval"):
                 break
         return Plan(moves=tuple(pl.moves), notes=tuple(pl.notes))
+
+    def decide(
+        topology: Topology, heat: Sequence[RegionHeat], policy: Policy, state: PlacementState, now: float
+    ) -> Plan:
+        rate = future(now, now + policy.interval)
+        true = [replace(r, accesses=rate.get(r.key, 0.0)) for r in heat]
+        live = {n for n in state.free_bytes if n in set(topology.node_ids)}
+        if applies(topology, policy, live):
+            return cascade(topology, true, policy, replace(state, resolution=0.0), now, two_roles)
+        return two_roles(topology, true, policy, state, now)
 
     return decide
 

@@ -100,3 +100,17 @@ def test_strong_region_the_fastest_tier_has_no_room_for_climbs_one_tier():
     heat = [region(0, 2, 500.0), region(1, 2, 100.0), region(2, 2, 0.0)]
     plan = decide(TOPO, heat, policy(), state({0: 89, 1: 50, 2: 50}), now=0)
     assert {(m.start, m.src, m.dst) for m in plan.moves} == {(heat[0].start, 2, 0), (heat[1].start, 2, 1)}
+
+
+def test_the_oracle_sorts_every_tier_by_next_intervals_rates():
+    """The oracle baseline on three tiers: what will be hottest goes up (one tier, or two on strong evidence),
+    whatever the sampled heat says; on two roles it fills the fast tier only."""
+    from cxltierd.emulate.baselines import oracle
+
+    heat = [region(0, 1, 0.0), region(1, 2, 0.0), region(2, 0, 0.0)]
+    future = {heat[0].key: 100.0, heat[1].key: 150.0, heat[2].key: 0.0}  # the sampled heat (all 0) is ignored
+    plan = oracle(lambda t0, t1: future)(TOPO, heat, policy(), state({0: 50, 1: 50, 2: 50}), 0.0)
+    assert {(m.start, m.src, m.dst) for m in plan.moves} == {(heat[0].start, 1, 0), (heat[1].start, 2, 1)}
+    two = policy(tiers={"fast": ["ddr"], "slow": ["cxl", "cxl-far"]})
+    plan = oracle(lambda t0, t1: future)(TOPO, heat, two, state({0: 50, 1: 50, 2: 50}), 0.0)
+    assert {(m.start, m.src, m.dst) for m in plan.moves} == {(heat[0].start, 1, 0), (heat[1].start, 2, 0)}
