@@ -238,6 +238,27 @@ def test_lab_promotion_runs_give_median_range_and_a_verdict_per_run() -> None:
     assert bench.against_mtier([ours[2], peer[2]], 120).endswith("reached it in 30.0 s: target MISSED")
 
 
+def test_lab_promotion_judges_each_engine_against_the_floor_in_every_run() -> None:
+    bench = load("lab_promotion")
+    row = bench.Row
+    runs = [
+        [row("floor", 2.0, None, 1.0, 0.0), row("cxltierd damos", 20.0, 15.0, 1.0, 0.0)],
+        [row("floor", 4.0, None, 1.0, 0.0), row("cxltierd damos", 22.0, 14.0, 1.0, 0.005)],
+        [row("floor", 3.0, None, 1.0, 0.0), row("cxltierd damos", 21.0, 16.0, 1.0, 0.0)],
+    ]
+    lines = bench.against_floor(runs)
+    assert lines[0] == "floor (one move_pages call, the hot 16 MiB): median 3.0 s of 3 runs"
+    assert lines[1].startswith("cxltierd damos: after the first tick, minus the floor: 2.0, 5.0, 2.0 s;")
+    assert lines[1].endswith("MISSED (at most 3 s over the floor in every run, at most 1% cold)")  # 5.0 > 3
+    runs[1][1] = row("cxltierd damos", 19.0, 14.0, 1.0, 0.005)
+    assert "met (" in bench.against_floor(runs)[1]
+    runs[2][1] = row("cxltierd damos", 19.0, 14.0, 1.0, 0.02)  # 2% of the cold part moved
+    assert "MISSED" in bench.against_floor(runs)[1]
+    runs[2][1] = row("cxltierd damos", None, 14.0, 0.5, 0.0)
+    assert "1 not reached" in bench.against_floor(runs)[1] and "MISSED" in bench.against_floor(runs)[1]
+    assert bench.against_floor([[r for r in rs if r.name != "floor"] for rs in runs]) == []
+
+
 def test_lab_overhead_row_gives_ratios_and_per_process_cost(tmp_path: Path) -> None:
     bench = load("lab_overhead")
     cells = bench.Row(8, 8, 6, 30.0, 1.5, 6.0, 50 << 20, 0).cells()
