@@ -10,7 +10,8 @@ with the heat unsmoothed (half_life 0).
 - age: memtierd's age policy idea: demote a fast region idle for `idle` seconds, promote a slow region active in
   `active` consecutive samples, when there is room (no exchange);
 - oracle: knows every region's access rate over the next interval (from the simulator) and moves toward the
-  hottest set filling the fast tier, hottest first, paying the same migration costs and limits.
+  hottest set filling the fast tier, hottest first, paying the same migration costs and limits; with three or more
+  tiers, tier pair by tier pair as cxltierd's cascade does.
 """
 
 from __future__ import annotations
