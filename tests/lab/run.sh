@@ -300,7 +300,7 @@ region() { # once udev has settled: one CXL region per memdev (TOPOLOGY tiers3: 
     until { [ "$(cxl_memdevs | wc -l)" -ge "$want" ] && [ -e "/sys/bus/cxl/devices/decoder0.$((want - 1))" ]; } \
         || [ $SECONDS -ge $end ]; do sleep 0.1; done
     [ -e /sys/bus/cxl/devices/mem0 ] || fail 108 "guest CXL devices: no mem0 (cxl_acpi/cxl_pci/cxl_mem did not probe; /sys/bus/cxl/devices: $(cd /sys/bus/cxl/devices && echo *))"
-    mapfile -t mds < <(cxl_memdevs)
+    read -r -a mds <<< "$(cxl_memdevs | tr '\n' ' ')"  # no /dev/fd for <(...) in the guest's early shell
     [ ${#mds[@]} -ge "$want" ] || fail 108 "guest CXL devices: topology $TOPOLOGY needs $want memdevs, found ${mds[*]} (/sys/bus/cxl/devices: $(cd /sys/bus/cxl/devices && echo *))"
     if ! compgen -G '/sys/bus/cxl/devices/region*' >/dev/null; then
         for ((i = 0; i < want; i++)); do
@@ -315,7 +315,7 @@ region() { # once udev has settled: one CXL region per memdev (TOPOLOGY tiers3: 
     if [ "$(cxl_nodes_online | wc -l)" -lt "$want" ] && compgen -G '/sys/bus/dax/devices/dax*' >/dev/null; then  # kmem did not take it: ask daxctl
         for d in /sys/bus/dax/devices/dax*; do daxctl reconfigure-device --mode=system-ram --force "${d##*/}" >/dev/null 2>&1; done
     fi
-    mapfile -t nodes < <(cxl_nodes_online)
+    read -r -a nodes <<< "$(cxl_nodes_online | tr '\n' ' ')"
     [ ${#nodes[@]} -ge "$want" ] || fail 109 "guest CXL region onlining: no kmem-bound dax device with an online memory node (dax: $(cd /sys/bus/dax/devices && echo *))"
     echo "${nodes[0]}" > "$CTL/cxl_node"
     printf '%s\n' "${nodes[@]}" > "$CTL/cxl_nodes"
