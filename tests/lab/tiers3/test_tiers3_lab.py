@@ -44,7 +44,8 @@ from cxltierd.hostfs import HostFS
 CXL_BUS = Path("/sys/bus/cxl/devices")
 HBM, DDR = 2, (0, 1)
 MIB, HOT_MIB, WARM_MIB, WARM_EVERY, FAR_MIB = 64, 16, 16, 6, 16
-TOP_SLACK = 1 << 20  # room on node 2 beyond the hot part: less than a 2 MiB region
+TOP_SLACK = 5 << 20  # room on node 2 beyond the hot part: the companion's hot pages (2 MiB on 6.12) climb too,
+# and at most one 2 MiB region of the warm part fits beside them
 EDGE_MIB = 4  # DAMON's precision at a part's edge
 SHARE = 0.75  # of a part's pages on its tier
 UP = {"cxl->ddr", "ddr->hbm", "cxl->hbm", "hbm->ddr"}
