@@ -579,6 +579,18 @@ def capture_host(dest: Path) -> int:
                 put(entry)
             elif os.path.isdir(entry):
                 os.makedirs(f"{dest}{entry}", exist_ok=True)
+    # git keeps no empty directory: a device directory keeps its uevent file, any other empty one goes.
+    for dirpath, _, _ in os.walk(dest, topdown=False):
+        live = dirpath[len(str(dest)) :]
+        if not os.listdir(dirpath):
+            if os.path.isfile(f"{live}/uevent"):
+                try:
+                    data = Path(f"{live}/uevent").read_bytes()
+                except OSError:  # write-only (a bus's uevent)
+                    data = b""
+                Path(f"{dirpath}/uevent").write_bytes(data)
+            else:
+                os.rmdir(dirpath)
     return len(done)
 
 
