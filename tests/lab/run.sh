@@ -440,7 +440,7 @@ lb() { HMAT+=(-numa "hmat-lb,initiator=$1,target=$2,hierarchy=memory,data-type=a
 # as on Xeon Max) and a second CXL type-3 device (256 MiB) behind an emulated switch (root port rp1 -> cxl-upstream
 # -> cxl-downstream) in a second fixed memory window of the same host bridge: its region becomes node 5, the
 # kernel's access figures for it add the switch's CDAT (QEMU's upstream port: 150 ns, 16 GB/s). The default topology
-# is the one above, unchanged.
+# (node 2 at 80 ns / 5 GB/s, one CXL device) is unchanged: tests/unit/test_lab_runner.py compares the two lines.
 if [ "$TOPOLOGY" = tiers3 ]; then NODE2=(15 80G 25 40G); else NODE2=(80 5G 80 5G); fi
 lb 0 0 10 20G; lb 0 1 20 10G; lb 0 2 "${NODE2[0]}" "${NODE2[1]}"; lb 0 3 30 16G
 lb 1 1 10 20G; lb 1 0 20 10G; lb 1 2 "${NODE2[2]}" "${NODE2[3]}"; lb 1 3 40 12G
