@@ -33,8 +33,9 @@ echo "== pytest (host)"; .venv/bin/python -m pytest -p no:cacheprovider "$@"
 
 # Real-kernel lab: a QEMU guest (TCG) with emulated CXL memory runs tests/lab, once per guest kernel: the long-term
 # 6.12 of bookworm-backports and the newest of trixie-backports (needs root, x86_64, apt reaching Debian bookworm,
-# bookworm-backports and trixie-backports). Two boots per kernel: one (busybox-style shell as PID 1) serves tests/lab,
-# the other (systemd as PID 1, the .deb installed in the guest) tests/lab/systemd; all four always run.
+# bookworm-backports and trixie-backports). Three boots per kernel: one (busybox-style shell as PID 1) serves tests/lab,
+# one (systemd as PID 1, the .deb installed in the guest) tests/lab/systemd, one (the three-tier topology: node 2
+# HBM-like by HMAT, a second CXL device behind a switch) tests/lab/tiers3; all six always run.
 why_not=""
 [ "$(id -u)" = 0 ] || why_not="not root"
 [ "$(uname -m)" = x86_64 ] || why_not="${why_not:+$why_not, }not x86_64"
@@ -60,6 +61,14 @@ else
             -p no:hypothesispytest -p no:cacheprovider || rc=$?
         echo "== lab, kernel $kernel, systemd as PID 1: exit $rc after $((SECONDS - start)) s"
         [ "$rc" = 0 ] || lab_failed="${lab_failed:+$lab_failed, }$kernel with systemd (exit $rc)"
+        # The same kernel on the three-tier topology (CXLTIERD_LAB_TOPOLOGY=tiers3): classification and the cascade.
+        echo "== lab, kernel $kernel, three-tier topology (tests/lab/tiers3)"
+        start=$SECONDS
+        rc=0
+        CXLTIERD_LAB_TOPOLOGY=tiers3 CXLTIERD_LAB_KERNEL=$kernel bash tests/lab/run.sh tests/lab/tiers3 -q \
+            -p no:hypothesispytest -p no:cacheprovider || rc=$?
+        echo "== lab, kernel $kernel, three-tier topology: exit $rc after $((SECONDS - start)) s"
+        [ "$rc" = 0 ] || lab_failed="${lab_failed:+$lab_failed, }$kernel three-tier (exit $rc)"
     done
     [ -z "$lab_failed" ] || { echo "== lab FAILED on: $lab_failed"; exit 1; }
 fi

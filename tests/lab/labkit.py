@@ -441,6 +441,159 @@ def in_guest(script: str, main: Callable[[list[str]], int]) -> None:
     main([])
 
 
+# ---- the cascade's verdicts: where parts of a workload are, what the daemon moved (test_cascade_lab, tiers3) ----
+
+
+def split(
+    w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]], start: int, size: int
+) -> dict[int, float]:
+    """{node: share of the pages} of [start, start + size) of the buffer (offsets wrap around its end)."""
+    counts: dict[int, int] = {}
+    for s, n in ((start, min(size, w.length - start)), (0, max(0, start + size - w.length))):
+        for node, c in pages_on_nodes(w.pid, w.addr + s, n).items() if n else ():
+            counts[node] = counts.get(node, 0) + c
+    total = sum(counts.values())
+    return {node: c / total for node, c in counts.items()}
+
+
+def numa_maps(pid: int, addr: int) -> dict[int, int]:
+    """{node: pages} of the VMA starting at `addr`, from /proc/PID/numa_maps (the N<node>=<pages> fields)."""
+    for line in Path(f"/proc/{pid}/numa_maps").read_text().splitlines():
+        if line.startswith(f"{addr:x} "):
+            return {int(n): int(c) for n, c in re.findall(r"\bN(\d+)=(\d+)", line)}
+    raise AssertionError(f"no VMA at {addr:#x} in /proc/{pid}/numa_maps")
+
+
+def pairs(d: LabDaemon) -> dict[str, int]:
+    moved: dict[str, int] = d.status()["counters"]["migrated_pages"]
+    return {k: v for k, v in moved.items() if v}
+
+
+def settle(d: LabDaemon, ticks: int = 3, timeout: float = 90.0) -> dict[str, int]:
+    """The migrated pages per pair once they stayed the same for `ticks` ticks."""
+    deadline = time.monotonic() + timeout
+    last, since = pairs(d), d.ticks()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = pairs(d)
+        if now != last:
+            last, since = now, d.ticks()
+        elif d.ticks() - since >= ticks:
+            return now
+    raise AssertionError(f"migrations did not settle within {timeout:g}s:\n{d.tail()}")
+
+
+def metric_pairs(d: LabDaemon) -> dict[str, int]:
+    return {
+        f"{labels['from_tier']}->{labels['to_tier']}": int(v)
+        for labels, v in d.metrics().get("cxltierd_migrated_pages_total", [])
+        if v
+    }
+
+
+# ---- a fixture host from the guest: what discovery reads, copied with its symlinks --------------------------------
+
+
+def capture_host(dest: Path) -> int:
+    """Copy into `dest` (a fixture host root: dest/sys, dest/proc) every file, directory and symlink that cxltierd's
+    discovery touches on this host, plus the names in each directory it lists (subdirectories empty, symlinks as
+    they are), so `cxltierd topology --root dest` sees what it sees here. Unreadable files (write-only attributes)
+    become empty placeholders. Returns the number of paths written."""
+    from cxltierd.discovery import discover
+    from cxltierd.hostfs import HostFS
+
+    touched: set[str] = set()
+    listed: set[str] = set()
+
+    class Recording(HostFS):
+        def exists(self, kpath: str) -> bool:
+            touched.add(kpath)
+            return super().exists(kpath)
+
+        def is_dir(self, kpath: str) -> bool:
+            touched.add(kpath)
+            return super().is_dir(kpath)
+
+        def listdir(self, kpath: str, sort: bool = True) -> list[str]:
+            listed.add(kpath)
+            return super().listdir(kpath, sort)
+
+        def _raw(self, kpath: str) -> bytes:
+            touched.add(kpath)
+            return super()._raw(kpath)
+
+        def readlink(self, kpath: str) -> str | None:
+            touched.add(kpath)
+            return super().readlink(kpath)
+
+        def realpath(self, kpath: str) -> str:
+            touched.add(kpath)
+            return super().realpath(kpath)
+
+    discover(Recording("/"))
+    done: set[str] = set()
+
+    def put(path: str) -> None:
+        """Create `path` under dest: each symlink on the way as a link (its target created too), the last component
+        as a directory, a copied file or an empty placeholder; nothing when it does not exist here."""
+        cur = ""
+        for part in path.strip("/").split("/"):
+            cur = f"{cur}/{part}"
+            if cur in done:
+                if os.path.islink(cur):
+                    cur = os.path.realpath(cur)
+                continue
+            out = f"{dest}{cur}"
+            if os.path.islink(cur):
+                done.add(cur)
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                target = os.readlink(cur)
+                if not target.startswith("/") and not os.path.lexists(out):
+                    os.symlink(target, out)
+                cur = os.path.realpath(cur)
+                put(cur)
+            elif os.path.isdir(cur):
+                done.add(cur)
+                os.makedirs(out, exist_ok=True)
+            elif os.path.isfile(cur):
+                done.add(cur)
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                try:
+                    data = Path(cur).read_bytes()
+                except OSError:
+                    data = b""
+                Path(out).write_bytes(data)
+            else:
+                return
+
+    for path in sorted(touched | listed):
+        if path.startswith(("/sys/", "/proc/")) and not path.startswith("/proc/self"):
+            put(path)
+    for d in sorted(listed):
+        if not d.startswith("/sys/"):
+            continue
+        real = os.path.realpath(d)
+        for name in os.listdir(real) if os.path.isdir(real) else ():
+            entry = f"{real}/{name}"
+            if os.path.islink(entry):
+                put(entry)
+            elif os.path.isdir(entry):
+                os.makedirs(f"{dest}{entry}", exist_ok=True)
+    # git keeps no empty directory: a device directory keeps its uevent file, any other empty one goes.
+    for dirpath, _, _ in os.walk(dest, topdown=False):
+        live = dirpath[len(str(dest)) :]
+        if not os.listdir(dirpath):
+            if os.path.isfile(f"{live}/uevent"):
+                try:
+                    data = Path(f"{live}/uevent").read_bytes()
+                except OSError:  # write-only (a bus's uevent)
+                    data = b""
+                Path(f"{dirpath}/uevent").write_bytes(data)
+            else:
+                os.rmdir(dirpath)
+    return len(done)
+
+
 # ---- the tier-order evidence the kernel reports (read here, independently of cxltierd's discovery) --------------------
 
 NODES = Path("/sys/devices/system/node")

@@ -22,6 +22,8 @@
 # CXLTIERD_LAB_INIT (the guest's PID 1: `shell`, the default, runs everything itself; `systemd` builds the .deb with
 # packaging/build-deb.sh first, boots /lib/systemd/systemd as PID 1 and runs the region setup, `dpkg -i` of the .deb
 # and pytest as oneshot units, pytest's unit ending with `systemctl poweroff`; see tests/lab/README.md).
+# CXLTIERD_LAB_TOPOLOGY (`default`, or `tiers3`: node 2 HBM-like by HMAT and a second CXL device behind a switch,
+# onlined as node 5; for tests/lab/tiers3).
 #
 # Exit status: pytest's own status (0-5) when pytest ran, otherwise one of these lab failures (one "lab: ERROR" line
 # on stderr naming the step, plus the tail of the guest console):
@@ -66,6 +68,8 @@ FLAVOUR=${CXLTIERD_LAB_KERNEL:-lts}
 SUITE=$(lab_kernel_suite "$FLAVOUR") || die $E_PRE preconditions "CXLTIERD_LAB_KERNEL must be lts or newest, not '$FLAVOUR'"
 PIN=${CXLTIERD_LAB_KERNEL_PKG:-}
 PID1=${CXLTIERD_LAB_INIT:-shell}
+TOPOLOGY=${CXLTIERD_LAB_TOPOLOGY:-default}
+[[ $TOPOLOGY == default || $TOPOLOGY == tiers3 ]] || die $E_PRE preconditions "CXLTIERD_LAB_TOPOLOGY must be default or tiers3, not '$TOPOLOGY'"
 [[ $PID1 == shell || $PID1 == systemd ]] || die $E_PRE preconditions "CXLTIERD_LAB_INIT must be shell or systemd, not '$PID1'"
 [[ $PID1 == shell || -x /lib/systemd/systemd ]] || die $E_PRE preconditions "CXLTIERD_LAB_INIT=systemd needs /lib/systemd/systemd (apt-get install systemd)"
 [[ -z $PIN || $PIN =~ ^linux-image-[0-9][A-Za-z0-9.+~-]*$ ]] \
@@ -244,7 +248,7 @@ cat > "$LAB/guest-main.sh.tmp" <<'EOF'
 read -r -a CMDLINE < /proc/cmdline
 for a in "${CMDLINE[@]}"; do case $a in cxltierd.share=*) SHARE=${a#*=} ;; esac; done
 CTL=$SHARE/.lab
-. "$CTL/config"   # KDIR KV FLAVOUR CHECKOUT VENV_PY LAB PID1 DEB
+. "$CTL/config"   # KDIR KV FLAVOUR CHECKOUT VENV_PY LAB PID1 DEB TOPOLOGY
 ME=$(readlink -f "$0")
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -254,8 +258,8 @@ poweroff_now() { sync; echo o > /proc/sysrq-trigger; while :; do sleep 60; done;
 fail() { echo "$1 $2" > "$CTL/error"; say "FAILED: $2"; poweroff_now; }
 w() { echo "$1" > "$2" || { echo "writing '$1' to $2 failed"; return 1; }; }
 
-create_ram_region() { # volatile region over mem0 via raw sysfs (ndctl 76.1 cannot create ram regions)
-    local B=/sys/bus/cxl/devices RD=decoder0.0 MD=mem0 e ep='' ed='' d size reg
+create_ram_region() { # create_ram_region MEMDEV ROOT_DECODER: a volatile region over the memdev via raw sysfs
+    local B=/sys/bus/cxl/devices MD=$1 RD=$2 e ep='' ed='' d size reg  # (ndctl 76.1 cannot create ram regions)
     for e in "$B"/endpoint*; do [ "$(basename "$(readlink -f "$e/uport")")" = "$MD" ] && ep=$e; done
     [ -n "$ep" ] || { echo "no endpoint port for $MD"; return 1; }
     for d in "$ep"/decoder*; do [ "$(cat "$d/mode")" = none ] && { ed=$(basename "$d"); break; }; done
@@ -267,7 +271,15 @@ create_ram_region() { # volatile region over mem0 via raw sysfs (ndctl 76.1 cann
     [ -e "$B/$reg/driver" ] || echo "$reg" > /sys/bus/cxl/drivers/cxl_region/bind 2>/dev/null || true
     echo "$reg size=$size target0=$ed resource=$(cat "$B/$reg/resource")"
 }
-cxl_node_online() { # prints the target node of a kmem-bound dax device under a CXL region once it has memory
+cxl_memdevs() { # the CXL memdevs, fewest PCI hops first (a direct-attached device before one behind a switch)
+    local m p
+    for m in /sys/bus/cxl/devices/mem*; do
+        [ -e "$m" ] || continue
+        p=$(readlink -f "$m"); p=${p//[^\/]/}
+        echo "${#p} ${m##*/}"
+    done | sort -k1,1n -k2,2V | cut -d' ' -f2
+}
+cxl_nodes_online() { # target nodes of kmem-bound dax devices under a CXL region that have memory, lowest first
     local t n
     for t in /sys/bus/dax/devices/dax*/target_node; do
         [ -e "$t" ] || continue
@@ -275,31 +287,40 @@ cxl_node_online() { # prints the target node of a kmem-bound dax device under a 
         [ "$(basename "$(readlink -f "${t%/target_node}/driver")")" = kmem ] || continue
         n=$(cat "$t")
         [ "$(awk '/MemTotal/ { print $4 }' "/sys/devices/system/node/node$n/meminfo" 2>/dev/null)" -gt 0 ] 2>/dev/null \
-            && { echo "$n"; return 0; }
-    done
-    return 1
+            && echo "$n"
+    done | sort -n
 }
 
-region() { # once udev has settled: the CXL region, onlined as a memory node; its number goes to $CTL/cxl_node
-    local end out node d
-    end=$((SECONDS + 10))
-    until [ -e /sys/bus/cxl/devices/mem0 ] && [ -e /sys/bus/cxl/devices/decoder0.0 ] || [ $SECONDS -ge $end ]; do sleep 0.1; done
+region() { # once udev has settled: one CXL region per memdev (TOPOLOGY tiers3: two), each onlined as a memory node;
+    # memdev i (direct-attached first) goes to root decoder 0.i (fixed memory window i). The lowest node goes to
+    # $CTL/cxl_node, all of them to $CTL/cxl_nodes.
+    local end out d i want=1 mds=() nodes=()
+    [ "${TOPOLOGY:-default}" = default ] || want=2
+    end=$((SECONDS + 10 * want))
+    until { [ "$(cxl_memdevs | wc -l)" -ge "$want" ] && [ -e "/sys/bus/cxl/devices/decoder0.$((want - 1))" ]; } \
+        || [ $SECONDS -ge $end ]; do sleep 0.1; done
     [ -e /sys/bus/cxl/devices/mem0 ] || fail 108 "guest CXL devices: no mem0 (cxl_acpi/cxl_pci/cxl_mem did not probe; /sys/bus/cxl/devices: $(cd /sys/bus/cxl/devices && echo *))"
+    read -r -a mds <<< "$(cxl_memdevs | tr '\n' ' ')"  # no /dev/fd for <(...) in the guest's early shell
+    [ ${#mds[@]} -ge "$want" ] || fail 108 "guest CXL devices: topology $TOPOLOGY needs $want memdevs, found ${mds[*]} (/sys/bus/cxl/devices: $(cd /sys/bus/cxl/devices && echo *))"
     if ! compgen -G '/sys/bus/cxl/devices/region*' >/dev/null; then
-        out=$(create_ram_region 2>&1) || fail 109 "guest CXL region creation: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
-        say "created $out"
+        for ((i = 0; i < want; i++)); do
+            out=$(create_ram_region "${mds[i]}" "decoder0.$i" 2>&1) \
+                || fail 109 "guest CXL region creation (${mds[i]} in decoder0.$i): $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+            say "created $out"
+        done
     fi
     udevadm settle -t 60
     end=$((SECONDS + 20))
-    until node=$(cxl_node_online) || [ $SECONDS -ge $end ]; do sleep 0.1; done
-    if [ -z "${node:-}" ] && compgen -G '/sys/bus/dax/devices/dax*' >/dev/null; then  # kmem did not take it: ask daxctl
+    until [ "$(cxl_nodes_online | wc -l)" -ge "$want" ] || [ $SECONDS -ge $end ]; do sleep 0.1; done
+    if [ "$(cxl_nodes_online | wc -l)" -lt "$want" ] && compgen -G '/sys/bus/dax/devices/dax*' >/dev/null; then  # kmem did not take it: ask daxctl
         for d in /sys/bus/dax/devices/dax*; do daxctl reconfigure-device --mode=system-ram --force "${d##*/}" >/dev/null 2>&1; done
-        node=$(cxl_node_online)
     fi
-    [ -n "${node:-}" ] || fail 109 "guest CXL region onlining: no kmem-bound dax device with an online memory node (dax: $(cd /sys/bus/dax/devices && echo *))"
-    echo "$node" > "$CTL/cxl_node"
+    read -r -a nodes <<< "$(cxl_nodes_online | tr '\n' ' ')"
+    [ ${#nodes[@]} -ge "$want" ] || fail 109 "guest CXL region onlining: no kmem-bound dax device with an online memory node (dax: $(cd /sys/bus/dax/devices && echo *))"
+    echo "${nodes[0]}" > "$CTL/cxl_node"
+    printf '%s\n' "${nodes[@]}" > "$CTL/cxl_nodes"
     stamp region_online
-    say "CXL region online as node $node"
+    say "CXL region online as node ${nodes[*]}"
 }
 
 run_pytest() { # pytest ARGS from the checkout; its status goes to $CTL/rc
@@ -308,7 +329,7 @@ run_pytest() { # pytest ARGS from the checkout; its status goes to $CTL/rc
     cd "$CHECKOUT" || fail 107 "guest pytest: cannot cd to $CHECKOUT"
     stamp pytest_start
     PATH=${VENV_PY%/*}:$PATH CXLTIERD_LAB=1 CXLTIERD_LAB_SHARE=$SHARE CXLTIERD_LAB_KERNEL=$FLAVOUR CXLTIERD_LAB_INIT=$PID1 \
-        "$VENV_PY" -m pytest "${args[@]}" >> "$CTL/pytest.out" 2>&1 < /dev/null
+        CXLTIERD_LAB_TOPOLOGY=$TOPOLOGY "$VENV_PY" -m pytest "${args[@]}" >> "$CTL/pytest.out" 2>&1 < /dev/null
     echo $? > "$CTL/rc"
     stamp pytest_end
 }
@@ -415,8 +436,23 @@ fi
 HMAT=()
 lb() { HMAT+=(-numa "hmat-lb,initiator=$1,target=$2,hierarchy=memory,data-type=access-latency,latency=$3"
               -numa "hmat-lb,initiator=$1,target=$2,hierarchy=memory,data-type=access-bandwidth,bandwidth=$4"); }
-lb 0 0 10 20G; lb 0 1 20 10G; lb 0 2 80 5G; lb 0 3 30 16G
-lb 1 1 10 20G; lb 1 0 20 10G; lb 1 2 80 5G; lb 1 3 40 12G
+# CXLTIERD_LAB_TOPOLOGY=tiers3: node 2 with HBM-like figures (4x DDR's bandwidth, idle latency a little above DDR's,
+# as on Xeon Max) and a second CXL type-3 device (256 MiB) behind an emulated switch (root port rp1 -> cxl-upstream
+# -> cxl-downstream) in a second fixed memory window of the same host bridge: its region becomes node 5, the
+# kernel's access figures for it add the switch's CDAT (QEMU's upstream port: 150 ns, 16 GB/s). The default topology
+# (node 2 at 80 ns / 5 GB/s, one CXL device) is unchanged: tests/unit/test_lab_runner.py compares the two lines.
+if [ "$TOPOLOGY" = tiers3 ]; then NODE2=(15 80G 25 40G); else NODE2=(80 5G 80 5G); fi
+lb 0 0 10 20G; lb 0 1 20 10G; lb 0 2 "${NODE2[0]}" "${NODE2[1]}"; lb 0 3 30 16G
+lb 1 1 10 20G; lb 1 0 20 10G; lb 1 2 "${NODE2[2]}" "${NODE2[3]}"; lb 1 3 40 12G
+CXL2=()
+# shellcheck disable=SC2054  # commas separate QEMU sub-options, not array elements
+[ "$TOPOLOGY" != tiers3 ] || CXL2=(-object memory-backend-ram,id=cxl-mem1,size=256M
+    -device cxl-rp,port=1,bus=cxl.1,id=rp1,chassis=0,slot=3
+    -device cxl-upstream,bus=rp1,id=us0
+    -device cxl-downstream,port=0,bus=us0,id=swport0,chassis=0,slot=4
+    -device cxl-type3,bus=swport0,volatile-memdev=cxl-mem1,id=cxl-vmem1)
+FMW=cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G  # QEMU takes every window in one -M
+[ "$TOPOLOGY" != tiers3 ] || FMW+=,cxl-fmw.1.targets.0=cxl.1,cxl-fmw.1.size=4G
 read -r -a EXTRA <<< "${CXLTIERD_LAB_QEMU_EXTRA:-}"
 # QMP relay (RAS tests inject CXL errors): QEMU's QMP socket on the host; tests/lab/qmp_relay.py answers the requests
 # the guest drops in $CTL/qmp-requests (labkit.qmp). Started with each boot, stopped with it.
@@ -439,7 +475,8 @@ QEMU=("${CXLTIERD_LAB_QEMU:-qemu-system-x86_64}" -accel tcg,thread=multi -cpu ma
     -object acpi-generic-port,id=gp0,pci-bus=cxl.1,node=3
     -device cxl-rp,port=0,bus=cxl.1,id=rp0,chassis=0,slot=2
     -device cxl-type3,bus=rp0,volatile-memdev=cxl-mem0,id=cxl-vmem0
-    -M cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G
+    -M "$FMW"
+    "${CXL2[@]}"
     -kernel "$VMLINUZ" -initrd "$INITRD"
     -append "console=ttyS0 panic=-1 quiet memhp_default_state=online_movable cxltierd.share=$SHARE cxltierd.main=$LAB/guest-main.sh $(lab_init_append "$PID1") ${CXLTIERD_LAB_APPEND:-}"
     -fsdev local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap
@@ -458,8 +495,8 @@ trap 'exit 130' INT TERM
 
 boot() { # boot SECONDS: one guest run; sets QRC
     rm -rf "$SHARE" && mkdir -p "$CTL"
-    printf 'KDIR=%q KV=%q FLAVOUR=%q CHECKOUT=%q VENV_PY=%q LAB=%q PID1=%q DEB=%q\n' "$KDIR" "$KV" "$FLAVOUR" "$CHECKOUT" \
-        "$VENV_PY" "$LAB" "$PID1" "${DEB##*/}" > "$CTL/config"
+    printf 'KDIR=%q KV=%q FLAVOUR=%q CHECKOUT=%q VENV_PY=%q LAB=%q PID1=%q DEB=%q TOPOLOGY=%q\n' "$KDIR" "$KV" "$FLAVOUR" \
+        "$CHECKOUT" "$VENV_PY" "$LAB" "$PID1" "${DEB##*/}" "$TOPOLOGY" > "$CTL/config"
     [ -z "$DEB" ] || cp "$DEB" "$CTL/"
     : > "$CTL/args"
     [ ${#PYTEST_ARGS[@]} = 0 ] || printf '%s\0' "${PYTEST_ARGS[@]}" > "$CTL/args"

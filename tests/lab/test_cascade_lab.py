@@ -21,16 +21,14 @@ between the top and the bottom tier.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from labkit import DaemonFactory, LabDaemon, Workload
+from labkit import DaemonFactory, Workload, metric_pairs, numa_maps, settle, split
 
 from cxltierd.discovery.live import node_memory
 from cxltierd.hostfs import HostFS
@@ -52,53 +50,6 @@ def policy(cgroup: str | None, max_used_percent: float) -> dict[str, Any]:
         "processes": {"manage": manage, "min_rss": "1MiB"},
         "tiers": {"overrides": {TOP[0]: "hbm"}, "order": ["hbm", "ddr", "cxl"]},
         "watermarks": {"hbm": {"min_free_percent": 0, "max_used_percent": max_used_percent}},
-    }
-
-
-def split(
-    w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]], start: int, size: int
-) -> dict[int, float]:
-    """{node: share of the pages} of [start, start + size) of the buffer (offsets wrap around its end)."""
-    counts: dict[int, int] = {}
-    for s, n in ((start, min(size, w.length - start)), (0, max(0, start + size - w.length))):
-        for node, c in pages_on_nodes(w.pid, w.addr + s, n).items() if n else ():
-            counts[node] = counts.get(node, 0) + c
-    total = sum(counts.values())
-    return {node: c / total for node, c in counts.items()}
-
-
-def numa_maps(pid: int, addr: int) -> dict[int, int]:
-    """{node: pages} of the VMA starting at `addr`, from /proc/PID/numa_maps (the N<node>=<pages> fields)."""
-    for line in Path(f"/proc/{pid}/numa_maps").read_text().splitlines():
-        if line.startswith(f"{addr:x} "):
-            return {int(n): int(c) for n, c in re.findall(r"\bN(\d+)=(\d+)", line)}
-    raise AssertionError(f"no VMA at {addr:#x} in /proc/{pid}/numa_maps")
-
-
-def pairs(d: LabDaemon) -> dict[str, int]:
-    moved: dict[str, int] = d.status()["counters"]["migrated_pages"]
-    return {k: v for k, v in moved.items() if v}
-
-
-def settle(d: LabDaemon, ticks: int = 3, timeout: float = 90.0) -> dict[str, int]:
-    """The migrated pages per pair once they stayed the same for `ticks` ticks."""
-    deadline = time.monotonic() + timeout
-    last, since = pairs(d), d.ticks()
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        now = pairs(d)
-        if now != last:
-            last, since = now, d.ticks()
-        elif d.ticks() - since >= ticks:
-            return now
-    raise AssertionError(f"migrations did not settle within {timeout:g}s:\n{d.tail()}")
-
-
-def metric_pairs(d: LabDaemon) -> dict[str, int]:
-    return {
-        f"{labels['from_tier']}->{labels['to_tier']}": int(v)
-        for labels, v in d.metrics().get("cxltierd_migrated_pages_total", [])
-        if v
     }
 
 

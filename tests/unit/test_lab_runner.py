@@ -167,6 +167,7 @@ def test_kernel_files_found_in_both_layouts(tmp_path):
             {"CXLTIERD_LAB_KERNEL_PKG": "linux-modules-7.3"},
             "CXLTIERD_LAB_KERNEL_PKG must name a linux-image-KV package",
         ),
+        ({"CXLTIERD_LAB_TOPOLOGY": "tiers4"}, "CXLTIERD_LAB_TOPOLOGY must be default or tiers3, not 'tiers4'"),
     ],
 )
 def test_runner_refuses_a_bad_kernel_choice_before_doing_anything(tmp_path, env, message):
@@ -188,3 +189,55 @@ def test_the_whole_suite_runs_the_lab_once_per_kernel():
     loop = text[text.index("for kernel in lts newest; do") :]
     assert "CXLTIERD_LAB_KERNEL=$kernel bash tests/lab/run.sh tests/lab" in loop
     assert "== lab, kernel $kernel" in loop and "|| rc=$?" in loop
+    assert "CXLTIERD_LAB_TOPOLOGY=tiers3 CXLTIERD_LAB_KERNEL=$kernel bash tests/lab/run.sh tests/lab/tiers3" in loop
+
+
+# ---- the guest's topology: CXLTIERD_LAB_TOPOLOGY=default|tiers3 (run.sh section 5) ---------------------------------
+
+
+def qemu_line(topology: str) -> list[str]:
+    """The QEMU command run.sh builds for a topology (its section 5, run with stand-in paths)."""
+    text = (LAB / "run.sh").read_text()
+    section = text[text.index("# ---- 5. QEMU") : text.index("printf '%q ' \"${QEMU[@]}\"")]
+    script = (
+        f"set -u; TOPOLOGY={topology} VMLINUZ=/k INITRD=/i SHARE=/s LAB=/l PID1=shell CHECKOUT=/c VENV_PY=/p CTL=/t\n"
+        "lab_init_append() { echo; }\n" + section + 'printf "%s\\0" "${QEMU[@]}"'
+    )
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, check=True)
+    return out.stdout.split("\0")[:-1]
+
+
+def fmw(line: list[str]) -> str:
+    """The fixed memory windows' -M argument."""
+    return line[line.index("-M", line.index("-M") + 1) + 1]
+
+
+def hmat(line: list[str], target: int, initiator: int = 0) -> list[str]:
+    return [a for a in line if a.startswith(f"hmat-lb,initiator={initiator},target={target},")]
+
+
+def test_the_default_topology_has_one_cxl_device_and_a_slow_node_2():
+    line = qemu_line("default")
+    assert fmw(line) == "cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G"
+    assert [a for a in line if a.startswith("cxl-type3,")] == [
+        "cxl-type3,bus=rp0,volatile-memdev=cxl-mem0,id=cxl-vmem0"
+    ]
+    assert not [a for a in line if "cxl-upstream" in a or "cxl-mem1" in a]
+    assert [a.rsplit(",", 1)[1] for a in hmat(line, 2)] == ["latency=80", "bandwidth=5G"]
+
+
+def test_the_tiers3_topology_adds_a_switched_device_and_makes_node_2_hbm():
+    default, tiers3 = qemu_line("default"), qemu_line("tiers3")
+    assert fmw(tiers3) == ("cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G,cxl-fmw.1.targets.0=cxl.1,cxl-fmw.1.size=4G")
+    chain = ["cxl-rp,port=1,bus=cxl.1,id=rp1,chassis=0,slot=3", "cxl-upstream,bus=rp1,id=us0",
+             "cxl-downstream,port=0,bus=us0,id=swport0,chassis=0,slot=4",
+             "cxl-type3,bus=swport0,volatile-memdev=cxl-mem1,id=cxl-vmem1"]  # fmt: skip
+    assert [a for a in tiers3 if a in chain] == chain
+    assert "memory-backend-ram,id=cxl-mem1,size=256M" in tiers3
+    assert [a.rsplit(",", 1)[1] for a in hmat(tiers3, 2)] == ["latency=15", "bandwidth=80G"]
+    assert [a.rsplit(",", 1)[1] for a in hmat(tiers3, 0)] == [a.rsplit(",", 1)[1] for a in hmat(default, 0)]
+    # Everything else as in the default line: the same nodes, memory, CPUs and host bridge.
+    extra = {"-object", "-device", "memory-backend-ram,id=cxl-mem1,size=256M", *chain}
+    changed = {*hmat(default, 2), *hmat(default, 2, 1), *hmat(tiers3, 2), *hmat(tiers3, 2, 1)}
+    changed |= {"cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G", fmw(tiers3)}
+    assert [a for a in tiers3 if a not in extra | changed] == [a for a in default if a not in extra | changed]
