@@ -7,8 +7,8 @@ hot when its hint fault comes within that many ms of the scan that armed it, i.e
 hot_threshold times a second; the policy's default 1/s is the kernel's default 1000 ms) and the scanner's
 scan_period_max_ms, scan_period_min_ms, scan_delay_ms and scan_size_mb (debugfs_values(): a range that turns hot
 is armed for hint faults within about an interval of the task's CPU time, not a minute or more later), remembering
-the previous values; stop() restores them. If tiering mode was already on before cxltierd started, somebody else owns it: the
-engine only watches (a conflict, reported), and never writes.
+the previous values; stop() restores them. If tiering mode was already on before cxltierd started, somebody else
+owns it: the engine only watches (a conflict, reported), and never writes.
 
 apply() moves nothing itself: it reports what the kernel did since the last call, from the per-node
 pgpromote_success (counted on the node pages were promoted to) and pgdemote_* (counted on the node they left).
@@ -69,9 +69,9 @@ def debugfs_values(interval_s: float, accesses_per_s: float) -> dict[str, int]:
     CPU time. In tiering mode pages on the fast tier are never armed, so the VMAs holding them never fault and
     count as idle; a run scans only one idle VMA, and a VMA already scanned in this pass (the one whose hot range
     just moved) waits for the pass to end. So a pass takes as many runs as the task has VMAs, and a range that
-    turns hot is armed only a pass later: with the kernel's defaults (period up to 60 s) minutes later, with the
-    former lab settings (2 s) about 30 s for a Python process. The engine wants a pass within one interval (or the
-    hot threshold, if shorter): scan_period_max_ms = that / RUNS_PER_PASS, at least SCAN_FLOOR_MS, reached with
+    turns hot is armed only a pass later: minutes later with the kernel's default period (up to 60 s), and about
+    30 s for a Python process (24 idle VMAs) at periods up to 2 s. The engine wants a pass within one interval (or
+    the hot threshold, if shorter): scan_period_max_ms = that / RUNS_PER_PASS, at least SCAN_FLOOR_MS, reached with
     scan_size_mb SCAN_SIZE_MB (the kernel keeps every task at most 2560 MB/s of scanning, and its own NUMA-work
     limit of about 3% CPU stays); scan_period_min_ms = SCAN_FLOOR_MS; scan_delay_ms (a new task's first scan) =
     the pass time. hot_threshold_ms as hot_threshold_ms() says.
@@ -177,7 +177,7 @@ class NumaBalancingEngine:
                 self._record()
 
     def live_uses(self) -> tuple[str, ...]:
-        """The debugfs values this engine set, for status: hot_threshold_ms=4000, scan_period_ms=100..1000, ..."""
+        """The debugfs values this engine set, for status: hot_threshold_ms=4000, scan_period_ms=25..31, ..."""
         a = self.applied
         out = [f"hot_threshold_ms={a[HOT_THRESHOLD]}"] if HOT_THRESHOLD in a else []
         if SCAN_PERIOD_MIN in a and SCAN_PERIOD_MAX in a:
