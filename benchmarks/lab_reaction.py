@@ -27,7 +27,8 @@ The table is printed and written to $CXLTIERD_LAB_SHARE/benchmarks/lab_reaction.
 `-k damos` or `-k numa_balancing` runs the floor and that engine's row only. --trace (on for the numa_balancing
 selection) prints, about once a second after each shift, the new range's share on DDR and what the kernel's
 NUMA balancing did meanwhile: /proc/vmstat numa_pte_updates (pages its scanner armed), numa_hint_faults,
-pgpromote_candidate and pgpromote_success, and the workload's mm->numa_scan_seq and CPU time from /proc/PID/sched.
+pgpromote_candidate and pgpromote_success, the workload's mm->numa_scan_seq (finished scanner passes) and CPU time
+from /proc/PID/sched, and the reasons its scanner skipped the workload's VMAs (tracepoint sched_skip_vma_numa).
 """
 
 from __future__ import annotations
@@ -66,54 +67,35 @@ TRACING = Path("/sys/kernel/tracing")
 
 
 class ScanTrace:
-    """ftrace function_graph on task_numa_work (the kernel's NUMA-balancing scanner): its runs and their durations."""
+    """The sched_skip_vma_numa tracepoint for the workload: why the kernel's NUMA-balancing scanner passed its VMAs
+    over (pid_inactive: no hint fault there lately, seq_completed: already scanned in this pass, ...)."""
+
+    ENABLE = TRACING / "events/sched/sched_skip_vma_numa/enable"
 
     def __init__(self, pid: int) -> None:
         self.on = False
-        skip = TRACING / "events/sched/sched_skip_vma_numa/enable"
         try:
-            (TRACING / "tracing_on").write_text("0")
-            (TRACING / "current_tracer").write_text("nop")
-            (TRACING / "set_ftrace_pid").write_text(str(pid))
             (TRACING / "set_event_pid").write_text(str(pid))
-            (TRACING / "set_ftrace_filter").write_text("task_numa_work")
-            (TRACING / "current_tracer").write_text("function_graph")
-            if skip.exists():
-                skip.write_text("1")
+            self.ENABLE.write_text("1")
             (TRACING / "trace").write_text("")
             (TRACING / "tracing_on").write_text("1")
             self.on = True
         except OSError as e:
-            print(f"  trace: no function_graph on task_numa_work ({e})", flush=True)
+            print(f"  trace: no sched_skip_vma_numa tracepoint ({e})", flush=True)
 
     def take(self) -> str:
-        """Runs of task_numa_work since the last call: count, total and longest ms."""
+        """VMA skips since the last call, by reason."""
         if not self.on:
             return ""
         lines = (TRACING / "trace").read_text().splitlines()
         (TRACING / "trace").write_text("")
-        ms = []
-        skipped: Counter[str] = Counter()
-        for line in lines:
-            if "sched_skip_vma_numa" in line and "reason=" in line:
-                skipped[line.rsplit("reason=", 1)[1].strip()] += 1
-            elif "task_numa_work" in line and "|" in line:
-                for part in line.split("|"):
-                    if part.strip().endswith("us"):
-                        ms.append(float(part.strip().split()[-2]) / 1000)
-        skips = " ".join(f"{k}:{v}" for k, v in sorted(skipped.items()))
-        return f", numa_work {len(ms)} runs {sum(ms):.1f} ms (max {max(ms, default=0):.1f}), vma skips {skips or '-'}"
+        skipped = Counter(line.rsplit("reason=", 1)[1].strip() for line in lines if "reason=" in line)
+        return ", vma skips " + (" ".join(f"{k}:{v}" for k, v in sorted(skipped.items())) or "-")
 
     def stop(self) -> None:
         if self.on:
-            (TRACING / "tracing_on").write_text("0")
-            (TRACING / "current_tracer").write_text("nop")
-            (TRACING / "set_ftrace_filter").write_text("")
-            (TRACING / "set_ftrace_pid").write_text("")
+            self.ENABLE.write_text("0")
             (TRACING / "set_event_pid").write_text("")
-            skip = TRACING / "events/sched/sched_skip_vma_numa/enable"
-            if skip.exists():
-                skip.write_text("0")
 
 
 def kernel_view(pid: int) -> dict[str, float]:
