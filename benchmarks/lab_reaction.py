@@ -3,7 +3,8 @@
 DDR, for each cxltierd engine, against the migration floor measured in the same run.
 
     bash tests/lab/run.sh benchmarks/lab_reaction.py -q -s -p no:hypothesispytest   # from the host, as root
-    python benchmarks/lab_reaction.py [--shifts 5] [--cap 60] [--only ROW ...]        # inside the guest
+    bash tests/lab/run.sh benchmarks/lab_reaction.py -q -s -p no:hypothesispytest -k numa_balancing   # one engine
+    python benchmarks/lab_reaction.py [--shifts 5] [--cap 60] [--only ROW ...] [--trace]   # inside the guest
 
 The workload (tests/lab/workload.py, in the cgroup /cxltierd-bench, pinned to CPU 1 with a context-switching
 companion, MPOL_BIND dropped once its buffer is on the CXL node) keeps 16 MiB of a 112 MiB buffer hot. Each engine
@@ -17,12 +18,17 @@ from the shift to 90%. The last 16 MiB are never hot: the share of them on DDR a
                            (what an engine that knew the hot set at once would still have to pay under TCG)
   cxltierd move_pages      DAMON vaddr tracking + batched move_pages(2)
   cxltierd damos           DAMOS migrate_hot on paddr
-  cxltierd numa_balancing  the kernel's NUMA-balancing tiering driven by the daemon (debugfs scan_delay_ms and
-                           scan_period_min_ms 100, scan_period_max_ms 2000 as in the lab tests; hot_threshold 0.25/s)
+  cxltierd numa_balancing  the kernel's NUMA-balancing tiering driven by the daemon (hot_threshold 0.25/s; the scan
+                           knobs as the engine derives them from the policy: scan_period 25..31 ms, scan_size 64 MB)
 
 Printed: every run's seconds, their median and spread, the median and worst after subtracting the floor's median,
 ticks, and the issue's bound (a DAMON engine at most 3 s over the floor in every run, numa_balancing at most 6 s).
-The table is printed and written to $CXLTIERD_LAB_SHARE/benchmarks/lab_reaction.md.
+The table is printed and written to $CXLTIERD_LAB_SHARE/benchmarks/lab_reaction.md. Under pytest, `-k move_pages`,
+`-k damos` or `-k numa_balancing` runs the floor and that engine's row only. --trace (on for the numa_balancing
+selection) prints, about once a second after each shift, the new range's share on DDR and what the kernel's
+NUMA balancing did meanwhile: /proc/vmstat numa_pte_updates (pages its scanner armed), numa_hint_faults,
+pgpromote_candidate and pgpromote_success, the workload's mm->numa_scan_seq (finished scanner passes) and CPU time
+from /proc/PID/sched, and the reasons its scanner skipped the workload's VMAs (tracepoint sched_skip_vma_numa).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,20 +50,67 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/lab"))  # the lab's helpers: labkit.py
 
 import labkit
+import pytest
 from labkit import in_guest, publish, start_workload
 
 MIB, HOT_MIB, CPU = 112, 16, 1
 CGROUP = "/cxltierd-bench"
 DDR = (0, 1)
 NB = "/proc/sys/kernel/numa_balancing"
-DEBUGFS = "/sys/kernel/debug/sched/numa_balancing"
-LAB_SCAN = {
-    f"{DEBUGFS}/scan_delay_ms": "100",
-    f"{DEBUGFS}/scan_period_min_ms": "100",
-    f"{DEBUGFS}/scan_period_max_ms": "2000",
-}
 ROWS = ("floor", "cxltierd move_pages", "cxltierd damos", "cxltierd numa_balancing")
 BOUND = {"move_pages": 3.0, "damos": 3.0, "numa_balancing": 6.0}  # seconds over the floor, every run (issue 17)
+VMSTAT = ("numa_pte_updates", "numa_hint_faults", "pgpromote_candidate", "pgpromote_success")
+SCHED = {"mm->numa_scan_seq": "seq", "se.sum_exec_runtime": "cpu_ms"}
+
+
+TRACING = Path("/sys/kernel/tracing")
+
+
+class ScanTrace:
+    """The sched_skip_vma_numa tracepoint for the workload: why the kernel's NUMA-balancing scanner passed its VMAs
+    over (pid_inactive: no hint fault there lately, seq_completed: already scanned in this pass, ...)."""
+
+    ENABLE = TRACING / "events/sched/sched_skip_vma_numa/enable"
+
+    def __init__(self, pid: int) -> None:
+        self.on = False
+        try:
+            (TRACING / "set_event_pid").write_text(str(pid))
+            self.ENABLE.write_text("1")
+            (TRACING / "trace").write_text("")
+            (TRACING / "tracing_on").write_text("1")
+            self.on = True
+        except OSError as e:
+            print(f"  trace: no sched_skip_vma_numa tracepoint ({e})", flush=True)
+
+    def take(self) -> str:
+        """VMA skips since the last call, by reason."""
+        if not self.on:
+            return ""
+        lines = (TRACING / "trace").read_text().splitlines()
+        (TRACING / "trace").write_text("")
+        skipped = Counter(line.rsplit("reason=", 1)[1].strip() for line in lines if "reason=" in line)
+        return ", vma skips " + (" ".join(f"{k}:{v}" for k, v in sorted(skipped.items())) or "-")
+
+    def stop(self) -> None:
+        if self.on:
+            self.ENABLE.write_text("0")
+            (TRACING / "set_event_pid").write_text("")
+
+
+def kernel_view(pid: int) -> dict[str, float]:
+    """The NUMA-balancing counters of /proc/vmstat and the workload's scan sequence and CPU time (ms)."""
+    out: dict[str, float] = {}
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key in VMSTAT:
+            out[key] = int(value)
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/sched").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in SCHED:
+                out[SCHED[key.strip()]] = float(value.split()[0])
+    return out
 
 
 @dataclass
@@ -97,10 +151,12 @@ class Row:
 
 
 class Bench:
-    def __init__(self, shifts: int, cap: float, work: Path) -> None:
+    def __init__(self, shifts: int, cap: float, work: Path, trace: bool = False) -> None:
         self.shifts = shifts
         self.cap = cap
         self.work = work
+        self.trace = trace
+        self.scans: ScanTrace | None = None
         self.procs: list[subprocess.Popen[str]] = []
 
     def knob(self, path: str, value: str, saved: dict[str, str]) -> None:
@@ -121,8 +177,23 @@ class Bench:
     def wait(self, w: dict[str, Any], start_mib: int, daemon: labkit.LabDaemon | None) -> float | None:
         """Seconds until 90% of the hot range at start_mib is on DDR, None after the cap."""
         t0 = time.monotonic()
+        base = kernel_view(w["pid"]) if self.trace else {}
+        if self.scans:
+            self.scans.take()  # what ran before the shift
+        traced = t0
         while time.monotonic() - t0 < self.cap:
-            if self.on_ddr(w, start_mib) >= 0.9:
+            share = self.on_ddr(w, start_mib)
+            if self.trace and (share >= 0.9 or time.monotonic() - traced >= 1.0):
+                traced = time.monotonic()
+                now = kernel_view(w["pid"])
+                steps = " ".join(f"{k}+{now.get(k, 0) - base.get(k, 0):g}" for k in VMSTAT)
+                print(
+                    f"  trace {start_mib} MiB +{traced - t0:.1f}s: {100 * share:.0f}% on DDR, {steps}, "
+                    f"scan_seq {now.get('seq', -1):g}, cpu +{now.get('cpu_ms', 0) - base.get('cpu_ms', 0):.0f} ms"
+                    + (self.scans.take() if self.scans else ""),
+                    flush=True,
+                )
+            if share >= 0.9:
                 return time.monotonic() - t0
             if daemon is not None:
                 daemon.alive()
@@ -153,7 +224,6 @@ class Bench:
     def engine(self, name: str, cxl_node: int) -> Row:
         engine = name.split()[-1]
         row = Row(name)
-        saved: dict[str, str] = {}
         daemon = None
         policy: dict[str, Any] = {
             "engine": engine,
@@ -162,10 +232,10 @@ class Bench:
         }
         try:
             if engine == "numa_balancing":
-                for p, v in LAB_SCAN.items():
-                    self.knob(p, v, saved)
                 policy["hotness"] = {"hot_threshold": 0.25}
             w = self.workload(cxl_node)
+            if engine == "numa_balancing" and self.trace:
+                self.scans = ScanTrace(w["pid"])
             assert self.on_ddr(w, 0, MIB) == 0, "the workload did not start on the CXL node"
             daemon = labkit.LabDaemon(self.work / name.replace(" ", "-"), policy)
             if self.wait(w, 0, daemon) is None and self.wait(w, 0, daemon) is None:  # start-up under TCG: 2 caps
@@ -183,12 +253,13 @@ class Bench:
                 daemon.stop()
                 daemon.keep_log(f"bench-reaction-{engine}")
             self.stop_all()
-            for p, v in reversed(list(saved.items())):
-                Path(p).write_text(v)
+            if self.scans:
+                self.scans.stop()
+                self.scans = None
             labkit.remove_kdamonds()
 
 
-def run(shifts: int, cap: float, only: list[str]) -> str:
+def run(shifts: int, cap: float, only: list[str], trace: bool = False) -> str:
     labkit.loopback_up()
     cxl_node = min(labkit.dax_target_nodes().values())
     cg_root = Path("/sys/fs/cgroup")
@@ -197,7 +268,7 @@ def run(shifts: int, cap: float, only: list[str]) -> str:
     saved: dict[str, str] = {}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cxltierd-bench-") as work:
-        bench = Bench(shifts, cap, Path(work))
+        bench = Bench(shifts, cap, Path(work), trace)
         try:
             bench.knob(NB, "0", saved)
             bench.knob("/proc/sys/vm/compaction_proactiveness", "0", saved)
@@ -247,15 +318,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shifts", type=int, default=5, help="runs: how many times the hot range moves per row")
     ap.add_argument("--cap", type=float, default=60.0, help="seconds per run before 'not reached'")
     ap.add_argument("--only", nargs="*", default=[], choices=ROWS, help="run only these rows")
+    ap.add_argument("--trace", action="store_true", help="print the kernel's NUMA-balancing counters after shifts")
     args = ap.parse_args(argv)
     if not 1 <= args.shifts <= MIB // HOT_MIB - 2:
         ap.error(f"--shifts must be in [1, {MIB // HOT_MIB - 2}]: the last {HOT_MIB} MiB stay never hot")
-    publish(run(args.shifts, args.cap, args.only), "lab_reaction")
+    publish(run(args.shifts, args.cap, args.only, args.trace), "lab_reaction")
     return 0
 
 
-def test_lab_reaction() -> None:
-    in_guest("lab_reaction.py", main)
+@pytest.mark.parametrize("engine", ["all", "move_pages", "damos", "numa_balancing"])
+def test_lab_reaction(engine: str, request: pytest.FixtureRequest) -> None:
+    """Every row; with `-k ENGINE` the floor and that engine's row only."""
+    if engine == "all":
+        in_guest("lab_reaction.py", main)
+        return
+    if not request.config.getoption("keyword"):
+        pytest.skip(f"one engine's row: run with -k {engine}")
+    args = ["--only", "floor", f"cxltierd {engine}"] + (["--trace"] if engine == "numa_balancing" else [])
+    in_guest("lab_reaction.py", lambda argv: main(args))
 
 
 if __name__ == "__main__":

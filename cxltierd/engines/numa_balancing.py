@@ -4,9 +4,11 @@ configure() sets kernel.numa_balancing to memory tiering (bit 2, keeping bit 1 i
 /sys/kernel/mm/numa/demotion_enabled to true, numa_balancing_promote_rate_limit_MBps to the policy's rate limit and,
 when debugfs is mounted, sched/numa_balancing/hot_threshold_ms to 1000 / hotness.hot_threshold (a page counts as
 hot when its hint fault comes within that many ms of the scan that armed it, i.e. when it is accessed at least
-hot_threshold times a second; the policy's default 1/s is the kernel's default 1000 ms), remembering the previous
-values; stop() restores them. If tiering mode was already on before cxltierd started, somebody else owns it: the
-engine only watches (a conflict, reported), and never writes.
+hot_threshold times a second; the policy's default 1/s is the kernel's default 1000 ms) and the scanner's
+scan_period_max_ms, scan_period_min_ms, scan_delay_ms and scan_size_mb (debugfs_values(): a range that turns hot
+is armed for hint faults within about an interval of the task's CPU time, not a minute or more later), remembering
+the previous values; stop() restores them. If tiering mode was already on before cxltierd started, somebody else
+owns it: the engine only watches (a conflict, reported), and never writes.
 
 apply() moves nothing itself: it reports what the kernel did since the last call, from the per-node
 pgpromote_success (counted on the node pages were promoted to) and pgdemote_* (counted on the node they left).
@@ -37,8 +39,17 @@ from cxltierd.topology import Topology
 NUMA_BALANCING = "/proc/sys/kernel/numa_balancing"
 RATE_LIMIT = "/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps"
 DEMOTION = "/sys/kernel/mm/numa/demotion_enabled"
-HOT_THRESHOLD = "/sys/kernel/debug/sched/numa_balancing/hot_threshold_ms"
+SCHED_NB = "/sys/kernel/debug/sched/numa_balancing"
+HOT_THRESHOLD = f"{SCHED_NB}/hot_threshold_ms"
+SCAN_DELAY = f"{SCHED_NB}/scan_delay_ms"
+SCAN_PERIOD_MIN = f"{SCHED_NB}/scan_period_min_ms"
+SCAN_PERIOD_MAX = f"{SCHED_NB}/scan_period_max_ms"
+SCAN_SIZE = f"{SCHED_NB}/scan_size_mb"
+DEBUGFS_KNOBS = (HOT_THRESHOLD, SCAN_DELAY, SCAN_PERIOD_MIN, SCAN_PERIOD_MAX, SCAN_SIZE)  # debugfs may be absent
 MAX_HOT_THRESHOLD_MS = 60000
+SCAN_SIZE_MB = 64  # per scanner run; the kernel's floor on the period is then 64 MB at 2560 MB/s = 25 ms
+SCAN_FLOOR_MS = 25
+RUNS_PER_PASS = 32  # scanner runs a full pass over a task's VMAs may take, one idle VMA per run
 TIERING = 2
 log = logging.getLogger("cxltierd")
 DEMOTE_COUNTERS = ("pgdemote_kswapd", "pgdemote_direct", "pgdemote_khugepaged", "pgdemote_proactive")
@@ -49,6 +60,31 @@ def hot_threshold_ms(accesses_per_s: float) -> int:
     if accesses_per_s <= 0:
         return MAX_HOT_THRESHOLD_MS
     return max(1, min(MAX_HOT_THRESHOLD_MS, round(1000 / accesses_per_s)))
+
+
+def debugfs_values(interval_s: float, accesses_per_s: float) -> dict[str, int]:
+    """The debugfs sched/numa_balancing knobs for a policy's interval and hot_threshold (ms, scan_size in MB).
+
+    The kernel arms a task's slow-tier pages for hint faults in scanner runs, one every scan period of the task's
+    CPU time. In tiering mode pages on the fast tier are never armed, so the VMAs holding them never fault and
+    count as idle; a run scans only one idle VMA, and a VMA already scanned in this pass (the one whose hot range
+    just moved) waits for the pass to end. So a pass takes as many runs as the task has VMAs, and a range that
+    turns hot is armed only a pass later: minutes later with the kernel's default period (up to 60 s), and about
+    30 s for a Python process (24 idle VMAs) at periods up to 2 s. The engine wants a pass within one interval (or
+    the hot threshold, if shorter): scan_period_max_ms = that / RUNS_PER_PASS, at least SCAN_FLOOR_MS, reached with
+    scan_size_mb SCAN_SIZE_MB (the kernel keeps every task at most 2560 MB/s of scanning, and its own NUMA-work
+    limit of about 3% CPU stays); scan_period_min_ms = SCAN_FLOOR_MS; scan_delay_ms (a new task's first scan) =
+    the pass time. hot_threshold_ms as hot_threshold_ms() says.
+    """
+    hot_ms = hot_threshold_ms(accesses_per_s)
+    pass_ms = max(SCAN_FLOOR_MS, min(round(interval_s * 1000), hot_ms))
+    return {
+        HOT_THRESHOLD: hot_ms,
+        SCAN_DELAY: pass_ms,
+        SCAN_PERIOD_MIN: SCAN_FLOOR_MS,
+        SCAN_PERIOD_MAX: max(SCAN_FLOOR_MS, pass_ms // RUNS_PER_PASS),
+        SCAN_SIZE: SCAN_SIZE_MB,
+    }
 
 
 class NumaBalancingEngine:
@@ -67,6 +103,7 @@ class NumaBalancingEngine:
         self.fast: tuple[int, ...] = ()
         self.slow: tuple[int, ...] = ()
         self.last: dict[int, dict[str, int]] = {}
+        self.applied: dict[str, int] = {}  # debugfs knobs written, with their values
 
     def _recorded(self) -> dict[str, str]:
         if self.state_file is None:
@@ -101,12 +138,12 @@ class NumaBalancingEngine:
             if self.conflict:
                 self.watch_only = True
             else:
-                for path in (NUMA_BALANCING, DEMOTION, RATE_LIMIT, HOT_THRESHOLD):
+                for path in (NUMA_BALANCING, DEMOTION, RATE_LIMIT, *DEBUGFS_KNOBS):
                     try:
                         value = self.fs.read_optional(path)
                     except HostFSError:
-                        if path == HOT_THRESHOLD:
-                            continue  # debugfs not readable here: the kernel's own threshold stays
+                        if path in DEBUGFS_KNOBS:
+                            continue  # debugfs not readable here: the kernel's own value stays
                         raise
                     if value is not None:
                         self.saved[path] = value
@@ -118,18 +155,38 @@ class NumaBalancingEngine:
                 self.fs.write(DEMOTION, "true")
             if RATE_LIMIT in self.saved:
                 self.fs.write(RATE_LIMIT, str(max(1, int(policy.rate_limit.mb_per_s))))
-            if HOT_THRESHOLD in self.saved:
-                try:
-                    self.fs.write(HOT_THRESHOLD, str(hot_threshold_ms(policy.hotness.hot_threshold)))
-                except HostFSError as e:  # debugfs readable but not writable here: the kernel's threshold stays
-                    log.warning("numa_balancing engine: %s; hotness.hot_threshold not applied", e)
-                    del self.saved[HOT_THRESHOLD]
-                    self._record()
+            self.set_debugfs(debugfs_values(policy.interval, policy.hotness.hot_threshold))
         self.topology = topology
         r = roles(topology, policy)
         self.fast, self.slow = r.fast, r.slow
         if not self.last:
             self.last = {n: node_counters(self.fs, n) for n in topology.node_ids}
+
+    def set_debugfs(self, values: dict[str, int]) -> None:
+        """Write the debugfs knobs whose old value is saved; one that cannot be written keeps the kernel's value."""
+        self.applied = {}
+        for path, value in values.items():
+            if path not in self.saved:
+                continue
+            try:
+                self.fs.write(path, str(value))
+                self.applied[path] = value
+            except HostFSError as e:  # debugfs readable but not writable here: the kernel's value stays
+                log.warning("numa_balancing engine: %s; %s not applied", e, path.rsplit("/", 1)[-1])
+                del self.saved[path]
+                self._record()
+
+    def live_uses(self) -> tuple[str, ...]:
+        """The debugfs values this engine set, for status: hot_threshold_ms=4000, scan_period_ms=25..31, ..."""
+        a = self.applied
+        out = [f"hot_threshold_ms={a[HOT_THRESHOLD]}"] if HOT_THRESHOLD in a else []
+        if SCAN_PERIOD_MIN in a and SCAN_PERIOD_MAX in a:
+            out.append(f"scan_period_ms={a[SCAN_PERIOD_MIN]}..{a[SCAN_PERIOD_MAX]}")
+        if SCAN_DELAY in a:
+            out.append(f"scan_delay_ms={a[SCAN_DELAY]}")
+        if SCAN_SIZE in a:
+            out.append(f"scan_size_mb={a[SCAN_SIZE]}")
+        return tuple(out)
 
     def gate(self, gates: Gates) -> None:
         """The kernel applies its own watermarks to NUMA-balancing promotion and to demotion: nothing to switch."""
@@ -193,6 +250,7 @@ class NumaBalancingEngine:
             except HostFSError as e:
                 errors.append(str(e))
         self.saved = {}
+        self.applied = {}
         if self.state_file is not None and not errors:
             self.state_file.unlink(missing_ok=True)
         if errors:

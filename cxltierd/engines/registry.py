@@ -167,7 +167,7 @@ REGISTRY: dict[str, Spec] = {
             "the kernel's NUMA-balancing tiering mode, configured and watched",
             _probe_numa_balancing,
             _build_numa_balancing,
-            lambda w: ("numa_balancing=2", "demotion_enabled", "hot_threshold_ms", "promote_rate_limit_MBps"),
+            lambda w: ("numa_balancing=2", "demotion_enabled", "promote_rate_limit_MBps"),
         ),
         Spec(
             "simulated",

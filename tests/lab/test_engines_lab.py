@@ -368,6 +368,8 @@ def test_numa_balancing_engine_promotes_the_hot_set(
     is 0.25/s: one pass of the workload over 4096 pages that all hint-fault takes more than the kernel's default
     1000 ms under TCG, so most pages would miss the default threshold (measured: about 1000 pages per scan). The
     workload drops its MPOL_BIND once its buffer is on node 4: NUMA balancing never scans a VMA with a strict bind.
+    While the daemon runs its engine replaces the scan settings with those it derives from the policy (scan_period
+    25..31 ms, scan_size_mb 64: tests/lab/test_reaction_lab.py checks them) and restores the test's on stop.
     """
     knob(f"{DEBUGFS_NB}/scan_delay_ms", "100")
     knob(f"{DEBUGFS_NB}/scan_period_min_ms", "100")

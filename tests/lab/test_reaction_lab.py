@@ -9,8 +9,10 @@ come from the kernel's page placement (move_pages(2) queries):
 - the old hot range stays on DDR (a cold region is demoted only under fast-tier pressure, and 1 GiB DDR nodes have
   none here);
 - no 2 MiB chunk of the never-hot part moved, except within EDGE_MIB of a hot range (DAMON's precision at an edge).
-The DAMON engines only: the numa_balancing engine's promotions are the kernel's own hint-fault decisions, measured
-by benchmarks/lab_reaction.py.
+The numa_balancing engine too: its promotions are the kernel's own hint-fault decisions, so it is the scan knobs
+the engine derives from the policy (scan_period_max_ms 31, scan_size_mb 64 for interval 1 s) that make the kernel
+arm the new range soon after the shift; the test checks they are set while the daemon runs and restored after
+(hot_threshold 0.25/s: under TCG a pass of the workload over 4096 faulting pages takes longer than 1 s).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from labkit import DaemonFactory, LabDaemon, Workload
+from labkit import DaemonFactory, LabDaemon, Workload, read
 
 MIB, HOT_MIB, SHIFT_MIB = 64, 16, 32
 DDR = (0, 1)
@@ -30,6 +32,8 @@ EDGE_MIB = 4
 SHIFT_TICKS = 15  # ticks from the shift until 90% of the new hot range is on DDR
 FIRST_TIMEOUT = 150.0  # seconds from launch until the first hot range is on DDR (start-up under TCG included)
 SHIFT_TIMEOUT = 90.0  # seconds from the shift before the daemon counts as never reacting
+SCHED_NB = "/sys/kernel/debug/sched/numa_balancing"
+SCAN_KNOBS = ("hot_threshold_ms", "scan_delay_ms", "scan_period_min_ms", "scan_period_max_ms", "scan_size_mb")
 
 
 def on_ddr(w: Workload, pages_on_nodes: Callable[[int, int, int], dict[int, int]], start_mib: int, mib: int) -> float:
@@ -72,7 +76,7 @@ def moved_cold_chunks(w: Workload, pages_on_nodes: Callable[[int, int, int], dic
     return out
 
 
-@pytest.mark.parametrize("engine", ["move_pages", "damos"])
+@pytest.mark.parametrize("engine", ["move_pages", "damos", "numa_balancing"])
 @pytest.mark.usefixtures("no_kernel_migration")
 def test_the_daemon_follows_a_hot_set_that_moves(
     engine: str,
@@ -83,15 +87,22 @@ def test_the_daemon_follows_a_hot_set_that_moves(
     pages_on_nodes: Callable[[int, int, int], dict[int, int]],
 ) -> None:
     """The hot range moves to fresh CXL pages: the new one reaches DDR within SHIFT_TICKS ticks, the old one stays."""
-    w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, companion=True, shift_mib=SHIFT_MIB)
+    nb = engine == "numa_balancing"  # NUMA balancing never scans a VMA with a strict bind: drop it once on node 4
+    w = workload(cxl_node, MIB, HOT_MIB, cgroup=test_cgroup, cpu=1, companion=True, shift_mib=SHIFT_MIB, unbind=nb)
     assert w.placement() == {cxl_node: w.pages}
     policy: dict[str, Any] = {
         "engine": engine,
         "interval": "1s",
         "processes": {"manage": [{"cgroup": test_cgroup}], "min_rss": "1MiB"},
     }
+    knobs = {k: read(f"{SCHED_NB}/{k}") for k in SCAN_KNOBS} if nb else {}
+    if nb:
+        policy["hotness"] = {"hot_threshold": 0.25}
     d = lab_daemon(policy)
     wait_on_ddr(d, w, pages_on_nodes, 0, FIRST_TIMEOUT)
+    if knobs:
+        set_now = [read(f"{SCHED_NB}/{k}") for k in SCAN_KNOBS]
+        assert set_now == ["4000", "1000", "25", "31", "64"], f"the engine's debugfs knobs: {set_now}"
     assert on_ddr(w, pages_on_nodes, SHIFT_MIB, HOT_MIB) < 0.1, "the next hot range moved before it was hot"
     shifted_at, ticks0 = time.monotonic(), d.ticks()
     os.kill(w.pid, signal.SIGUSR1)
@@ -102,3 +113,6 @@ def test_the_daemon_follows_a_hot_set_that_moves(
     old = on_ddr(w, pages_on_nodes, 0, HOT_MIB)
     assert old >= 0.9, f"the old hot range was demoted without fast-tier pressure: {100 * old:.0f}% left on DDR"
     assert moved_cold_chunks(w, pages_on_nodes) == [], "never-hot memory away from the hot edges moved to DDR"
+    if knobs:
+        assert d.stop() == 0, d.tail()
+        assert {k: read(f"{SCHED_NB}/{k}") for k in SCAN_KNOBS} == knobs, "debugfs knobs not restored"
