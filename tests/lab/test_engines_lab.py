@@ -224,7 +224,7 @@ def assert_promoted(
     start_cold: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """What move_pages and DAMOS both must show once settled: most of the hot set on DDR within MAX_TICKS, no cold
-    memory moved but within EDGE_MIB of the hot set, numa_maps agreeing, the daemon's count equal to the buffer pages
+    memory moved but within EDGE_MIB of either end of the cold part, numa_maps agreeing, the daemon's count equal to the buffer pages
     moved to DDR since the start (nothing but the workload moved) and to pgmigrate_success, all of it cxl->ddr in
     status and metrics. Returns the status."""
     st, (hot, cold, on_ddr) = steady(d, w, pages_on_nodes)
@@ -235,8 +235,11 @@ def assert_promoted(
     print(f"{engine}: CPU so far: the daemon {daemon_cpu:.1f} s, its kdamonds {kdamond_cpu:.1f} s")
     assert daemon_cpu > 0 and kdamond_cpu > 0
     assert hot >= 0.9 and ticks <= MAX_TICKS
+    # Within EDGE_MIB of either end of the cold part: the hot part's edge, and the buffer's end, where a DAMON vaddr
+    # region may span into the next mapping (the process's own, maybe hot: seen once on 6.12, the last 2 MiB chunk).
+    last = ((w.length - w.hot_length) >> 20) - EDGE_MIB
     edge = [mib for mib in cold_on_ddr(w, pages_on_nodes) if mib not in start_cold]
-    assert all(mib < EDGE_MIB for mib in edge), f"cold chunks at MiB {edge} past the hot part moved to DDR"
+    assert all(mib < EDGE_MIB or mib >= last for mib in edge), f"cold chunks at MiB {edge} past the hot part moved"
     assert numa_maps(w.pid, w.addr) == w.placement()
     # Exact. Once on 7.3 the damos engine's count was 24 of 4095 pages short: it read the stats files as the kernel's
     # refresh_ms left them, and the kernel skips a refresh while DAMON's sysfs lock is busy; it now asks for them.
