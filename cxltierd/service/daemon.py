@@ -243,6 +243,8 @@ class Daemon:
         self.last_progress = self.clock.now()
         if report is not None:
             svc.record_plan(self.loop.tier_name, report)
+        self._publish()  # before the tick line: once the journal shows "tick N", status answers with it
+        if report is not None:
             log.info("%s", publish.tick_line(self.loop, report))
             for note in report.plan.notes[:3]:
                 log.debug("  note: %s", note)
@@ -250,7 +252,6 @@ class Daemon:
                 log.debug("  %s: pid %d %#x %s", "planned" if report.dry_run else "move", m.pid, m.start, m.reason)
             for err in report.outcome.errors[:5]:
                 log.warning("%s", err)
-        self._publish()
 
     def _ras_handlers(self) -> dict[str, Any]:
         """Control-socket `drain` / `undrain` {"node": N}: queued for the loop thread's next tick."""
