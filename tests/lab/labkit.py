@@ -90,13 +90,15 @@ AGREE_PAGES = 16  # slack for pages in flight between the daemon's count and the
 OTHER_CAUSES = ("numa_pages_migrated", "pgdemote_kswapd", "pgdemote_direct", "pgdemote_khugepaged", "compact_isolated")
 
 
-def assert_agrees(ours: int, kernel: int, v0: dict[str, int], v1: dict[str, int], slack: int = AGREE_PAGES) -> None:
-    """The daemon's pages vs the pgmigrate_success delta; the kernel may exceed the daemon only by `slack` plus
+def assert_agrees(ours: int, kernel: int, v0: dict[str, int], v1: dict[str, int]) -> None:
+    """The daemon's pages vs the pgmigrate_success delta; the kernel may exceed the daemon only by AGREE_PAGES plus
     what it attributes to other causes between v0 and v1 (two /proc/vmstat snapshots around the daemon's reading)."""
     others = {k: v1.get(k, 0) - v0.get(k, 0) for k in OTHER_CAUSES}
     print(f"pgmigrate_success {kernel}, daemon {ours}, other causes {others}")
     assert ours <= kernel + AGREE_PAGES, f"the daemon counts {ours} pages, the kernel migrated {kernel}"
-    assert kernel - ours <= slack + sum(others.values()), f"kernel {kernel} vs daemon {ours}, other causes {others}"
+    assert kernel - ours <= AGREE_PAGES + sum(others.values()), (
+        f"kernel {kernel} vs daemon {ours}, other causes {others}"
+    )
 
 
 # ---- page placement -----------------------------------------------------------------------------------------------
